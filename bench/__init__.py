@@ -1,0 +1,1 @@
+"""Benchmarks for `make bench` (§12): every figure a ratio against a baseline run alongside."""

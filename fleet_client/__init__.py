@@ -1,0 +1,1 @@
+"""Fleet sync customer-side pusher library."""

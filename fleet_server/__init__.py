@@ -1,0 +1,1 @@
+"""Fleet sync central server: gRPC services over a multi-tenant PostgreSQL."""

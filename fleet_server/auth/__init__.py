@@ -1,0 +1,1 @@
+"""Authentication: token format and hashing, identities, the per-method policy and the interceptor."""

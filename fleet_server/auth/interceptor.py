@@ -1,0 +1,157 @@
+"""The server interceptor: authenticate every fleet call before its handler runs, then log it.
+
+Authentication happens in `intercept_service`, before the handler is started, so a refused
+streaming call never has a request message consumed and nothing is written. The refusal handler
+keeps the method's streaming shape (a unary refusal for a client-streaming RPC breaks the
+call). Accepted calls get a handler whose servicer receives a `CallContext` carrying the
+identity, and whose completion writes one access-log line (method, customer, rows, status,
+duration; never the token).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from fleet_server.auth.identity import AdminIdentity, CallContext, CustomerIdentity, Identity
+from fleet_server.auth.lookup import TokenStore
+from fleet_server.auth.policy import Requirement, requirement_for
+from fleet_server.errors import FleetError, PermissionDenied, Unauthenticated
+
+_LOGGER = logging.getLogger(__name__)
+ACCESS_LOGGER = logging.getLogger("fleet_server.access")
+
+_BEARER = "bearer "
+
+
+def _bearer_token(metadata: tuple[Any, ...] | None) -> str:
+    values = [v for k, v in (metadata or ()) if k == "authorization"]
+    if not values:
+        raise Unauthenticated("missing authorization metadata", reason="TOKEN_MISSING")
+    value = values[0] if isinstance(values[0], str) else values[0].decode("latin-1")
+    if len(values) > 1 or not value.lower().startswith(_BEARER):
+        raise Unauthenticated("authorization must be 'Bearer <token>'", reason="TOKEN_MALFORMED")
+    return value[len(_BEARER) :].strip()
+
+
+def _check_kind(identity: Identity, requirement: Requirement, method: str) -> None:
+    if requirement is Requirement.CUSTOMER and not isinstance(identity, CustomerIdentity):
+        raise PermissionDenied(f"{method} needs a customer token, not an admin token")
+    if requirement is Requirement.ADMIN and not isinstance(identity, AdminIdentity):
+        raise PermissionDenied(f"{method} needs an admin token, not a customer token")
+
+
+def _who(identity: Identity) -> str:
+    return identity.code if isinstance(identity, CustomerIdentity) else f"admin:{identity.name}"
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):
+    """Per-method policy (see `policy.py`), tokens resolved through an injected `TokenStore`."""
+
+    def __init__(self, tokens: TokenStore) -> None:
+        self._tokens = tokens
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        method: str = handler_call_details.method
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        requirement = requirement_for(method)
+        if requirement is Requirement.PUBLIC:
+            return handler
+        started = time.perf_counter()
+        try:
+            if requirement is None:
+                raise PermissionDenied(f"{method} is not open to any caller")
+            token = _bearer_token(handler_call_details.invocation_metadata)
+            identity = await self._tokens.authenticate(token)
+            _check_kind(identity, requirement, method)
+        except FleetError as refusal:
+            _log_access(method, "-", 0, refusal.code, started)
+            return _refusal(handler, refusal)
+        except Exception:
+            _LOGGER.exception("authentication failed unexpectedly for %s", method)
+            unavailable = Unauthenticated("authentication is unavailable", reason="AUTH_UNAVAILABLE")
+            _log_access(method, "-", 0, grpc.StatusCode.UNAVAILABLE, started)
+            return _refusal(handler, unavailable, code=grpc.StatusCode.UNAVAILABLE)
+        return _authenticated(handler, identity, method, started)
+
+
+def _log_access(method: str, who: str, rows: int, code: Any, started: float) -> None:
+    name = code.name if isinstance(code, grpc.StatusCode) else str(code or "OK")
+    ACCESS_LOGGER.info(
+        "rpc method=%s customer=%s rows=%d status=%s duration_ms=%.1f",
+        method,
+        who,
+        rows,
+        name,
+        (time.perf_counter() - started) * 1000,
+    )
+
+
+def _refusal(
+    handler: grpc.RpcMethodHandler, error: FleetError, code: grpc.StatusCode | None = None
+) -> grpc.RpcMethodHandler:
+    status = code or error.code
+    message = error.message
+
+    async def deny_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await context.abort(status, message)
+
+    async def deny_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        await context.abort(status, message)
+        yield  # pragma: no cover - abort raises; this makes the function an async generator
+
+    return _same_shape(handler, deny_unary, deny_stream)
+
+
+def _same_shape(
+    handler: grpc.RpcMethodHandler,
+    unary_response: Callable[..., Any],
+    stream_response: Callable[..., Any],
+) -> grpc.RpcMethodHandler:
+    """A handler with `handler`'s streaming shape and serializers but other behaviours."""
+    kwargs = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.request_streaming and handler.response_streaming:
+        return grpc.stream_stream_rpc_method_handler(stream_response, **kwargs)
+    if handler.request_streaming:
+        return grpc.stream_unary_rpc_method_handler(unary_response, **kwargs)
+    if handler.response_streaming:
+        return grpc.unary_stream_rpc_method_handler(stream_response, **kwargs)
+    return grpc.unary_unary_rpc_method_handler(unary_response, **kwargs)
+
+
+def _authenticated(
+    handler: grpc.RpcMethodHandler, identity: Identity, method: str, started: float
+) -> grpc.RpcMethodHandler:
+    behavior = handler.stream_stream or handler.stream_unary or handler.unary_stream or handler.unary_unary
+    who = _who(identity)
+
+    async def call_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        call = CallContext(context, identity, method)
+        try:
+            return await behavior(request, call)
+        finally:
+            _log_access(method, who, call.rows, context.code(), started)
+
+    async def call_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        call = CallContext(context, identity, method)
+        try:
+            async for response in behavior(request, call):
+                yield response
+        finally:
+            _log_access(method, who, call.rows, context.code(), started)
+
+    return _same_shape(handler, call_unary, call_stream)

@@ -1,0 +1,167 @@
+"""`fleet-server`: serve, migrate, and mint admin tokens (direct database access)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from fleet_server.app import App
+from fleet_server.clock import SystemClock
+from fleet_server.config import Settings
+from fleet_server.db import migrate
+from fleet_server.db.session import Database
+from fleet_server.domain.admin_tokens import create_admin_token
+from fleet_server.errors import FleetError
+from fleet_server.server import ConfigurationError, serve_until_signalled
+
+_LOGGER = logging.getLogger("fleet_server")
+
+BOOTSTRAP_TOKEN_NAME = "local-admin"
+
+
+def admin_token_file(settings: Settings) -> Path:
+    """Where `make run` leaves the bootstrap admin token (git-ignored, mode 0600)."""
+    return settings.data_dir / "admin-token"
+
+
+@contextlib.contextmanager
+def database_url(settings: Settings) -> Iterator[str]:
+    """The configured URL, or an embedded PostgreSQL in the data folder kept up while in use."""
+    if settings.database_url:
+        yield settings.database_url
+        return
+    from fleet_server.db.embedded import start_embedded
+
+    url, server = start_embedded(settings.data_dir)
+    try:
+        yield url
+    finally:
+        del server
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _bootstrap_admin_token(settings: Settings, db: Database) -> None:
+    path = admin_token_file(settings)
+    if path.exists():
+        _LOGGER.info("admin token for fleetctl: %s", path)
+        return
+    issued = db.transaction(create_admin_token, BOOTSTRAP_TOKEN_NAME, SystemClock().now())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(issued.token + "\n")
+    _LOGGER.info("bootstrapped admin token %r into %s (fleetctl reads it)", issued.name, path)
+
+
+def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    with database_url(settings) as url:
+        if args.migrate or not settings.database_url:
+            migrate.upgrade(url)
+        db = Database.from_url(url, settings.db_pool_size)
+        query_db = (
+            Database.from_url(settings.query_database_url, settings.db_pool_size)
+            if settings.query_database_url
+            else None
+        )
+        if args.bootstrap_admin_token:
+            _bootstrap_admin_token(settings, db)
+        app = App(settings=settings, db=db, query_db=query_db)
+        try:
+            asyncio.run(serve_until_signalled(app))
+        finally:
+            app.close()
+    return 0
+
+
+def _cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    with database_url(settings) as url:
+        migrate.upgrade(url, args.revision)
+    _LOGGER.info("database migrated to %s", args.revision)
+    return 0
+
+
+def _cmd_admin_token(settings: Settings, args: argparse.Namespace) -> int:
+    with database_url(settings) as url:
+        migrate.upgrade(url)
+        db = Database.from_url(url, 1)
+        try:
+            if args.action == "create":
+                issued = db.transaction(create_admin_token, args.name, SystemClock().now())
+                print(issued.token)
+                print(
+                    f"admin token {issued.name!r} created; it is shown only this once",
+                    file=sys.stderr,
+                )
+        finally:
+            db.close()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fleet-server",
+        description="Fleet sync central server. Every setting is also read from its FLEET_* "
+        "environment variable; flags win.",
+    )
+    Settings.add_arguments(parser)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="serve the gRPC API until SIGTERM/SIGINT")
+    Settings.add_arguments(serve)
+    serve.add_argument(
+        "--migrate",
+        action="store_true",
+        help="run migrations before serving (always done for the embedded database)",
+    )
+    serve.add_argument(
+        "--bootstrap-admin-token",
+        action="store_true",
+        help="on first start, mint an admin token into DATA_DIR/admin-token for fleetctl",
+    )
+
+    mig = commands.add_parser("migrate", help="apply database migrations (alembic upgrade)")
+    Settings.add_arguments(mig)
+    mig.add_argument("revision", nargs="?", default="head", help="target revision (head)")
+
+    tokens = commands.add_parser("admin-token", help="manage operator tokens (direct DB access)")
+    Settings.add_arguments(tokens)
+    actions = tokens.add_subparsers(dest="action", required=True)
+    create = actions.add_parser("create", help="mint a token and print it once")
+    create.add_argument("name", help="who or what the token is for")
+    return parser
+
+
+_COMMANDS: dict[str, Any] = {
+    "serve": _cmd_serve,
+    "migrate": _cmd_migrate,
+    "admin-token": _cmd_admin_token,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = Settings.from_args(args)
+    _configure_logging(settings.log_level)
+    try:
+        return int(_COMMANDS[args.command](settings, args))
+    except (ConfigurationError, FleetError) as exc:
+        print(f"fleet-server: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""Server settings: one typed object, filled from `FLEET_*` environment variables and flags.
+
+Every field declares its environment variable and help text once, so `fleet-server --help`
+documents every setting and no setting can exist that the help does not mention.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+def _setting(default: Any, help_text: str, *, flag: str | None = None) -> Any:
+    return field(default=default, metadata={"help": help_text, "flag": flag})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything `fleet-server` can be told. Env var = `FLEET_` + upper-cased field name."""
+
+    database_url: str | None = _setting(
+        None,
+        "PostgreSQL URL (postgresql+psycopg://…); unset = an embedded PostgreSQL in --data-dir",
+    )
+    query_database_url: str | None = _setting(None, "optional read replica URL for FleetQueryService reads")
+    data_dir: Path = _setting(
+        Path(".fleet"), "folder for the embedded PostgreSQL and the bootstrap admin token"
+    )
+    listen: str = _setting("127.0.0.1:50051", "host:port to serve on")
+    reflection: bool = _setting(True, "serve gRPC server reflection")
+    insecure: bool = _setting(False, "allow plaintext on a non-loopback address")
+    tls_cert: Path | None = _setting(None, "server certificate chain (PEM)")
+    tls_key: Path | None = _setting(None, "server private key (PEM)")
+    tls_client_ca: Path | None = _setting(
+        None, "CA bundle (PEM) to verify client certificates against; enables mTLS"
+    )
+    shutdown_grace_s: float = _setting(10.0, "seconds in-flight RPCs get to finish on SIGTERM/SIGINT")
+    max_message_bytes: int = _setting(4 * 1024 * 1024, "largest request message accepted, in bytes")
+    max_metadata_bytes: int = _setting(16 * 1024, "largest request metadata accepted, in bytes")
+    max_concurrent_rpcs: int = _setting(256, "RPCs served at once; more are refused")
+    db_pool_size: int = _setting(10, "database connections per process (and threads running database work)")
+    token_grace_s: float = _setting(
+        24 * 3600.0, "default grace window of a rotated customer token, in seconds"
+    )
+    ingest_rows_per_s: float = _setting(
+        200_000.0, "per-customer measurement row budget: sustained rows per second"
+    )
+    ingest_burst_rows: int = _setting(1_000_000, "per-customer measurement row budget: burst size in rows")
+    max_cost_span_days: int = _setting(400, "longest ComputeCosts range, in days")
+    workers: int = _setting(1, "server processes sharing the port through SO_REUSEPORT")
+    log_level: str = _setting("INFO", "log level (DEBUG, INFO, WARNING, ERROR)")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Settings from `FLEET_*` variables, then `overrides` on top."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = env.get(f"FLEET_{f.name.upper()}")
+            if raw is not None and raw != "":
+                values[f.name] = _parse(f, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """One flag per setting (`--max-message-bytes`); absent from the namespace unless given.
+
+        Added to the top-level parser and to each subcommand, so both `fleet-server --listen X
+        serve` and `fleet-server serve --listen X` work and neither level resets the other.
+        """
+        for f in dataclasses.fields(cls):
+            flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+            env = f"FLEET_{f.name.upper()}"
+            help_text = f"{f.metadata['help']} [env {env}; default {f.default}]"
+            if f.type in ("bool", bool):
+                parser.add_argument(
+                    flag,
+                    dest=f.name,
+                    action=argparse.BooleanOptionalAction,
+                    default=argparse.SUPPRESS,
+                    help=help_text,
+                )
+            else:
+                parser.add_argument(flag, dest=f.name, default=argparse.SUPPRESS, help=help_text)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Settings:
+        """Env first, then whatever flags were given."""
+        overrides: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            value = getattr(args, f.name, None)
+            if value is not None:
+                overrides[f.name] = value if isinstance(value, bool) else _parse(f, str(value))
+        return cls.from_env(env, **overrides)
+
+
+def _parse(f: dataclasses.Field[Any], raw: str) -> Any:
+    kind = str(f.type)
+    try:
+        if kind == "bool":
+            return raw.strip().lower() in {"1", "true", "yes", "on"}
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        if "Path" in kind:
+            return Path(raw)
+    except ValueError as exc:
+        raise SystemExit(f"FLEET_{f.name.upper()}: {raw!r} is not a valid {kind}") from exc
+    return raw

@@ -1,0 +1,1 @@
+"""Storage: typed models, the session/thread plumbing, the embedded server and migrations."""

@@ -1,0 +1,76 @@
+"""One unit of work per call: the domain gets a `Session` inside a transaction, off the event loop.
+
+Domain code is plain synchronous SQLAlchemy (easy to read, easy to test). The aio servicers hand
+it to `Database.run`, which executes it on a thread pool the size of the connection pool, so a
+slow back-fill of one customer occupies one connection and one thread, never the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Concatenate, ParamSpec, TypeVar
+
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.orm import Session, sessionmaker
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def make_engine(url: str, pool_size: int = 10) -> Engine:
+    """An engine for `url` (`postgresql+psycopg://…`), with a pool sized for `pool_size` workers."""
+    return create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=0,
+        pool_pre_ping=True,
+        pool_timeout=30,
+    )
+
+
+class Database:
+    """The engine, the session factory and the threads that run database work."""
+
+    def __init__(self, engine: Engine, *, workers: int | None = None) -> None:
+        self.engine = engine
+        self.sessions = sessionmaker(engine, expire_on_commit=False)
+        size = workers or engine.pool.size()  # type: ignore[attr-defined]
+        self._executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix="fleet-db")
+
+    @classmethod
+    def from_url(cls, url: str, pool_size: int = 10) -> Database:
+        return cls(make_engine(url, pool_size), workers=pool_size)
+
+    def transaction(
+        self, fn: Callable[Concatenate[Session, P], T], /, *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Run `fn(session, …)` in one transaction: committed if it returns, rolled back if it raises."""
+        with self.sessions.begin() as session:
+            return fn(session, *args, **kwargs)
+
+    async def run(self, fn: Callable[Concatenate[Session, P], T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """`transaction(fn, …)` on a database thread, awaited from the event loop."""
+        loop = asyncio.get_running_loop()
+        call = functools.partial(self.transaction, fn, *args, **kwargs)
+        return await loop.run_in_executor(self._executor, call)
+
+    async def offload(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run blocking `fn` that manages its own connection on a database thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+
+    def ping(self) -> bool:
+        """True when the database answers a trivial query."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception:
+            return False
+        return True
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self.engine.dispose()

@@ -1,0 +1,1 @@
+"""fleetctl: the operators' command line, a client of the admin and query services."""

@@ -1,0 +1,1 @@
+"""gRPC servicers: one module per service, translating wire ⇄ domain and nothing else."""

@@ -1,0 +1,46 @@
+"""FleetQueryService: operator reads across customers, wire ⇄ domain."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+from fleet.v1 import query_service_pb2 as pb
+from fleet.v1 import query_service_pb2_grpc
+
+from fleet_server.app import App
+from fleet_server.auth.identity import CallContext
+from fleet_server.errors import Unimplemented
+from fleet_server.services.status import translate_errors
+
+_LOGGER = logging.getLogger(__name__)
+
+
+class FleetQueryServicer(query_service_pb2_grpc.FleetQueryServiceServicer):
+    def __init__(self, app: App) -> None:
+        self._app = app
+
+    @translate_errors
+    async def GetCustomerDetail(
+        self, request: pb.GetCustomerDetailRequest, context: CallContext
+    ) -> pb.GetCustomerDetailResponse:
+        raise Unimplemented("GetCustomerDetail is not available on this server yet")
+
+    @translate_errors
+    async def QueryMeasurements(
+        self, request: pb.QueryMeasurementsRequest, context: CallContext
+    ) -> AsyncIterator[pb.QueryMeasurementsResponse]:
+        raise Unimplemented("QueryMeasurements is not available on this server yet")
+        yield  # type: ignore[unreachable]  # makes this an async generator (server-streaming shape)
+
+    @translate_errors
+    async def SummarizeFleet(
+        self, request: pb.SummarizeFleetRequest, context: CallContext
+    ) -> pb.SummarizeFleetResponse:
+        raise Unimplemented("SummarizeFleet is not available on this server yet")
+
+    @translate_errors
+    async def ComputeCosts(
+        self, request: pb.ComputeCostsRequest, context: CallContext
+    ) -> pb.ComputeCostsResponse:
+        raise Unimplemented("ComputeCosts is not available on this server yet")

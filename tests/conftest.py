@@ -1,0 +1,119 @@
+"""Shared fixtures: a real PostgreSQL, a real in-process gRPC server, stubs, tokens, customers.
+
+Isolation: the schema is migrated once per session; every test that uses `db` starts from empty
+tables (TRUNCATE), because the servers under test hold their own connections and cannot share a
+test's outer transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, create_engine
+
+from fleet_server.app import App
+from fleet_server.clock import Clock, FakeClock, SystemClock
+from fleet_server.config import Settings
+from fleet_server.db import migrate
+from fleet_server.db.session import Database
+from fleet_server.domain.admin_tokens import create_admin_token
+from fleet_server.domain.customers import create_customer
+from tests.support.clients import Stubs
+from tests.support.database import base_url, reset_schema, truncate_all
+from tests.support.inprocess import InProcessServer
+
+
+@pytest.fixture(scope="session")
+def database_url() -> str:
+    """The migrated test database (schema rebuilt from nothing once per session)."""
+    url = base_url()
+    reset_schema(url)
+    migrate.upgrade(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def engine(database_url: str) -> Iterator[Engine]:
+    eng = create_engine(database_url)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def db(database_url: str, engine: Engine) -> Iterator[Database]:
+    """A `Database` on empty tables."""
+    truncate_all(engine)
+    database = Database.from_url(database_url, pool_size=4)
+    yield database
+    database.close()
+
+
+@pytest.fixture
+def fake_clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    """Server settings for tests: the test database, an ephemeral port."""
+    return Settings(database_url=database_url, listen="127.0.0.1:0", shutdown_grace_s=1.0)
+
+
+@pytest.fixture
+def make_server(db: Database, settings: Settings) -> Iterator[Callable[..., InProcessServer]]:
+    """Factory: `make_server(clock=..., **setting_overrides)` starts an in-process server."""
+    started: list[InProcessServer] = []
+
+    def factory(clock: Clock | None = None, **overrides: Any) -> InProcessServer:
+        app = App(
+            settings=replace(settings, **overrides),
+            db=Database.from_url(settings.database_url or "", pool_size=settings.db_pool_size),
+            clock=clock or SystemClock(),
+        )
+        server = InProcessServer(app).start()
+        started.append(server)
+        return server
+
+    yield factory
+    for server in started:
+        server.stop()
+        server.app.close()
+
+
+@pytest.fixture
+def server(make_server: Callable[..., InProcessServer]) -> InProcessServer:
+    return make_server()
+
+
+@pytest.fixture
+def stubs(server: InProcessServer) -> Iterator[Stubs]:
+    client = Stubs.connect(server.target)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def admin_token(db: Database) -> str:
+    """A valid admin token (plain text) named `test-admin`."""
+    return db.transaction(create_admin_token, "test-admin", SystemClock().now()).token
+
+
+@dataclass(frozen=True)
+class TestCustomer:
+    id: int
+    code: str
+    token: str
+
+
+@pytest.fixture
+def new_customer(db: Database) -> Callable[..., TestCustomer]:
+    """Factory: `new_customer("ACME")` creates a customer directly in the database."""
+
+    def factory(code: str = "ACME", name: str | None = None) -> TestCustomer:
+        issued = db.transaction(create_customer, code, name or code.title(), SystemClock().now())
+        return TestCustomer(id=issued.customer.id, code=code, token=issued.token)
+
+    return factory

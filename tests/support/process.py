@@ -1,0 +1,115 @@
+"""The real `fleet-server` (and other CLIs) as child processes, for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def cli(name: str) -> str:
+    """Path of a console script installed next to this interpreter."""
+    path = BIN / name
+    return str(path) if path.exists() else (shutil.which(name) or name)
+
+
+def wait_serving(target: str, timeout: float = 30.0, credentials: Any = None) -> None:
+    """Block until the overall health status at `target` is SERVING."""
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        channel = (
+            grpc.secure_channel(target, credentials)
+            if credentials is not None
+            else grpc.insecure_channel(target)
+        )
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=2
+            )
+            if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                return
+        except grpc.RpcError as exc:
+            last = exc
+        finally:
+            channel.close()
+        time.sleep(0.1)
+    raise TimeoutError(f"{target} not SERVING after {timeout}s: {last}")
+
+
+class ServerProcess:
+    """`fleet-server serve` on a free loopback port against the test database."""
+
+    def __init__(
+        self,
+        database_url: str,
+        *extra_args: str,
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+        data_dir: Path | None = None,
+    ) -> None:
+        self.port = port or free_port()
+        self.target = f"127.0.0.1:{self.port}"
+        self.database_url = database_url
+        self.extra_args = list(extra_args)
+        self.env = {**os.environ, "FLEET_DATABASE_URL": database_url, **(env or {})}
+        if data_dir is not None:
+            self.env["FLEET_DATA_DIR"] = str(data_dir)
+        self.proc: subprocess.Popen[str] | None = None
+        self.output = ""
+
+    def start(self, *, wait: bool = True, credentials: Any = None) -> ServerProcess:
+        self.proc = subprocess.Popen(
+            [cli("fleet-server"), "serve", "--listen", self.target, *self.extra_args],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        if wait:
+            try:
+                wait_serving(self.target, credentials=credentials)
+            except TimeoutError:
+                self.kill()
+                raise
+        return self
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        """SIGTERM and wait; returns the exit code."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.wait(timeout)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.wait(10)
+
+    def wait(self, timeout: float) -> int:
+        assert self.proc is not None
+        out, _ = self.proc.communicate(timeout=timeout)
+        self.output += out or ""
+        return int(self.proc.returncode)
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()
