@@ -1,0 +1,45 @@
+"""Output for people (aligned tables) and for scripts (`--json`)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from google.protobuf import timestamp_pb2
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A plain-text table with a header rule; every cell rendered with `str`."""
+    cells = [[str(c) for c in headers], *[["" if c is None else str(c) for c in row] for row in rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def message_dict(message: Message) -> dict[str, Any]:
+    """A protobuf message as the JSON-ready dict scripts get (field names as in the proto)."""
+    return MessageToDict(message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+
+
+def print_json(value: Any) -> None:
+    json.dump(value, sys.stdout, indent=2, sort_keys=False, default=str)
+    sys.stdout.write("\n")
+
+
+def when(ts: timestamp_pb2.Timestamp | None) -> str:
+    """A timestamp as `2026-01-05 12:00:00Z`, or '-' when unset."""
+    if ts is None or (ts.seconds == 0 and ts.nanos == 0):
+        return "-"
+    return ts.ToDatetime(tzinfo=UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def parse_time(text: str) -> datetime:
+    """`2026-01-05`, `2026-01-05T10:00`, `…Z` or with an offset; naive means UTC."""
+    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
