@@ -1,31 +1,56 @@
 """`fleetctl`: operators' view of the fleet; a client of the admin and query services.
 
-Each command group lives in its own module and plugs in through `register(subparsers)`;
-a command is a function `(args, connection) -> int` stored as the parser's `run` default.
+Each command module plugs in through `register(cli)`: it adds top-level commands with
+`cli.commands.add_parser(...)` or joins a shared group (`cli.group("customers")`), so several
+modules can contribute to `fleetctl customers …`. A command is a function
+`(args, connection) -> int` stored as the parser's `run` default.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
+from typing import Any
 
 import grpc
 
 from fleet_server.fleetctl import connection as conn
 from fleet_server.fleetctl.errors import describe_rpc_error
 
-# Command modules: each exposes register(commands) and adds its own subcommands.
-_GROUPS: tuple[str, ...] = ()
+# Command modules under fleet_server/fleetctl/, each exposing register(cli: Cli).
+_MODULES: tuple[str, ...] = ()
+
+_GROUP_HELP = {
+    "customers": "customers, their tokens and their mirrored data",
+    "fleet": "views across every customer",
+}
+
+
+class Cli:
+    """The parser under construction, handed to each command module."""
+
+    def __init__(self, parser: argparse.ArgumentParser) -> None:
+        self.parser = parser
+        self.commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+        self._groups: dict[str, Any] = {}
+
+    def group(self, name: str) -> Any:
+        """The subcommands of group `name` (`fleetctl NAME …`), created on first use."""
+        if name not in self._groups:
+            group = self.commands.add_parser(name, help=_GROUP_HELP.get(name, name))
+            self._groups[name] = group.add_subparsers(
+                dest=f"{name}_command", required=True, metavar="COMMAND"
+            )
+        return self._groups[name]
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fleetctl", description="Operate a Fleet sync server.")
     conn.add_connection_arguments(parser)
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    import importlib
-
-    for name in _GROUPS:
-        importlib.import_module(f"fleet_server.fleetctl.{name}").register(commands)
+    cli = Cli(parser)
+    for name in _MODULES:
+        importlib.import_module(f"fleet_server.fleetctl.{name}").register(cli)
     return parser
 
 
