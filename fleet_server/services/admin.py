@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from fleet.v1 import admin_service_pb2 as pb
 from fleet.v1 import admin_service_pb2_grpc
 
 from fleet_server.app import App
 from fleet_server.auth.identity import CallContext
-from fleet_server.errors import Unimplemented
+from fleet_server.domain import customers
+from fleet_server.services import admin_wire as wire
 from fleet_server.services.status import translate_errors
 
 _LOGGER = logging.getLogger(__name__)
@@ -23,40 +25,87 @@ class FleetAdminServicer(admin_service_pb2_grpc.FleetAdminServiceServicer):
     async def CreateCustomer(
         self, request: pb.CreateCustomerRequest, context: CallContext
     ) -> pb.CreateCustomerResponse:
-        raise Unimplemented("CreateCustomer is not available on this server yet")
+        issued = await self._app.db.run(
+            customers.create_customer, request.code, request.name, self._app.clock.now()
+        )
+        _audit(context, "created customer", issued.customer.code)
+        context.add_rows(1)
+        return pb.CreateCustomerResponse(customer=wire.customer_message(issued.customer), token=issued.token)
 
     @translate_errors
     async def ListCustomers(
         self, request: pb.ListCustomersRequest, context: CallContext
     ) -> pb.ListCustomersResponse:
-        raise Unimplemented("ListCustomers is not available on this server yet")
+        after = wire.decode_page_token(request.page_token)
+        page = await self._app.db.run(
+            customers.list_customers, request.page_size, after, self._app.clock.now()
+        )
+        context.add_rows(len(page.customers))
+        return pb.ListCustomersResponse(
+            customers=[wire.customer_message(c) for c in page.customers],
+            next_page_token=wire.encode_page_token(page.last_code),
+        )
 
     @translate_errors
     async def GetCustomer(
         self, request: pb.GetCustomerRequest, context: CallContext
     ) -> pb.GetCustomerResponse:
-        raise Unimplemented("GetCustomer is not available on this server yet")
+        record = await self._app.db.run(customers.get_customer, request.code, self._app.clock.now())
+        context.add_rows(1)
+        return pb.GetCustomerResponse(customer=wire.customer_message(record))
 
     @translate_errors
     async def RotateCustomerToken(
         self, request: pb.RotateCustomerTokenRequest, context: CallContext
     ) -> pb.RotateCustomerTokenResponse:
-        raise Unimplemented("RotateCustomerToken is not available on this server yet")
+        grace = wire.requested_grace(request)
+        issued = await self._app.db.run(
+            customers.rotate_token,
+            request.code,
+            grace,
+            timedelta(seconds=self._app.settings.token_grace_s),
+            self._app.clock.now(),
+        )
+        expires = issued.customer.previous_token_expires_at
+        window = f"old token valid until {expires.isoformat()}" if expires else "immediate cutover"
+        _audit(context, "rotated the token of", issued.customer.code, f" ({window})")
+        context.add_rows(1)
+        return pb.RotateCustomerTokenResponse(
+            customer=wire.customer_message(issued.customer), token=issued.token
+        )
 
     @translate_errors
     async def ActivateCustomer(
         self, request: pb.ActivateCustomerRequest, context: CallContext
     ) -> pb.ActivateCustomerResponse:
-        raise Unimplemented("ActivateCustomer is not available on this server yet")
+        record = await self._app.db.run(customers.set_active, request.code, True, self._app.clock.now())
+        _audit(context, "activated", record.code)
+        context.add_rows(1)
+        return pb.ActivateCustomerResponse(customer=wire.customer_message(record))
 
     @translate_errors
     async def DeactivateCustomer(
         self, request: pb.DeactivateCustomerRequest, context: CallContext
     ) -> pb.DeactivateCustomerResponse:
-        raise Unimplemented("DeactivateCustomer is not available on this server yet")
+        record = await self._app.db.run(customers.set_active, request.code, False, self._app.clock.now())
+        _audit(context, "deactivated", record.code)
+        context.add_rows(1)
+        return pb.DeactivateCustomerResponse(customer=wire.customer_message(record))
 
     @translate_errors
     async def DeleteCustomer(
         self, request: pb.DeleteCustomerRequest, context: CallContext
     ) -> pb.DeleteCustomerResponse:
-        raise Unimplemented("DeleteCustomer is not available on this server yet")
+        counts = await self._app.db.run(customers.delete_customer, request.code)
+        _audit(context, "erased", request.code, f" ({_summary(counts)})")
+        context.add_rows(sum(counts.values()))
+        return wire.deleted_rows_message(counts)
+
+
+def _audit(context: CallContext, action: str, code: str, detail: str = "") -> None:
+    """One line per change, naming the operator's token (never a token): the audit trail."""
+    _LOGGER.info("admin %s %s customer %s%s", context.admin().name, action, code, detail)
+
+
+def _summary(counts: dict[str, int]) -> str:
+    return ", ".join(f"{table}={rows}" for table, rows in counts.items())
