@@ -3,23 +3,30 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import logging
 import os
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from fleet_server.app import App
 from fleet_server.clock import SystemClock
 from fleet_server.config import Settings
 from fleet_server.db import migrate
 from fleet_server.db.session import Database
-from fleet_server.domain.admin_tokens import create_admin_token
+from fleet_server.domain.admin_tokens import (
+    AdminTokenRecord,
+    create_admin_token,
+    list_admin_tokens,
+    revoke_admin_token,
+)
 from fleet_server.errors import FleetError
-from fleet_server.server import ConfigurationError, serve_until_signalled
+from fleet_server.logs import configure_logging
+from fleet_server.server import ConfigurationError, check_settings, serve
+from fleet_server.supervisor import supervise
 
 _LOGGER = logging.getLogger("fleet_server")
 
@@ -46,14 +53,6 @@ def database_url(settings: Settings) -> Iterator[str]:
         del server
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
-
-
 def _bootstrap_admin_token(settings: Settings, db: Database) -> None:
     path = admin_token_file(settings)
     if path.exists():
@@ -68,22 +67,20 @@ def _bootstrap_admin_token(settings: Settings, db: Database) -> None:
 
 
 def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    check_settings(settings)  # before the database starts: a bad flag fails fast and says why
     with database_url(settings) as url:
         if args.migrate or not settings.database_url:
             migrate.upgrade(url)
-        db = Database.from_url(url, settings.db_pool_size)
-        query_db = (
-            Database.from_url(settings.query_database_url, settings.db_pool_size)
-            if settings.query_database_url
-            else None
-        )
         if args.bootstrap_admin_token:
-            _bootstrap_admin_token(settings, db)
-        app = App(settings=settings, db=db, query_db=query_db)
-        try:
-            asyncio.run(serve_until_signalled(app))
-        finally:
-            app.close()
+            db = Database.from_url(url, 1)
+            try:
+                _bootstrap_admin_token(settings, db)
+            finally:
+                db.close()
+        serving = replace(settings, database_url=url)
+        if settings.workers > 1:
+            return supervise(serving)
+        serve(serving)
     return 0
 
 
@@ -106,9 +103,27 @@ def _cmd_admin_token(settings: Settings, args: argparse.Namespace) -> int:
                     f"admin token {issued.name!r} created; it is shown only this once",
                     file=sys.stderr,
                 )
+            elif args.action == "list":
+                _print_admin_tokens(db.transaction(list_admin_tokens))
+            elif args.action == "revoke":
+                record = db.transaction(revoke_admin_token, args.name, SystemClock().now())
+                since = _utc(record.revoked_at) if record.revoked_at else "?"
+                print(f"admin token {record.name!r} revoked (since {since}); it is refused from now on")
         finally:
             db.close()
     return 0
+
+
+def _utc(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _print_admin_tokens(records: list[AdminTokenRecord]) -> None:
+    rows = [(r.name, _utc(r.created_at), _utc(r.revoked_at) if r.revoked_at else "-") for r in records]
+    headers = ("NAME", "CREATED", "REVOKED")
+    widths = [max(len(row[i]) for row in (headers, *rows)) for i in range(len(headers))]
+    for row in (headers, *rows):
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -142,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     actions = tokens.add_subparsers(dest="action", required=True)
     create = actions.add_parser("create", help="mint a token and print it once")
     create.add_argument("name", help="who or what the token is for")
+    actions.add_parser("list", help="every admin token by name, with when it was created and revoked")
+    revoke = actions.add_parser("revoke", help="refuse the token named NAME from the next call on")
+    revoke.add_argument("name", help="the name given at creation")
     return parser
 
 
@@ -155,7 +173,7 @@ _COMMANDS: dict[str, Any] = {
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = Settings.from_args(args)
-    _configure_logging(settings.log_level)
+    configure_logging(settings.log_level)
     try:
         return int(_COMMANDS[args.command](settings, args))
     except (ConfigurationError, FleetError) as exc:

@@ -40,6 +40,9 @@ class Settings:
         None, "CA bundle (PEM) to verify client certificates against; enables mTLS"
     )
     shutdown_grace_s: float = _setting(10.0, "seconds in-flight RPCs get to finish on SIGTERM/SIGINT")
+    health_poll_s: float = _setting(
+        5.0, "seconds between database probes; health is NOT_SERVING while a probe fails"
+    )
     max_message_bytes: int = _setting(4 * 1024 * 1024, "largest request message accepted, in bytes")
     max_metadata_bytes: int = _setting(16 * 1024, "largest request metadata accepted, in bytes")
     max_concurrent_rpcs: int = _setting(256, "RPCs served at once; more are refused")

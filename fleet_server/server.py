@@ -6,8 +6,9 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import os
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import grpc
 import grpc.aio
@@ -20,23 +21,28 @@ from fleet.v1 import (
     query_service_pb2_grpc,
 )
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
 from fleet_server.app import App
 from fleet_server.auth.interceptor import AuthInterceptor
 from fleet_server.config import Settings
+from fleet_server.db.session import Database, HealthProbe
 from fleet_server.services.admin import FleetAdminServicer
 from fleet_server.services.ingest import FleetIngestServicer
 from fleet_server.services.query import FleetQueryServicer
 
 _LOGGER = logging.getLogger(__name__)
 
-FLEET_SERVICES = (
-    ingest_service_pb2.DESCRIPTOR.services_by_name["FleetIngestService"].full_name,
-    query_service_pb2.DESCRIPTOR.services_by_name["FleetQueryService"].full_name,
-    admin_service_pb2.DESCRIPTOR.services_by_name["FleetAdminService"].full_name,
-)
-HEALTH_POLL_S = 5.0
+INGEST_SERVICE = ingest_service_pb2.DESCRIPTOR.services_by_name["FleetIngestService"].full_name
+QUERY_SERVICE = query_service_pb2.DESCRIPTOR.services_by_name["FleetQueryService"].full_name
+ADMIN_SERVICE = admin_service_pb2.DESCRIPTOR.services_by_name["FleetAdminService"].full_name
+FLEET_SERVICES = (INGEST_SERVICE, QUERY_SERVICE, ADMIN_SERVICE)
+# grpcio-reflection only ships v1alpha; v1 has the same messages and field numbers, and
+# `buf curl` (and newer grpcurl) ask for v1 first.
+REFLECTION_V1_SERVICE = "grpc.reflection.v1.ServerReflection"
+
+_SERVING = health_pb2.HealthCheckResponse.SERVING
+_NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 class ConfigurationError(Exception):
@@ -54,9 +60,12 @@ def is_loopback(listen: str) -> bool:
         return False
 
 
-def _read(path: object) -> bytes:
-    with open(str(path), "rb") as handle:
-        return handle.read()
+def _read(setting: str, path: object) -> bytes:
+    try:
+        with open(str(path), "rb") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read {setting} {path}: {exc.strerror}") from exc
 
 
 def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
@@ -72,12 +81,80 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
         return None
     if settings.tls_cert is None or settings.tls_key is None:
         raise ConfigurationError("--tls-cert and --tls-key go together")
-    client_ca = _read(settings.tls_client_ca) if settings.tls_client_ca else None
+    client_ca = _read("--tls-client-ca", settings.tls_client_ca) if settings.tls_client_ca else None
     return grpc.ssl_server_credentials(
-        [(_read(settings.tls_key), _read(settings.tls_cert))],
+        [(_read("--tls-key", settings.tls_key), _read("--tls-cert", settings.tls_cert))],
         root_certificates=client_ca,
         require_client_auth=client_ca is not None,
     )
+
+
+def check_settings(settings: Settings) -> None:
+    """Refuse bad settings before anything starts (database, workers), with a message saying why."""
+    server_credentials(settings)
+    positive = {
+        "--workers": settings.workers,
+        "--max-message-bytes": settings.max_message_bytes,
+        "--max-metadata-bytes": settings.max_metadata_bytes,
+        "--max-concurrent-rpcs": settings.max_concurrent_rpcs,
+        "--db-pool-size": settings.db_pool_size,
+        "--health-poll-s": settings.health_poll_s,
+    }
+    for flag, value in positive.items():
+        if value <= 0:
+            raise ConfigurationError(f"{flag} must be positive, got {value}")
+    if settings.shutdown_grace_s < 0:
+        raise ConfigurationError(f"--shutdown-grace-s must not be negative, got {settings.shutdown_grace_s}")
+    if settings.workers > 1 and settings.listen.rsplit(":", 1)[-1] == "0":
+        raise ConfigurationError("--workers needs a fixed port: with port 0 each worker would get its own")
+
+
+@dataclass
+class _DatabaseHealth:
+    """Keeps health in step with the databases: the primary for everything, the reader for queries.
+
+    Overall health is SERVING only while every fleet service is, so a load balancer that checks
+    the overall status drains a process whose database is gone.
+    """
+
+    primary: HealthProbe
+    reader: HealthProbe | None
+    statuses: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def for_app(cls, app: App) -> _DatabaseHealth:
+        reader = app.reader.probe() if app.reader is not app.db else None
+        return cls(primary=app.db.probe(), reader=reader)
+
+    async def update(self, servicer: health.aio.HealthServicer) -> None:
+        primary_ok = await asyncio.to_thread(self.primary.ping)
+        reader_ok = primary_ok if self.reader is None else await asyncio.to_thread(self.reader.ping)
+        wanted = {
+            INGEST_SERVICE: _SERVING if primary_ok else _NOT_SERVING,
+            ADMIN_SERVICE: _SERVING if primary_ok else _NOT_SERVING,
+            QUERY_SERVICE: _SERVING if primary_ok and reader_ok else _NOT_SERVING,
+        }
+        wanted[""] = _SERVING if all(s == _SERVING for s in wanted.values()) else _NOT_SERVING
+        for service, status in wanted.items():
+            if self.statuses.get(service) != status:
+                if service in self.statuses or status != _SERVING:
+                    _LOGGER.warning(
+                        "health of %s is now %s",
+                        service or "the server",
+                        health_pb2.HealthCheckResponse.ServingStatus.Name(status),
+                    )
+                await servicer.set(service, status)
+        self.statuses = wanted
+
+    async def watch(self, servicer: health.aio.HealthServicer, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            await self.update(servicer)
+
+    def close(self) -> None:
+        self.primary.close()
+        if self.reader is not None:
+            self.reader.close()
 
 
 @dataclass
@@ -88,6 +165,7 @@ class RunningServer:
     port: int
     health: health.aio.HealthServicer
     app: App
+    _database_health: _DatabaseHealth | None = None
     _monitor: asyncio.Task[None] | None = None
 
     async def stop(self, grace: float | None = None) -> None:
@@ -98,37 +176,35 @@ class RunningServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._monitor
         await self.server.stop(self.app.settings.shutdown_grace_s if grace is None else grace)
+        if self._database_health is not None:
+            self._database_health.close()
 
 
-async def _set_all(health_servicer: health.aio.HealthServicer, status: int) -> None:
-    for name in ("", *FLEET_SERVICES):
-        await health_servicer.set(name, status)
-
-
-async def _watch_database(app: App, health_servicer: health.aio.HealthServicer) -> None:
-    """Keep health in step with the database: NOT_SERVING while it does not answer."""
-    serving = True
-    while True:
-        await asyncio.sleep(HEALTH_POLL_S)
-        ok = await app.db.offload(app.db.ping)
-        if ok != serving:
-            serving = ok
-            _LOGGER.warning("database %s", "reachable again" if ok else "unreachable")
-            await _set_all(
-                health_servicer,
-                health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING,
-            )
+def _enable_reflection(server: grpc.aio.Server) -> None:
+    """Reflection v1alpha (grpcio-reflection) plus v1 answered by the same servicer."""
+    names = (*FLEET_SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME)
+    servicer = reflection.aio.ReflectionServicer(names)
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
+    v1 = grpc.stream_stream_rpc_method_handler(
+        servicer.ServerReflectionInfo,
+        request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+        response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+    )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(REFLECTION_V1_SERVICE, {"ServerReflectionInfo": v1}),)
+    )
 
 
 async def start_server(app: App, listen: str | None = None) -> RunningServer:
     """Build, bind and start the server for `app` (`listen` overrides the setting, e.g. port 0)."""
-    settings = app.settings
-    address = listen or settings.listen
-    credentials = server_credentials(settings if listen is None else _with_listen(settings, address))
+    settings = app.settings if listen is None else replace(app.settings, listen=listen)
+    credentials = server_credentials(settings)
     options = [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", max(settings.max_message_bytes, 4 * 1024 * 1024)),
         ("grpc.max_metadata_size", settings.max_metadata_bytes),
+        # gRPC turns SO_REUSEPORT on by default; with one worker a busy port must be an error,
+        # not a second server silently sharing it.
         ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
@@ -144,36 +220,30 @@ async def start_server(app: App, listen: str | None = None) -> RunningServer:
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if settings.reflection:
-        reflection.enable_server_reflection(
-            (*FLEET_SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-        )
+        _enable_reflection(server)
     if credentials is None:
-        port = server.add_insecure_port(address)
+        port = server.add_insecure_port(settings.listen)
     else:
-        port = server.add_secure_port(address, credentials)
+        port = server.add_secure_port(settings.listen, credentials)
     if port == 0:
-        raise ConfigurationError(f"could not bind {address}")
+        raise ConfigurationError(f"could not bind {settings.listen}")
+    database_health = _DatabaseHealth.for_app(app)
+    await database_health.update(health_servicer)
     await server.start()
-    await _set_all(health_servicer, health_pb2.HealthCheckResponse.SERVING)
-    running = RunningServer(server, port, health_servicer, app)
-    running._monitor = asyncio.create_task(_watch_database(app, health_servicer))
+    running = RunningServer(server, port, health_servicer, app, database_health)
+    running._monitor = asyncio.create_task(database_health.watch(health_servicer, settings.health_poll_s))
     return running
-
-
-def _with_listen(settings: Settings, listen: str) -> Settings:
-    from dataclasses import replace
-
-    return replace(settings, listen=listen)
 
 
 async def serve_until_signalled(app: App) -> None:
     """Serve until SIGTERM/SIGINT, then stop gracefully within the configured grace period."""
     running = await start_server(app)
     _LOGGER.info(
-        "fleet-server listening on %s (port %d, %s, reflection %s)",
+        "fleet-server pid %d listening on %s (port %d, %s, reflection %s)",
+        os.getpid(),
         app.settings.listen,
         running.port,
-        "TLS" if app.settings.tls_cert else "plaintext",
+        _transport(app.settings),
         "on" if app.settings.reflection else "off",
     )
     stop = asyncio.Event()
@@ -187,3 +257,26 @@ async def serve_until_signalled(app: App) -> None:
     await running.stop()
     waiter.cancel()
     _LOGGER.info("stopped")
+
+
+def _transport(settings: Settings) -> str:
+    if settings.tls_cert is None:
+        return "plaintext"
+    return "mTLS" if settings.tls_client_ca else "TLS"
+
+
+def serve(settings: Settings) -> None:
+    """One serving process on an already-migrated `settings.database_url`, until signalled."""
+    if not settings.database_url:
+        raise ConfigurationError("serve needs a database URL")
+    db = Database.from_url(settings.database_url, settings.db_pool_size)
+    query_db = (
+        Database.from_url(settings.query_database_url, settings.db_pool_size)
+        if settings.query_database_url
+        else None
+    )
+    app = App(settings=settings, db=db, query_db=query_db)
+    try:
+        asyncio.run(serve_until_signalled(app))
+    finally:
+        app.close()

@@ -9,15 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session, sessionmaker
 
 P = ParamSpec("P")
 T = TypeVar("T")
+
+_LOGGER = logging.getLogger(__name__)
+
+# A database that stops answering must not hang a connect forever (libpq has no default limit).
+CONNECT_TIMEOUT_S = 10
 
 
 def make_engine(url: str, pool_size: int = 10) -> Engine:
@@ -28,6 +35,7 @@ def make_engine(url: str, pool_size: int = 10) -> Engine:
         max_overflow=0,
         pool_pre_ping=True,
         pool_timeout=30,
+        connect_args={"connect_timeout": CONNECT_TIMEOUT_S},
     )
 
 
@@ -62,15 +70,43 @@ class Database:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
 
-    def ping(self) -> bool:
-        """True when the database answers a trivial query."""
-        try:
-            with self.engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
-        except Exception:
-            return False
-        return True
+    def probe(self) -> HealthProbe:
+        """A probe of this database that does not compete with RPCs for pooled connections."""
+        return HealthProbe(self.engine.url)
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
         self.engine.dispose()
+
+
+class HealthProbe:
+    """Answers "does the database answer?" for the health service, on a connection of its own.
+
+    A probe through the main pool would wait for a free connection while long back-fills hold
+    them all, and report a busy database as down; a fresh connection per probe would fork a
+    PostgreSQL backend every few seconds per worker. One kept connection, checked before each
+    use (`pool_pre_ping`), does neither, and reconnects by itself when the database is back.
+    """
+
+    def __init__(self, url: URL, connect_timeout_s: int = 5) -> None:
+        self._engine = create_engine(
+            url,
+            pool_size=1,
+            max_overflow=0,
+            pool_pre_ping=True,
+            pool_timeout=connect_timeout_s,
+            connect_args={"connect_timeout": connect_timeout_s},
+        )
+
+    def ping(self) -> bool:
+        """True when the database answers a trivial query."""
+        try:
+            with self._engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception as exc:
+            _LOGGER.debug("database probe failed: %s", exc)
+            return False
+        return True
+
+    def close(self) -> None:
+        self._engine.dispose()
