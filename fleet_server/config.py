@@ -46,6 +46,9 @@ class Settings:
     max_message_bytes: int = _setting(4 * 1024 * 1024, "largest request message accepted, in bytes")
     max_metadata_bytes: int = _setting(16 * 1024, "largest request metadata accepted, in bytes")
     max_concurrent_rpcs: int = _setting(256, "RPCs served at once; more are refused")
+    max_snapshot_rows: int = _setting(
+        1_000_000, "largest reference-data snapshot accepted per stream, in rows (tariff periods count)"
+    )
     db_pool_size: int = _setting(10, "database connections per process (and threads running database work)")
     token_grace_s: float = _setting(
         24 * 3600.0, "default grace window of a rotated customer token, in seconds"

@@ -11,8 +11,10 @@ from fleet.v1 import query_service_pb2_grpc
 from fleet_server.app import App
 from fleet_server.auth.identity import CallContext
 from fleet_server.domain.costs import compute_costs
+from fleet_server.domain.detail import load_customer_detail
 from fleet_server.errors import Unimplemented
 from fleet_server.services import cost_wire
+from fleet_server.services.reference_wire import detail_message
 from fleet_server.services.status import translate_errors
 
 _LOGGER = logging.getLogger(__name__)
@@ -26,7 +28,9 @@ class FleetQueryServicer(query_service_pb2_grpc.FleetQueryServiceServicer):
     async def GetCustomerDetail(
         self, request: pb.GetCustomerDetailRequest, context: CallContext
     ) -> pb.GetCustomerDetailResponse:
-        raise Unimplemented("GetCustomerDetail is not available on this server yet")
+        context.admin()
+        detail = await self._app.reader.run(load_customer_detail, request.code, self._app.clock.now())
+        return detail_message(detail)
 
     @translate_errors
     async def QueryMeasurements(

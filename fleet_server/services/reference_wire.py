@@ -1,0 +1,242 @@
+"""Reference data wire ⇄ domain: pushed snapshots in, sync summaries and the customer detail out."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import TypeVar
+
+from fleet.v1 import ingest_service_pb2 as ingest_pb
+from fleet.v1 import query_service_pb2 as query_pb
+from fleet.v1 import resources_pb2
+from google.protobuf import timestamp_pb2
+
+from fleet_server.db.models import Site
+from fleet_server.domain import sync_status
+from fleet_server.domain.detail import CustomerDetail, TariffDetail
+from fleet_server.domain.reference import SyncSummary
+from fleet_server.domain.reference_validation import (
+    DeviceItem,
+    MunicipalityItem,
+    PeriodItem,
+    SiteItem,
+    TariffItem,
+)
+from fleet_server.errors import ResourceExhausted
+from fleet_server.services.admin_wire import customer_message
+from fleet_server.services.wire import to_timestamp
+
+_LOGGER = logging.getLogger(__name__)
+
+M = TypeVar("M")
+P = TypeVar("P")
+
+# The range a google.protobuf.Timestamp may hold (0001-01-01 … 9999-12-31T23:59:59Z).
+_MIN_SECONDS = -62_135_596_800
+_MAX_SECONDS = 253_402_300_799
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+async def _collect(
+    messages: AsyncIterable[M], items_of: Callable[[M], Sequence[P]], limit: int, weight: Callable[[P], int]
+) -> list[P]:
+    """Every item of every message of the stream, in order; RESOURCE_EXHAUSTED past `limit` rows.
+
+    A snapshot is validated whole, so it is held in memory whole; the limit (a tariff weighs
+    one row plus its periods) keeps one stream from exhausting the server's memory.
+    """
+    items: list[P] = []
+    rows = 0
+    async for message in messages:
+        batch = items_of(message)
+        rows += sum(weight(item) for item in batch)
+        if rows > limit:
+            raise ResourceExhausted(
+                f"snapshot exceeds {limit} rows (the server's --max-snapshot-rows)",
+                reason="SNAPSHOT_TOO_LARGE",
+            )
+        items.extend(batch)
+    return items
+
+
+def _one_row(_: object) -> int:
+    return 1
+
+
+def _tariff_rows(tariff: resources_pb2.Tariff) -> int:
+    return 1 + len(tariff.periods)
+
+
+async def site_snapshot(messages: AsyncIterable[ingest_pb.PushSitesRequest], limit: int) -> list[SiteItem]:
+    """The union of a PushSites stream, as domain items."""
+    return [site_item(s) for s in await _collect(messages, lambda m: m.sites, limit, _one_row)]
+
+
+async def device_snapshot(
+    messages: AsyncIterable[ingest_pb.PushDevicesRequest], limit: int
+) -> list[DeviceItem]:
+    return [device_item(d) for d in await _collect(messages, lambda m: m.devices, limit, _one_row)]
+
+
+async def municipality_snapshot(
+    messages: AsyncIterable[ingest_pb.PushMunicipalitiesRequest], limit: int
+) -> list[MunicipalityItem]:
+    collected = await _collect(messages, lambda m: m.municipalities, limit, _one_row)
+    return [municipality_item(m) for m in collected]
+
+
+async def tariff_snapshot(
+    messages: AsyncIterable[ingest_pb.PushTariffsRequest], limit: int
+) -> list[TariffItem]:
+    return [tariff_item(t) for t in await _collect(messages, lambda m: m.tariffs, limit, _tariff_rows)]
+
+
+def _timestamp(message: object, field: str) -> datetime | None:
+    """A Timestamp field as a UTC datetime; None when unset; out-of-range values clamped to the
+    Timestamp range (so the domain rejects the early ones instead of the conversion crashing)."""
+    if not message.HasField(field):  # type: ignore[attr-defined]
+        return None
+    ts: timestamp_pb2.Timestamp = getattr(message, field)
+    seconds = min(max(ts.seconds, _MIN_SECONDS), _MAX_SECONDS)
+    micros = min(max(ts.nanos, 0), 999_999_999) // 1000
+    return _EPOCH + timedelta(seconds=seconds, microseconds=micros)
+
+
+def site_item(site: resources_pb2.Site) -> SiteItem:
+    return SiteItem(
+        id=site.id,
+        name=site.name,
+        address=site.address,
+        timezone=site.timezone,
+        municipality_id=site.municipality_id if site.HasField("municipality_id") else None,
+        tariff_id=site.tariff_id if site.HasField("tariff_id") else None,
+    )
+
+
+def device_item(device: resources_pb2.Device) -> DeviceItem:
+    return DeviceItem(
+        id=device.id,
+        site_id=device.site_id,
+        name=device.name,
+        serial_number=device.serial_number,
+        kind=device.kind,
+    )
+
+
+def municipality_item(municipality: resources_pb2.Municipality) -> MunicipalityItem:
+    return MunicipalityItem(id=municipality.id, name=municipality.name, region=municipality.region)
+
+
+def tariff_item(tariff: resources_pb2.Tariff) -> TariffItem:
+    return TariffItem(
+        id=tariff.id,
+        municipality_id=tariff.municipality_id,
+        name=tariff.name,
+        is_active=tariff.is_active,
+        effective_from=_timestamp(tariff, "effective_from"),
+        effective_to=_timestamp(tariff, "effective_to"),
+        default_rate=tariff.default_rate,
+        fixed_charge=tariff.fixed_charge,
+        vat_percent=tariff.vat_percent,
+        currency=tariff.currency,
+        periods=tuple(
+            PeriodItem(
+                id=p.id,
+                name=p.name,
+                days_of_week=p.days_of_week,
+                start_time=p.start_time,
+                end_time=p.end_time,
+                rate=p.rate,
+            )
+            for p in tariff.periods
+        ),
+    )
+
+
+def summary_message(summary: SyncSummary) -> resources_pb2.SyncSummary:
+    return resources_pb2.SyncSummary(
+        received=summary.received,
+        inserted=summary.inserted,
+        updated=summary.updated,
+        deleted=summary.deleted,
+        unchanged=summary.unchanged,
+    )
+
+
+def decimal_text(value: Decimal) -> str:
+    """A NUMERIC as plain decimal text (`0.0000001`, never `1E-7`)."""
+    return format(value, "f")
+
+
+def clock_text(minute: int) -> str:
+    """Minutes of the day as `HH:MM`; 1440 is `24:00`."""
+    return f"{minute // 60:02d}:{minute % 60:02d}"
+
+
+def _site_message(site: Site) -> resources_pb2.Site:
+    message = resources_pb2.Site(id=site.id, name=site.name, address=site.address, timezone=site.timezone)
+    if site.municipality_id is not None:
+        message.municipality_id = site.municipality_id
+    if site.tariff_id is not None:
+        message.tariff_id = site.tariff_id
+    return message
+
+
+def _tariff_view(detail: TariffDetail) -> query_pb.TariffView:
+    t = detail.tariff
+    tariff = resources_pb2.Tariff(
+        id=t.id,
+        municipality_id=t.municipality_id,
+        name=t.name,
+        is_active=t.is_active,
+        effective_from=to_timestamp(t.effective_from),
+        default_rate=decimal_text(t.default_rate),
+        fixed_charge=decimal_text(t.fixed_charge),
+        vat_percent=decimal_text(t.vat_percent),
+        currency=t.currency,
+        periods=[
+            resources_pb2.TariffPeriod(
+                id=p.id,
+                name=p.name,
+                days_of_week=p.days_of_week,
+                start_time=clock_text(p.start_minute),
+                end_time=clock_text(p.end_minute),
+                rate=decimal_text(p.rate),
+            )
+            for p in detail.periods
+        ],
+    )
+    if t.effective_to is not None:
+        tariff.effective_to.CopyFrom(to_timestamp(t.effective_to))
+    return query_pb.TariffView(tariff=tariff, municipality_name=detail.municipality_name)
+
+
+def _sync_message(record: sync_status.SyncRecord) -> query_pb.SyncStatus:
+    message = query_pb.SyncStatus(
+        resource=record.resource,
+        last_push_at=to_timestamp(record.last_push_at),
+        last_received=record.last_received,
+    )
+    if record.high_water_received_at is not None:
+        message.high_water_received_at.CopyFrom(to_timestamp(record.high_water_received_at))
+    return message
+
+
+def detail_message(detail: CustomerDetail) -> query_pb.GetCustomerDetailResponse:
+    return query_pb.GetCustomerDetailResponse(
+        customer=customer_message(detail.customer),
+        sites=[_site_message(s) for s in detail.sites],
+        devices=[
+            resources_pb2.Device(
+                id=d.id, site_id=d.site_id, name=d.name, serial_number=d.serial_number, kind=d.kind
+            )
+            for d in detail.devices
+        ],
+        municipalities=[
+            resources_pb2.Municipality(id=m.id, name=m.name, region=m.region) for m in detail.municipalities
+        ],
+        tariffs=[_tariff_view(t) for t in detail.tariffs],
+        sync=[_sync_message(r) for r in detail.sync],
+    )
