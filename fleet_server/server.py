@@ -202,7 +202,10 @@ async def start_server(app: App, listen: str | None = None) -> RunningServer:
     options = [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", max(settings.max_message_bytes, 4 * 1024 * 1024)),
+        # The plain limit is soft (gRPC rejects a random share of calls above it); the absolute
+        # one makes every call over the limit fail.
         ("grpc.max_metadata_size", settings.max_metadata_bytes),
+        ("grpc.absolute_max_metadata_size", settings.max_metadata_bytes),
         # gRPC turns SO_REUSEPORT on by default; with one worker a busy port must be an error,
         # not a second server silently sharing it.
         ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
