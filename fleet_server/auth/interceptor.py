@@ -136,12 +136,22 @@ def _same_shape(
 def _authenticated(
     handler: grpc.RpcMethodHandler, identity: Identity, method: str, started: float
 ) -> grpc.RpcMethodHandler:
+    """The handler, given a `CallContext`, and logged when it ends.
+
+    A call with a request stream gets its (empty) initial metadata at once: that is the client's
+    sign that the credential was accepted, so it can wait for it before the first write. The
+    grpc.aio client otherwise races a refusal with its own writes and may report a refused stream
+    as INTERNAL (grpc/grpc#36066); a refusal arrives as trailers instead.
+    """
     behavior = handler.stream_stream or handler.stream_unary or handler.unary_stream or handler.unary_unary
     who = _who(identity)
+    confirm = bool(handler.request_streaming)
 
     async def call_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
         call = CallContext(context, identity, method)
         try:
+            if confirm:
+                await context.send_initial_metadata(())
             return await behavior(request, call)
         finally:
             _log_access(method, who, call.rows, context.code(), started)
@@ -149,6 +159,8 @@ def _authenticated(
     async def call_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         call = CallContext(context, identity, method)
         try:
+            if confirm:
+                await context.send_initial_metadata(())
             async for response in behavior(request, call):
                 yield response
         finally:
