@@ -1,0 +1,161 @@
+"""The real `fleet-server` process: grpcurl and buf curl through reflection, signals, refusals, workers."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+
+import grpc
+import pytest
+from fleet.v1 import admin_service_pb2, admin_service_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.support.process import ServerProcess, cli, free_port
+
+pytestmark = pytest.mark.e2e
+
+# §3 of the specification, written out by hand so a lost RPC fails here.
+SPEC_METHODS = {
+    "fleet.v1.FleetIngestService/PushSites",
+    "fleet.v1.FleetIngestService/PushDevices",
+    "fleet.v1.FleetIngestService/PushMunicipalities",
+    "fleet.v1.FleetIngestService/PushTariffs",
+    "fleet.v1.FleetIngestService/PushMeasurements",
+    "fleet.v1.FleetAdminService/CreateCustomer",
+    "fleet.v1.FleetAdminService/ListCustomers",
+    "fleet.v1.FleetAdminService/GetCustomer",
+    "fleet.v1.FleetAdminService/RotateCustomerToken",
+    "fleet.v1.FleetAdminService/ActivateCustomer",
+    "fleet.v1.FleetAdminService/DeactivateCustomer",
+    "fleet.v1.FleetAdminService/DeleteCustomer",
+    "fleet.v1.FleetQueryService/GetCustomerDetail",
+    "fleet.v1.FleetQueryService/QueryMeasurements",
+    "fleet.v1.FleetQueryService/SummarizeFleet",
+    "fleet.v1.FleetQueryService/ComputeCosts",
+}
+
+
+def _run(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+@pytest.fixture(scope="module")
+def fleet_server(database_url: str) -> Iterator[ServerProcess]:
+    with ServerProcess(database_url) as server:
+        yield server
+
+
+def test_grpcurl_lists_services_through_reflection(fleet_server):
+    result = _run(cli("grpcurl"), "-plaintext", fleet_server.target, "list")
+    assert result.returncode == 0, result.stderr
+    assert set(result.stdout.split()) == {
+        "fleet.v1.FleetAdminService",
+        "fleet.v1.FleetIngestService",
+        "fleet.v1.FleetQueryService",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+    }
+
+
+def test_grpcurl_describes_the_ingest_service(fleet_server):
+    result = _run(
+        cli("grpcurl"), "-plaintext", fleet_server.target, "describe", "fleet.v1.FleetIngestService"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "fleet.v1.FleetIngestService is a service" in result.stdout
+    assert (
+        "rpc PushMeasurements ( stream .fleet.v1.PushMeasurementsRequest ) "
+        "returns ( stream .fleet.v1.PushMeasurementsResponse );"
+    ) in result.stdout
+    for rpc in ("PushSites", "PushDevices", "PushMunicipalities", "PushTariffs"):
+        assert f"rpc {rpc} ( stream .fleet.v1.{rpc}Request ) returns ( .fleet.v1.{rpc}Response );" in (
+            result.stdout
+        )
+
+
+def test_grpcurl_calls_the_admin_service_with_the_admin_token(fleet_server, admin_token):
+    base = (cli("grpcurl"), "-plaintext", "-d", "{}")
+    method = "fleet.v1.FleetAdminService/ListCustomers"
+    allowed = _run(*base, "-H", f"authorization: Bearer {admin_token}", fleet_server.target, method)
+    assert allowed.returncode == 0, allowed.stderr
+    refused = _run(*base, fleet_server.target, method)
+    assert refused.returncode != 0
+    assert "Unauthenticated" in refused.stderr
+
+
+@pytest.mark.parametrize("protocol", [None, "grpc-v1", "grpc-v1alpha"])
+def test_buf_curl_lists_every_rpc_of_the_contract(fleet_server, protocol):
+    args = [cli("buf"), "curl", "--protocol", "grpc", "--http2-prior-knowledge", "--list-methods"]
+    if protocol:
+        args += ["--reflect-protocol", protocol]
+    result = _run(*args, f"http://{fleet_server.target}")
+    assert result.returncode == 0, result.stderr
+    methods = set(result.stdout.split())
+    assert methods >= SPEC_METHODS
+    assert {m for m in methods if m.startswith("fleet.")} == SPEC_METHODS
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_during_an_open_stream_flips_health_and_exits_within_the_grace(database_url, sig):
+    grace = 1.0
+    server = ServerProcess(database_url, "--shutdown-grace-s", str(grace)).start()
+    try:
+        with grpc.insecure_channel(server.target) as channel:
+            watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(), timeout=30)
+            assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+            assert server.proc is not None
+            signalled = time.monotonic()
+            server.proc.send_signal(sig)
+            assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
+            code = server.wait(timeout=grace + 10)
+            elapsed = time.monotonic() - signalled
+    finally:
+        server.kill()
+    assert code == 0, server.output
+    assert elapsed < grace + 2.0, f"took {elapsed:.1f}s to exit with a {grace}s grace period"
+    assert f"shutting down (grace {grace:.1f}s)" in server.output
+
+
+def test_plaintext_on_a_non_loopback_address_is_refused(database_url):
+    result = _run(cli("fleet-server"), "serve", "--listen", f"0.0.0.0:{free_port()}")
+    assert result.returncode == 2
+    assert "refusing plaintext on non-loopback address 0.0.0.0" in result.stderr
+    assert "--insecure" in result.stderr
+
+
+def test_insecure_allows_plaintext_on_all_interfaces(database_url):
+    port = free_port()
+    with ServerProcess(database_url, "--listen", f"0.0.0.0:{port}", "--insecure", port=port) as server:
+        assert server.proc is not None
+        assert server.proc.poll() is None  # wait_serving reached it through 127.0.0.1
+
+
+def _distinct_connections(target: str, calls: int) -> None:
+    """Call on `calls` fresh TCP connections, so SO_REUSEPORT gets to pick a worker each time."""
+    for _ in range(calls):
+        with grpc.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
+            stub = admin_service_pb2_grpc.FleetAdminServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as err:
+                stub.ListCustomers(admin_service_pb2.ListCustomersRequest(), timeout=5)
+            assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_two_workers_share_the_port_and_stop_on_sigterm(database_url):
+    server = ServerProcess(database_url, "--workers", "2", "--shutdown-grace-s", "1").start()
+    try:
+        _distinct_connections(server.target, 20)
+        code = server.terminate(timeout=20)
+    finally:
+        server.kill()
+    assert code == 0, server.output
+    started = re.search(r"started 2 workers on \S+: (\d+), (\d+)", server.output)
+    assert started, server.output
+    workers = set(started.groups())
+    answered = set(re.findall(r"pid=(\d+) fleet_server\.access rpc ", server.output))
+    assert answered == workers, "both workers should have answered some of the 20 connections"
+    stopped = set(re.findall(r"pid=(\d+) fleet_server\.server stopped", server.output))
+    assert stopped == workers
+    assert "all workers stopped" in server.output
