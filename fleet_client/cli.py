@@ -1,0 +1,345 @@
+"""`fleet-push`: run the pusher forever, once, show its state, or write a demo portal.
+
+Exit codes: 0 = done (or fleet sync is off), 1 = a push failed, the token was refused or another
+pusher holds the state, 2 = bad settings or arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any, TextIO
+
+from sqlalchemy import make_url
+
+from fleet_client.backoff import Backoff
+from fleet_client.client import ChannelFactory, FleetClient
+from fleet_client.clock import Clock, SystemClock
+from fleet_client.demo import DEMO_START, create_demo_portal
+from fleet_client.errors import ConfigurationError
+from fleet_client.pusher import Pusher, TickReport
+from fleet_client.settings import PushSettings, settings_help
+from fleet_client.source import SqlSource
+from fleet_client.state import PushLocked, PushState, ResourceState
+
+_LOGGER = logging.getLogger(__name__)
+OFF_MESSAGE = (
+    "fleet sync is off (FLEET_INGEST_ENABLED is not true): nothing is pushed and no connection is opened"
+)
+
+
+@dataclass
+class Runtime:
+    """What a command may be handed instead of the real thing (tests inject these)."""
+
+    env: Mapping[str, str] | None = None
+    channel_factory: ChannelFactory | None = None
+    clock: Clock | None = None
+    rand: Callable[[], float] | None = None
+    out: TextIO | None = None
+
+    @property
+    def stdout(self) -> TextIO:
+        return self.out or sys.stdout
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fleet-push",
+        description="Push this portal's data to a fleet-server (opt-in: FLEET_INGEST_ENABLED=true).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="settings (environment, or KEY=value lines in the .env file; the environment wins):\n"
+        + settings_help(),
+    )
+    parser.add_argument("--env-file", type=Path, default=Path(".env"), help="settings file (default ./.env)")
+    parser.add_argument("--log-level", default=None, help="override FLEET_LOG_LEVEL")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="push every FLEET_INTERVAL_S seconds until SIGTERM/SIGINT")
+    run.add_argument("--interval", type=float, default=None, help="seconds between ticks (FLEET_INTERVAL_S)")
+    commands.add_parser("once", help="run one tick and exit")
+    status = commands.add_parser("status", help="print the push state per resource")
+    status.add_argument("--json", action="store_true", help="JSON for scripts")
+    demo = commands.add_parser("demo-portal", help="write a sample portal database (SQLite) to PATH")
+    demo.add_argument("path", type=Path)
+    demo.add_argument("--force", action="store_true", help="replace PATH if it exists")
+    demo.add_argument("--days", type=int, default=7, help="days of 15-minute readings (7)")
+    demo.add_argument(
+        "--start", type=date.fromisoformat, default=DEMO_START, help=f"first day, UTC ({DEMO_START})"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, runtime: Runtime | None = None) -> int:
+    runtime = runtime or Runtime()
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "demo-portal":
+            _setup_logging("INFO")
+            return _demo(args, runtime)
+        settings = PushSettings.load(runtime.env, args.env_file)
+        _setup_logging(args.log_level or settings.log_level)
+        if args.command == "status":
+            return _status(settings, args.json, runtime)
+        if args.command == "once":
+            return _once(settings, runtime)
+        return _run(settings, args, runtime)
+    except ConfigurationError as exc:
+        print(f"fleet-push: {exc}", file=sys.stderr)
+        return 2
+    except PushLocked as exc:
+        print(f"fleet-push: {exc}", file=sys.stderr)
+        return 1
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+# -- demo-portal ---------------------------------------------------------------------------------
+
+
+def _demo(args: argparse.Namespace, runtime: Runtime) -> int:
+    try:
+        portal = create_demo_portal(args.path, start=args.start, days=args.days, force=args.force)
+    except (FileExistsError, ValueError) as exc:
+        print(f"fleet-push: {exc}", file=sys.stderr)
+        return 2
+    out = runtime.stdout
+    print(
+        f"demo portal written to {portal.path}: {portal.sites} sites, {portal.devices} devices, "
+        f"{portal.municipalities} municipality, {portal.tariffs} tariff ({portal.periods} periods), "
+        f"{portal.measurements:,} readings",
+        file=out,
+    )
+    print(f"source URL: {portal.url}", file=out)
+    print(
+        f"push it:    FLEET_INGEST_ENABLED=true FLEET_TOKEN=<customer token> FLEET_SOURCE_URL={portal.url} "
+        "fleet-push once",
+        file=out,
+    )
+    return 0
+
+
+# -- building the pusher -------------------------------------------------------------------------
+
+
+@contextmanager
+def _pusher(settings: PushSettings, runtime: Runtime) -> Iterator[Pusher]:
+    """A pusher holding the state lock; everything it opened is closed on exit."""
+    settings.require_push_settings()
+    clock = runtime.clock or SystemClock()
+    client = FleetClient(
+        settings.server,
+        settings.token,
+        tls=settings.tls_options(),
+        options=settings.call_options(),
+        insecure=settings.insecure,
+        channel_factory=runtime.channel_factory,
+    )
+    state = PushState.open(settings.state_url, clock, settings.lock_stale_s)
+    source = SqlSource(settings.source_url, schema=settings.source_schema or None)
+    try:
+        state.acquire()
+        backoff = settings.backoff()
+        if runtime.rand is not None:
+            backoff = Backoff(backoff.base_s, backoff.cap_s, runtime.rand)
+        yield Pusher(source, client, state, options=settings.push_options(), backoff=backoff, clock=clock)
+    finally:
+        state.release()
+        state.close()
+        source.close()
+        client.close()
+
+
+def _print_report(report: TickReport, out: TextIO) -> None:
+    for result in report.results:
+        line = f"{result.resource:<15} {result.outcome.value}"
+        if result.detail:
+            line += f" ({result.detail})"
+        print(line, file=out)
+    if report.progress is not None:
+        print(str(report.progress), file=out)
+
+
+def _once(settings: PushSettings, runtime: Runtime) -> int:
+    if not settings.ingest_enabled:
+        _LOGGER.info(OFF_MESSAGE)
+        return 0
+    with _pusher(settings, runtime) as pusher:
+        report = pusher.tick()
+    _print_report(report, runtime.stdout)
+    return 0 if report.ok else 1
+
+
+# -- run -----------------------------------------------------------------------------------------
+
+
+class _Stopper:
+    """SIGTERM/SIGINT: stop after the batches in flight; the handlers are restored afterwards."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.pusher: Pusher | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        _LOGGER.info("%s: stopping after the batches in flight", signal.Signals(signum).name)
+        self.event.set()
+        if self.pusher is not None:
+            self.pusher.request_stop()
+
+    def __enter__(self) -> _Stopper:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _run(settings: PushSettings, args: argparse.Namespace, runtime: Runtime) -> int:
+    with _Stopper() as stopper:
+        said_off = False
+        while not stopper.event.is_set():
+            interval = args.interval if args.interval is not None else settings.interval_s
+            if not settings.ingest_enabled:
+                if not said_off:
+                    _LOGGER.info("%s; %s is re-read every %.0fs", OFF_MESSAGE, args.env_file, interval)
+                    said_off = True
+                stopper.event.wait(interval)
+                settings = PushSettings.load(runtime.env, args.env_file)
+                continue
+            _run_enabled(settings, args, runtime, stopper)
+            if stopper.event.is_set():
+                break
+            settings = PushSettings.load(runtime.env, args.env_file)
+            said_off = False
+    _LOGGER.info("fleet-push stopped")
+    return 0
+
+
+def _run_enabled(
+    settings: PushSettings, args: argparse.Namespace, runtime: Runtime, stopper: _Stopper
+) -> None:
+    """Tick until stopped or switched off; a changed token in the .env is picked up between ticks."""
+    with _pusher(settings, runtime) as pusher:
+        stopper.pusher = pusher
+        _LOGGER.info("fleet-push pushing %s to %s", _safe_url(settings.source_url), settings.server)
+        try:
+            while not stopper.event.is_set():
+                report = pusher.tick()
+                if report.progress is not None:
+                    print(str(report.progress), file=runtime.stdout, flush=True)
+                if stopper.event.is_set():
+                    return
+                if not report.backlog:  # a back-fill goes on at once; the cap only bounds a tick
+                    stopper.event.wait(args.interval if args.interval is not None else settings.interval_s)
+                fresh = PushSettings.load(runtime.env, args.env_file)
+                if not fresh.ingest_enabled:
+                    _LOGGER.info("FLEET_INGEST_ENABLED is no longer true: pushing stops")
+                    return
+                if fresh.token and fresh.token != settings.token:
+                    _LOGGER.info("FLEET_TOKEN changed: using the new token from the next call")
+                    pusher.client.set_token(fresh.token)
+                    settings = fresh
+        finally:
+            stopper.pusher = None
+
+
+# -- status --------------------------------------------------------------------------------------
+
+
+def _safe_url(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparseable URL>"
+
+
+def _iso(value: datetime | None) -> str:
+    return value.isoformat(timespec="seconds") if value else "-"
+
+
+def _cursor_cell(row: ResourceState) -> str:
+    if row.resource == "measurements":
+        return row.cursor.describe() if row.cursor else "-"
+    return f"hash {row.snapshot_hash[:12]}" if row.snapshot_hash else "-"
+
+
+def _status(settings: PushSettings, as_json: bool, runtime: Runtime) -> int:
+    state = PushState.open(settings.state_url, runtime.clock, settings.lock_stale_s)
+    try:
+        rows = state.load_all()
+        holder = state.lock_holder()
+        block = state.auth_block()
+    finally:
+        state.close()
+    out = runtime.stdout
+    if as_json:
+        doc = {
+            "enabled": settings.ingest_enabled,
+            "server": settings.server,
+            "state_url": _safe_url(settings.state_url),
+            "resources": [r.to_json() for r in rows],
+            "lock": None
+            if holder is None
+            else {"host": holder.host, "pid": holder.pid, "heartbeat_at": holder.heartbeat_at.isoformat()},
+            "token_refused": None
+            if block is None
+            else {"fingerprint": block.fingerprint, "message": block.message, "at": block.at.isoformat()},
+        }
+        print(json.dumps(doc, indent=2), file=out)
+        return 0
+    print(
+        f"fleet sync {'on' if settings.ingest_enabled else 'off'} · server {settings.server} · "
+        f"state {_safe_url(settings.state_url)}",
+        file=out,
+    )
+    header = ("RESOURCE", "CURSOR", "LAST SUCCESS", "FAILURES", "NEXT ATTEMPT", "LAST ERROR")
+    table = [header] + [
+        (
+            r.resource,
+            _cursor_cell(r),
+            _iso(r.last_success),
+            str(r.failures),
+            _iso(r.next_attempt),
+            r.last_error or "-",
+        )
+        for r in rows
+    ]
+    widths = [max(len(line[i]) for line in table) for i in range(len(header) - 1)]
+    for line in table:
+        cells = [cell.ljust(width) for cell, width in zip(line[:-1], widths, strict=True)]
+        print("  ".join([*cells, line[-1]]), file=out)
+    if holder is not None:
+        print(
+            f"pushing now: pid {holder.pid} on {holder.host}, heartbeat {_iso(holder.heartbeat_at)}",
+            file=out,
+        )
+    if block is not None:
+        print(
+            f"STOPPED: the server refused token {block.fingerprint} at {_iso(block.at)} ({block.message}); "
+            "set FLEET_TOKEN to the current token",
+            file=out,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,180 @@
+"""Typed errors of the client: a server refusal keeps its status, message and retry hint.
+
+`from_rpc_error` turns a `grpc.RpcError` into one `FleetRpcError` subclass per status code the
+pusher reacts to differently, carrying what the server said (`message`, the `ErrorInfo` reason,
+`BadRequest` field paths) and its `retry-after-ms` hint, so callers never parse grpc objects.
+"""
+
+from __future__ import annotations
+
+import grpc
+from google.rpc import error_details_pb2, status_pb2
+
+RETRY_AFTER_KEY = "retry-after-ms"
+_DETAILS_KEY = "grpc-status-details-bin"
+
+
+class FleetClientError(Exception):
+    """Base of every error `fleet_client` raises on purpose."""
+
+
+class ConfigurationError(FleetClientError):
+    """A setting is missing or wrong; the message names it."""
+
+
+class FleetRpcError(FleetClientError):
+    """A call failed with a gRPC status.
+
+    `retry_after_ms` is the server's hint (trailing metadata `retry-after-ms`, or a
+    `google.rpc.RetryInfo` detail) when it gave one; `field_violations` are the `BadRequest`
+    paths and descriptions for an invalid argument.
+    """
+
+    code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: grpc.StatusCode | None = None,
+        retry_after_ms: int | None = None,
+        reason: str | None = None,
+        field_violations: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+        self.message = message
+        self.retry_after_ms = retry_after_ms
+        self.reason = reason
+        self.field_violations = field_violations
+
+    @property
+    def status_name(self) -> str:
+        return str(self.code.name)
+
+    def __str__(self) -> str:
+        return f"{self.status_name}: {self.message}"
+
+
+class Unauthenticated(FleetRpcError):
+    """The token was refused (missing, unknown, expired or the customer is inactive)."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDenied(FleetRpcError):
+    """The token is of the wrong kind for the service (an admin token on ingest)."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
+class InvalidArgument(FleetRpcError):
+    """The data itself is wrong; sending it again unchanged fails again."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class FailedPrecondition(FleetRpcError):
+    """The data names a parent the server does not have (a device's site, a tariff's municipality)."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class ResourceExhausted(FleetRpcError):
+    """A server limit was hit; `retry_after_ms` says when to come back, when known."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class Unavailable(FleetRpcError):
+    """The server could not be reached or went away mid-call."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class DeadlineExceeded(FleetRpcError):
+    """The call did not finish within its deadline."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class Unimplemented(FleetRpcError):
+    """The server does not serve this RPC (an older server)."""
+
+    code = grpc.StatusCode.UNIMPLEMENTED
+
+
+class ProtocolError(FleetRpcError):
+    """The server answered something the contract does not allow (e.g. an ack for an unknown batch)."""
+
+    code = grpc.StatusCode.INTERNAL
+
+
+_BY_CODE: dict[grpc.StatusCode, type[FleetRpcError]] = {
+    cls.code: cls
+    for cls in (
+        Unauthenticated,
+        PermissionDenied,
+        InvalidArgument,
+        FailedPrecondition,
+        ResourceExhausted,
+        Unavailable,
+        DeadlineExceeded,
+        Unimplemented,
+    )
+}
+
+
+def _rich_status(trailing: object) -> status_pb2.Status | None:
+    for key, value in trailing or ():  # type: ignore[attr-defined]
+        if key == _DETAILS_KEY and isinstance(value, bytes):
+            status = status_pb2.Status()
+            try:
+                status.ParseFromString(value)
+            except Exception:  # a garbled detail must not hide the status itself
+                return None
+            return status
+    return None
+
+
+def _retry_after(trailing: object, status: status_pb2.Status | None) -> int | None:
+    for key, value in trailing or ():  # type: ignore[attr-defined]
+        if key == RETRY_AFTER_KEY:
+            try:
+                return max(0, int(value if isinstance(value, str) else value.decode()))
+            except ValueError:
+                break
+    for detail in status.details if status is not None else ():
+        if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            info = error_details_pb2.RetryInfo()
+            detail.Unpack(info)
+            return max(0, int(info.retry_delay.seconds) * 1000 + int(info.retry_delay.nanos) // 1_000_000)
+    return None
+
+
+def from_rpc_error(error: grpc.RpcError) -> FleetRpcError:
+    """The typed error for a failed call; anything without a status becomes UNKNOWN."""
+    code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
+    details = error.details() if hasattr(error, "details") else None
+    trailing = error.trailing_metadata() if hasattr(error, "trailing_metadata") else None
+    status = _rich_status(trailing)
+    reason: str | None = None
+    violations: list[tuple[str, str]] = []
+    for detail in status.details if status is not None else ():
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            reason = info.reason
+        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            violations.extend((v.field, v.description) for v in bad.field_violations)
+    cls = _BY_CODE.get(code, FleetRpcError)
+    return cls(
+        details or (code.name if code is not None else "UNKNOWN"),
+        code=code,
+        retry_after_ms=_retry_after(trailing, status),
+        reason=reason,
+        field_violations=tuple(violations),
+    )
