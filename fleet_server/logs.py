@@ -17,3 +17,6 @@ def configure_logging(level: str) -> None:
         stream=sys.stderr,
         force=True,
     )
+    if logging.getLogger().level > logging.DEBUG:
+        # pgserver narrates every initdb/pg_ctl step at INFO; its warnings and errors still show.
+        logging.getLogger("pgserver").setLevel(logging.WARNING)
