@@ -13,6 +13,9 @@ union of both (or, for tariff periods, two period sets merged). A push of a chil
 (devices, tariffs) also holds its parent's lock in shared mode, so the parents it was checked
 against cannot be deleted under it. Locks are keyed by customer, so two customers never wait
 for each other.
+
+Every apply takes `confirm`, called last inside the transaction: it raises (rolling the
+snapshot back) when the caller can no longer vouch for the snapshot — the push call ended.
 """
 
 from __future__ import annotations
@@ -165,6 +168,10 @@ _MISSING_PARENTS = {
 }
 
 
+def _no_check() -> None:
+    """The default `confirm`: nothing can withdraw the snapshot."""
+
+
 def _lock(session: Session, customer_id: int, resource: str, *, shared: bool = False) -> None:
     """Serialise with other snapshots of `resource` for this customer until the transaction ends."""
     function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
@@ -240,7 +247,11 @@ def _summary(received: int, inserted: int, updated: int, deleted: int, periods: 
 
 
 def apply_sites(
-    session: Session, customer_id: int, snapshot: Sequence[SiteItem], now: datetime
+    session: Session,
+    customer_id: int,
+    snapshot: Sequence[SiteItem],
+    now: datetime,
+    confirm: Callable[[], None] = _no_check,
 ) -> SyncSummary:
     """Make `snapshot` the customer's sites. Deleting a site deletes its devices (cascade).
 
@@ -251,11 +262,16 @@ def apply_sites(
     _lock(session, customer_id, "sites")
     inserted, updated, deleted = _upsert(session, _SITES, customer_id, rows)
     sync_status.record_push(session, customer_id, "sites", len(rows), now)
+    confirm()
     return _summary(len(rows), len(inserted), len(updated), deleted)
 
 
 def apply_devices(
-    session: Session, customer_id: int, snapshot: Sequence[DeviceItem], now: datetime
+    session: Session,
+    customer_id: int,
+    snapshot: Sequence[DeviceItem],
+    now: datetime,
+    confirm: Callable[[], None] = _no_check,
 ) -> SyncSummary:
     """Make `snapshot` the customer's devices; every device must name a stored site."""
     rows = validate_devices(snapshot)
@@ -271,17 +287,23 @@ def apply_devices(
     )
     inserted, updated, deleted = _upsert(session, _DEVICES, customer_id, rows)
     sync_status.record_push(session, customer_id, "devices", len(rows), now)
+    confirm()
     return _summary(len(rows), len(inserted), len(updated), deleted)
 
 
 def apply_municipalities(
-    session: Session, customer_id: int, snapshot: Sequence[MunicipalityItem], now: datetime
+    session: Session,
+    customer_id: int,
+    snapshot: Sequence[MunicipalityItem],
+    now: datetime,
+    confirm: Callable[[], None] = _no_check,
 ) -> SyncSummary:
     """Make `snapshot` the customer's municipalities. Deleting one deletes its tariffs and periods."""
     rows = validate_municipalities(snapshot)
     _lock(session, customer_id, "municipalities")
     inserted, updated, deleted = _upsert(session, _MUNICIPALITIES, customer_id, rows)
     sync_status.record_push(session, customer_id, "municipalities", len(rows), now)
+    confirm()
     return _summary(len(rows), len(inserted), len(updated), deleted)
 
 
@@ -296,7 +318,11 @@ def _period_columns(tariffs: Sequence[TariffRow]) -> dict[str, list[Any]]:
 
 
 def apply_tariffs(
-    session: Session, customer_id: int, snapshot: Sequence[TariffItem], now: datetime
+    session: Session,
+    customer_id: int,
+    snapshot: Sequence[TariffItem],
+    now: datetime,
+    confirm: Callable[[], None] = _no_check,
 ) -> SyncSummary:
     """Make `snapshot` the customer's tariffs, each with exactly its pushed period set.
 
@@ -335,4 +361,5 @@ def apply_tariffs(
         if written:
             session.execute(_INSERT_PERIODS, {"customer_id": customer_id, **rewrite})
     sync_status.record_push(session, customer_id, "tariffs", len(rows), now)
+    confirm()
     return _summary(len(rows), len(inserted), len(updated), deleted, written)

@@ -13,6 +13,7 @@ from fleet_server.auth.identity import CallContext
 from fleet_server.domain import reference
 from fleet_server.errors import Unimplemented
 from fleet_server.services import reference_wire
+from fleet_server.services.snapshot_stream import SnapshotStream
 from fleet_server.services.status import translate_errors
 
 _LOGGER = logging.getLogger(__name__)
@@ -26,12 +27,13 @@ class FleetIngestServicer(ingest_service_pb2_grpc.FleetIngestServiceServicer):
     async def PushSites(
         self, request_iterator: AsyncIterator[pb.PushSitesRequest], context: CallContext
     ) -> pb.PushSitesResponse:
-        customer = context.customer()
-        limit = self._app.settings.max_snapshot_rows
-        snapshot = await reference_wire.site_snapshot(request_iterator, limit)
+        customer_id = context.customer().customer_id
+        stream = SnapshotStream(context, self._app.settings.max_snapshot_rows)
+        snapshot = await stream.sites(request_iterator)
         context.add_rows(len(snapshot))
+        now = self._app.clock.now()
         summary = await self._app.db.run(
-            reference.apply_sites, customer.customer_id, snapshot, self._app.clock.now()
+            reference.apply_sites, customer_id, snapshot, now, stream.confirm_open
         )
         return pb.PushSitesResponse(summary=reference_wire.summary_message(summary))
 
@@ -39,12 +41,13 @@ class FleetIngestServicer(ingest_service_pb2_grpc.FleetIngestServiceServicer):
     async def PushDevices(
         self, request_iterator: AsyncIterator[pb.PushDevicesRequest], context: CallContext
     ) -> pb.PushDevicesResponse:
-        customer = context.customer()
-        limit = self._app.settings.max_snapshot_rows
-        snapshot = await reference_wire.device_snapshot(request_iterator, limit)
+        customer_id = context.customer().customer_id
+        stream = SnapshotStream(context, self._app.settings.max_snapshot_rows)
+        snapshot = await stream.devices(request_iterator)
         context.add_rows(len(snapshot))
+        now = self._app.clock.now()
         summary = await self._app.db.run(
-            reference.apply_devices, customer.customer_id, snapshot, self._app.clock.now()
+            reference.apply_devices, customer_id, snapshot, now, stream.confirm_open
         )
         return pb.PushDevicesResponse(summary=reference_wire.summary_message(summary))
 
@@ -52,12 +55,13 @@ class FleetIngestServicer(ingest_service_pb2_grpc.FleetIngestServiceServicer):
     async def PushMunicipalities(
         self, request_iterator: AsyncIterator[pb.PushMunicipalitiesRequest], context: CallContext
     ) -> pb.PushMunicipalitiesResponse:
-        customer = context.customer()
-        limit = self._app.settings.max_snapshot_rows
-        snapshot = await reference_wire.municipality_snapshot(request_iterator, limit)
+        customer_id = context.customer().customer_id
+        stream = SnapshotStream(context, self._app.settings.max_snapshot_rows)
+        snapshot = await stream.municipalities(request_iterator)
         context.add_rows(len(snapshot))
+        now = self._app.clock.now()
         summary = await self._app.db.run(
-            reference.apply_municipalities, customer.customer_id, snapshot, self._app.clock.now()
+            reference.apply_municipalities, customer_id, snapshot, now, stream.confirm_open
         )
         return pb.PushMunicipalitiesResponse(summary=reference_wire.summary_message(summary))
 
@@ -65,12 +69,13 @@ class FleetIngestServicer(ingest_service_pb2_grpc.FleetIngestServiceServicer):
     async def PushTariffs(
         self, request_iterator: AsyncIterator[pb.PushTariffsRequest], context: CallContext
     ) -> pb.PushTariffsResponse:
-        customer = context.customer()
-        limit = self._app.settings.max_snapshot_rows
-        snapshot = await reference_wire.tariff_snapshot(request_iterator, limit)
+        customer_id = context.customer().customer_id
+        stream = SnapshotStream(context, self._app.settings.max_snapshot_rows)
+        snapshot = await stream.tariffs(request_iterator)
         context.add_rows(len(snapshot))
+        now = self._app.clock.now()
         summary = await self._app.db.run(
-            reference.apply_tariffs, customer.customer_id, snapshot, self._app.clock.now()
+            reference.apply_tariffs, customer_id, snapshot, now, stream.confirm_open
         )
         return pb.PushTariffsResponse(
             summary=reference_wire.summary_message(summary), periods_written=summary.periods_written

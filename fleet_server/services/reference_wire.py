@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import TypeVar
 
-from fleet.v1 import ingest_service_pb2 as ingest_pb
 from fleet.v1 import query_service_pb2 as query_pb
 from fleet.v1 import resources_pb2
 from google.protobuf import timestamp_pb2
@@ -24,73 +21,15 @@ from fleet_server.domain.reference_validation import (
     SiteItem,
     TariffItem,
 )
-from fleet_server.errors import ResourceExhausted
 from fleet_server.services.admin_wire import customer_message
 from fleet_server.services.wire import to_timestamp
 
 _LOGGER = logging.getLogger(__name__)
 
-M = TypeVar("M")
-P = TypeVar("P")
-
 # The range a google.protobuf.Timestamp may hold (0001-01-01 … 9999-12-31T23:59:59Z).
 _MIN_SECONDS = -62_135_596_800
 _MAX_SECONDS = 253_402_300_799
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-async def _collect(
-    messages: AsyncIterable[M], items_of: Callable[[M], Sequence[P]], limit: int, weight: Callable[[P], int]
-) -> list[P]:
-    """Every item of every message of the stream, in order; RESOURCE_EXHAUSTED past `limit` rows.
-
-    A snapshot is validated whole, so it is held in memory whole; the limit (a tariff weighs
-    one row plus its periods) keeps one stream from exhausting the server's memory.
-    """
-    items: list[P] = []
-    rows = 0
-    async for message in messages:
-        batch = items_of(message)
-        rows += sum(weight(item) for item in batch)
-        if rows > limit:
-            raise ResourceExhausted(
-                f"snapshot exceeds {limit} rows (the server's --max-snapshot-rows)",
-                reason="SNAPSHOT_TOO_LARGE",
-            )
-        items.extend(batch)
-    return items
-
-
-def _one_row(_: object) -> int:
-    return 1
-
-
-def _tariff_rows(tariff: resources_pb2.Tariff) -> int:
-    return 1 + len(tariff.periods)
-
-
-async def site_snapshot(messages: AsyncIterable[ingest_pb.PushSitesRequest], limit: int) -> list[SiteItem]:
-    """The union of a PushSites stream, as domain items."""
-    return [site_item(s) for s in await _collect(messages, lambda m: m.sites, limit, _one_row)]
-
-
-async def device_snapshot(
-    messages: AsyncIterable[ingest_pb.PushDevicesRequest], limit: int
-) -> list[DeviceItem]:
-    return [device_item(d) for d in await _collect(messages, lambda m: m.devices, limit, _one_row)]
-
-
-async def municipality_snapshot(
-    messages: AsyncIterable[ingest_pb.PushMunicipalitiesRequest], limit: int
-) -> list[MunicipalityItem]:
-    collected = await _collect(messages, lambda m: m.municipalities, limit, _one_row)
-    return [municipality_item(m) for m in collected]
-
-
-async def tariff_snapshot(
-    messages: AsyncIterable[ingest_pb.PushTariffsRequest], limit: int
-) -> list[TariffItem]:
-    return [tariff_item(t) for t in await _collect(messages, lambda m: m.tariffs, limit, _tariff_rows)]
 
 
 def _timestamp(message: object, field: str) -> datetime | None:

@@ -24,19 +24,26 @@ def ts(value: datetime) -> timestamp_pb2.Timestamp:
 
 
 def site(id: int, name: str | None = None, **fields: Any) -> res.Site:
-    values: dict[str, Any] = {"name": name or f"Site {id}", "timezone": "Africa/Johannesburg"}
+    values: dict[str, Any] = {
+        "name": f"Site {id}" if name is None else name,
+        "timezone": "Africa/Johannesburg",
+    }
     values.update(fields)
     return res.Site(id=id, **values)
 
 
 def device(id: int, site_id: int, name: str | None = None, **fields: Any) -> res.Device:
-    values: dict[str, Any] = {"name": name or f"Meter {id}", "serial_number": f"SN-{id}", "kind": "meter"}
+    values: dict[str, Any] = {
+        "name": f"Meter {id}" if name is None else name,
+        "serial_number": f"SN-{id}",
+        "kind": "meter",
+    }
     values.update(fields)
     return res.Device(id=id, site_id=site_id, **values)
 
 
 def municipality(id: int, name: str | None = None, region: str = "Gauteng") -> res.Municipality:
-    return res.Municipality(id=id, name=name or f"City {id}", region=region)
+    return res.Municipality(id=id, name=f"City {id}" if name is None else name, region=region)
 
 
 def period(id: int, name: str, days: int, start: str, end: str, rate: str) -> res.TariffPeriod:
@@ -51,7 +58,7 @@ def tariff(
     **fields: Any,
 ) -> res.Tariff:
     values: dict[str, Any] = {
-        "name": name or f"Tariff {id}",
+        "name": f"Tariff {id}" if name is None else name,
         "is_active": True,
         "effective_from": ts(datetime(2024, 7, 1, tzinfo=UTC)),
         "default_rate": "2.10",
@@ -63,11 +70,11 @@ def tariff(
     return res.Tariff(id=id, municipality_id=municipality_id, periods=list(periods), **values)
 
 
-def reference_tariff(name: str = "Domestic TOU", **fields: Any) -> res.Tariff:
+def reference_tariff(name: str = "Domestic TOU", municipality_id: int = 5, **fields: Any) -> res.Tariff:
     """The issue's reference scenario: "Domestic TOU" with Peak and Off-Peak."""
     return tariff(
         10,
-        5,
+        municipality_id,
         [
             period(1, "Peak", WEEKDAYS, "17:00", "20:00", "3.75"),
             period(2, "Off-Peak", WEEKENDS, "00:00", "23:59", "1.20"),
