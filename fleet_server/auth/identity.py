@@ -12,10 +12,15 @@ from fleet_server.errors import PermissionDenied
 
 @dataclass(frozen=True)
 class CustomerIdentity:
-    """A portal. `customer_id` is the only customer id any write may use."""
+    """A portal. `customer_id` is the only customer id any write may use.
+
+    `previous_token` is true when the call used the token in its rotation grace window; the
+    access log says so, letting an operator see which portals still have to switch.
+    """
 
     customer_id: int
     code: str
+    previous_token: bool = False
 
 
 @dataclass(frozen=True)

@@ -86,16 +86,24 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         return _authenticated(handler, identity, method, started)
 
 
-def _log_access(method: str, who: str, rows: int, code: Any, started: float) -> None:
+def _log_access(method: str, who: str, rows: int, code: Any, started: float, note: str = "") -> None:
     name = code.name if isinstance(code, grpc.StatusCode) else str(code or "OK")
     ACCESS_LOGGER.info(
-        "rpc method=%s customer=%s rows=%d status=%s duration_ms=%.1f",
+        "rpc method=%s customer=%s rows=%d status=%s duration_ms=%.1f%s",
         method,
         who,
         rows,
         name,
         (time.perf_counter() - started) * 1000,
+        note,
     )
+
+
+def _note(identity: Identity) -> str:
+    """Extra access-log fields, appended so the fixed ones keep their places for parsers."""
+    if isinstance(identity, CustomerIdentity) and identity.previous_token:
+        return " token=previous"  # still on the old token: this portal has not switched yet
+    return ""
 
 
 def _refusal(
@@ -145,6 +153,7 @@ def _authenticated(
     """
     behavior = handler.stream_stream or handler.stream_unary or handler.unary_stream or handler.unary_unary
     who = _who(identity)
+    note = _note(identity)
     confirm = bool(handler.request_streaming)
 
     async def call_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
@@ -154,7 +163,7 @@ def _authenticated(
                 await context.send_initial_metadata(())
             return await behavior(request, call)
         finally:
-            _log_access(method, who, call.rows, context.code(), started)
+            _log_access(method, who, call.rows, context.code(), started, note)
 
     async def call_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         call = CallContext(context, identity, method)
@@ -164,6 +173,6 @@ def _authenticated(
             async for response in behavior(request, call):
                 yield response
         finally:
-            _log_access(method, who, call.rows, context.code(), started)
+            _log_access(method, who, call.rows, context.code(), started, note)
 
     return _same_shape(handler, call_unary, call_stream)

@@ -42,7 +42,9 @@ def find_identity(session: Session, token: str, clock: Clock) -> Identity:
         return AdminIdentity(token_id=admin.id, name=admin.name)
 
     row = session.execute(
-        select(Customer.id, Customer.code, Customer.is_active).where(
+        select(
+            Customer.id, Customer.code, Customer.is_active, (Customer.token_hash == digest).label("current")
+        ).where(
             or_(
                 Customer.token_hash == digest,
                 and_(
@@ -56,7 +58,7 @@ def find_identity(session: Session, token: str, clock: Clock) -> Identity:
         raise Unauthenticated("unknown or expired token", reason="TOKEN_UNKNOWN")
     if not row.is_active:
         raise Unauthenticated(f"customer {row.code} is deactivated", reason="CUSTOMER_INACTIVE")
-    return CustomerIdentity(customer_id=row.id, code=row.code)
+    return CustomerIdentity(customer_id=row.id, code=row.code, previous_token=not row.current)
 
 
 class SqlTokenStore:

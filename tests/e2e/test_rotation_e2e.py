@@ -67,5 +67,7 @@ def test_rotate_twice_with_a_grace_window(
     ]
     assert sum("customer=ACME" in line and "status=OK" in line for line in access) == 5
     assert sum("status=UNAUTHENTICATED" in line for line in access) == 1
+    # token1 after the first rotation, token2 after the second: the portals still to switch.
+    assert sum(line.endswith(" token=previous") for line in access) == 2
     for token in (token1, token2, token3, admin_token):
         assert token not in server.output

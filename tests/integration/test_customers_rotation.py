@@ -7,8 +7,10 @@ ingest is being built) means accepted; UNAUTHENTICATED means refused.
 
 from __future__ import annotations
 
+import logging
 import threading
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import grpc
 import pytest
@@ -86,6 +88,21 @@ def test_rotate_moves_current_to_previous_for_the_default_24h(
     assert row.previous_token_expires_at == fake_clock.now() + timedelta(hours=24)
     assert accepted(clocked, original.token)
     assert accepted(clocked, reply.token)
+
+
+def test_the_access_log_tells_calls_on_the_old_token_apart(
+    clocked: Stubs, admin_token: str, new_customer: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    original = new_customer("ACME")
+    new = _rotate(clocked, admin_token).token
+    caplog.set_level(logging.INFO, logger="fleet_server.access")
+    assert accepted(clocked, original.token)
+    assert accepted(clocked, new)
+    lines = [r.getMessage() for r in caplog.records if r.name == "fleet_server.access"]
+    pushes = [line for line in lines if "PushMeasurements customer=ACME" in line]
+    assert len(pushes) == 2
+    assert pushes[0].endswith(" token=previous")
+    assert "token=previous" not in pushes[1]
 
 
 def test_previous_token_is_accepted_1s_before_expiry_and_refused_1s_after(
