@@ -251,3 +251,16 @@ def test_ten_thousand_devices_apply_in_one_transaction(stubs, new_customer, engi
         d.kind = "inverter"
     reply = push(stubs, acme.token, "devices", half, chunk=2_000)
     assert counts(reply) == (5_000, 0, 5_000, 0, 5_000)
+
+
+def test_a_tariff_pushed_without_periods_loses_them_all(stubs, new_customer, engine):
+    acme = new_customer("ACME")
+    push(stubs, acme.token, "municipalities", [municipality(5)])
+    push(stubs, acme.token, "tariffs", [reference_tariff()])
+    bare = reference_tariff()
+    del bare.periods[:]
+    reply = push(stubs, acme.token, "tariffs", [bare])
+    assert counts(reply) == (1, 0, 1, 0, 0)
+    assert reply.periods_written == 0
+    assert table_rows(engine, "tariff_periods", acme.id) == []
+    assert len(table_rows(engine, "tariffs", acme.id)) == 1
