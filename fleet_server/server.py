@@ -7,7 +7,6 @@ import contextlib
 import ipaddress
 import logging
 import os
-import signal
 from dataclasses import dataclass, field, replace
 
 import grpc
@@ -30,6 +29,7 @@ from fleet_server.db.session import Database, HealthProbe
 from fleet_server.services.admin import FleetAdminServicer
 from fleet_server.services.ingest import FleetIngestServicer
 from fleet_server.services.query import FleetQueryServicer
+from fleet_server.signals import STOP_SIGNALS, stop_requested_early
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -240,6 +240,13 @@ async def start_server(app: App, listen: str | None = None) -> RunningServer:
 
 async def serve_until_signalled(app: App) -> None:
     """Serve until SIGTERM/SIGINT, then stop gracefully within the configured grace period."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in STOP_SIGNALS:  # before the port opens: no window in which a signal kills us
+        loop.add_signal_handler(sig, stop.set)
+    if stop_requested_early():
+        _LOGGER.info("stop requested during start-up; not serving")
+        return
     running = await start_server(app)
     _LOGGER.info(
         "fleet-server pid %d listening on %s (port %d, %s, reflection %s)",
@@ -249,10 +256,6 @@ async def serve_until_signalled(app: App) -> None:
         _transport(app.settings),
         "on" if app.settings.reflection else "off",
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     serving = asyncio.create_task(running.server.wait_for_termination())
     waiter = asyncio.create_task(stop.wait())
     await asyncio.wait({serving, waiter}, return_when=asyncio.FIRST_COMPLETED)

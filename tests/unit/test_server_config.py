@@ -8,6 +8,7 @@ import pytest
 
 from fleet_server.config import Settings
 from fleet_server.server import ConfigurationError, check_settings, is_loopback, server_credentials
+from fleet_server.supervisor import worker_environment
 
 
 @pytest.mark.parametrize(
@@ -75,3 +76,19 @@ def test_unreadable_certificate_names_the_flag_and_file(tmp_path):
 def test_bad_numbers_are_refused(override, message):
     with pytest.raises(ConfigurationError, match=message):
         check_settings(Settings(**override))
+
+
+def test_worker_environment_carries_every_setting_to_the_workers():
+    settings = Settings(
+        database_url="postgresql+psycopg://u:p@db/fleet?host=/run/pg",
+        listen="0.0.0.0:6000",
+        insecure=True,
+        reflection=False,
+        tls_cert=Path("/etc/fleet/cert.pem"),
+        workers=3,
+        shutdown_grace_s=2.5,
+    )
+    env = worker_environment(settings, base={"PATH": "/bin", "FLEET_QUERY_DATABASE_URL": "stale"})
+    assert env["PATH"] == "/bin"
+    assert "FLEET_QUERY_DATABASE_URL" not in env  # None in the settings: not inherited either
+    assert Settings.from_env(env) == settings
