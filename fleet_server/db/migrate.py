@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
+if TYPE_CHECKING:  # alembic is imported only when a migration runs: `serve` starts faster without it
+    from alembic.config import Config
 
 
 def _script_location() -> str:
@@ -20,6 +21,8 @@ def _script_location() -> str:
 
 def alembic_config(url: str) -> Config:
     """An alembic `Config` for `url`, without needing an alembic.ini on disk."""
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", _script_location())
     cfg.attributes["database_url"] = url
@@ -27,13 +30,19 @@ def alembic_config(url: str) -> Config:
 
 
 def upgrade(url: str, revision: str = "head") -> None:
+    from alembic import command
+
     command.upgrade(alembic_config(url), revision)
 
 
 def downgrade(url: str, revision: str = "base") -> None:
+    from alembic import command
+
     command.downgrade(alembic_config(url), revision)
 
 
 def check(url: str) -> None:
     """Raise when the models and the migrated schema disagree (`alembic check`)."""
+    from alembic import command
+
     command.check(alembic_config(url))
