@@ -177,6 +177,7 @@ def month_shares(start: datetime, end: datetime, timezone: str) -> Fraction:
 
     A whole month counts 1 whatever its length (a DST month too); 7 days of a 28-day month, 1/4.
     """
+    start, end = _utc(start), _utc(end)
     if end <= start:
         return Fraction(0)
     total = Fraction(0)

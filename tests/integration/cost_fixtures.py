@@ -96,7 +96,7 @@ def add_tariff(session: Session, customer_id: int, spec: TariffSpec, municipalit
                 name=period.name,
                 days_of_week=period.days,
                 start_minute=minutes(period.start),
-                end_minute=minutes(period.end),
+                end_minute=minutes(period.end) or 1440,  # an end of 00:00 is stored as 24:00
                 rate=Decimal(period.rate),
             )
         )
@@ -166,9 +166,13 @@ class Partitions:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self.created: list[str] = []
+        self._seen: set[datetime] = set()
 
     def cover(self, start: datetime, end: datetime) -> None:
         for month in _months(start, end):
+            if month in self._seen:
+                continue
+            self._seen.add(month)
             following = datetime(month.year + month.month // 12, month.month % 12 + 1, 1, tzinfo=UTC)
             name = f"fleet_partitions.cost_test_{month:%Y_%m}"
             with self._engine.connect() as conn:
@@ -189,6 +193,7 @@ class Partitions:
             for name in self.created:
                 conn.execute(text(f"DROP TABLE IF EXISTS {name}"))
         self.created.clear()
+        self._seen.clear()
 
 
 def partitions_for(engine: Engine) -> Iterator[Partitions]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -18,7 +19,7 @@ from tests.integration.cost_fixtures import (
     add_tariff,
     partitions_for,
 )
-from tests.support.clients import bearer
+from tests.support.clients import Stubs, bearer
 
 JOHANNESBURG = ZoneInfo("Africa/Johannesburg")
 AMSTERDAM = ZoneInfo("Europe/Amsterdam")
@@ -29,25 +30,28 @@ def cost_partitions(engine):
     yield from partitions_for(engine)
 
 
-def compute(stubs, token, start, end, codes=()):
+def compute(
+    stubs: Stubs, token: str, start: datetime, end: datetime, codes: Sequence[str] = ()
+) -> pb.ComputeCostsResponse:
     start, end = (t if t.tzinfo else t.replace(tzinfo=UTC) for t in (start, end))
     request = pb.ComputeCostsRequest(codes=list(codes), start=to_timestamp(start), end=to_timestamp(end))
-    return stubs.query.ComputeCosts(request, metadata=bearer(token), timeout=30)
+    reply: pb.ComputeCostsResponse = stubs.query.ComputeCosts(request, metadata=bearer(token), timeout=30)
+    return reply
 
 
-def lines(site):
+def lines(site: pb.SiteCost) -> dict[str, tuple[str, str, str]]:
     """{period name: (kwh, rate, cost)} of a SiteCost."""
     return {p.period_name: (p.kwh, p.rate, p.cost) for p in site.periods}
 
 
-def only_site(reply):
+def only_site(reply: pb.ComputeCostsResponse) -> pb.SiteCost:
     (customer,) = reply.customers
     (site,) = customer.sites
     return site
 
 
-def jhb(*args):
-    return datetime(*args, tzinfo=JOHANNESBURG)
+def jhb(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=JOHANNESBURG)
 
 
 def test_peak_off_peak_week_is_billed_as_hand_computed(db, stubs, admin_token, new_customer, cost_partitions):

@@ -1,0 +1,122 @@
+"""ComputeCosts rejects bad requests over the wire: status, message with the field path, nothing changed."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+import grpc
+import pytest
+from fleet.v1 import query_service_pb2 as pb
+
+from fleet_server.services.wire import to_timestamp
+from tests.integration.cost_fixtures import (
+    PEAK_OFF_PEAK,
+    add_readings,
+    add_site,
+    add_tariff,
+    partitions_for,
+    table_counts,
+)
+from tests.support.clients import Stubs, bad_request_fields, bearer, error_reason
+
+START = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def cost_partitions(engine):
+    yield from partitions_for(engine)
+
+
+@pytest.fixture
+def seeded(db, engine, new_customer, cost_partitions):
+    """A customer with a site, a tariff and a reading, so "nothing changed" has something to check."""
+    acme = new_customer("ACME")
+    cost_partitions.cover(START, START + timedelta(days=31))
+
+    def seed(session):
+        add_tariff(session, acme.id, PEAK_OFF_PEAK)
+        add_site(session, acme.id, 1, tariff_id=7, devices=[10])
+        add_readings(session, acme.id, 10, [(START + timedelta(hours=1), 1.0)])
+
+    db.transaction(seed)
+    return table_counts(engine)
+
+
+def request(
+    codes: Sequence[str] = (),
+    start: datetime | None = START,
+    end: datetime | None = START + timedelta(days=7),
+) -> pb.ComputeCostsRequest:
+    message = pb.ComputeCostsRequest(codes=list(codes))
+    if start is not None:
+        message.start.CopyFrom(to_timestamp(start))
+    if end is not None:
+        message.end.CopyFrom(to_timestamp(end))
+    return message
+
+
+def rejected(stubs: Stubs, token: str, message: pb.ComputeCostsRequest) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as err:
+        stubs.query.ComputeCosts(message, metadata=bearer(token), timeout=10)
+    return err.value
+
+
+@pytest.mark.parametrize(
+    ("message", "details", "fields"),
+    [
+        (request(start=None), "start: must be set", ["start"]),
+        (request(end=None), "end: must be set", ["end"]),
+        (request(start=None, end=None), "start: must be set (and 1 more)", ["start", "end"]),
+        (request(end=START), "end: must be after start", ["end"]),
+        (request(end=START - timedelta(hours=1)), "end: must be after start", ["end"]),
+        (request(end=START + timedelta(days=401)), "end: range must not span more than 400 days", ["end"]),
+        (
+            request(start=datetime(1999, 12, 31, tzinfo=UTC)),
+            "start: must not be before 2000-01-01T00:00:00Z",
+            ["start"],
+        ),
+        (request(codes=["ACME", "acme"]), "codes[1]: must match [A-Z0-9_-]{2,32}", ["codes[1]"]),
+    ],
+)
+def test_bad_ranges_and_codes_are_invalid_arguments(
+    engine, stubs, admin_token, seeded, message, details, fields
+):
+    error = rejected(stubs, admin_token, message)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.details() == details
+    assert bad_request_fields(error) == fields
+    assert table_counts(engine) == seeded
+
+
+def test_the_span_limit_is_a_setting(engine, make_server, admin_token, seeded):
+    stubs = Stubs.connect(make_server(max_cost_span_days=31).target)
+    try:
+        assert stubs.query.ComputeCosts(
+            request(end=START + timedelta(days=31)), metadata=bearer(admin_token), timeout=10
+        ).customers
+        error = rejected(stubs, admin_token, request(end=START + timedelta(days=31, seconds=1)))
+    finally:
+        stubs.close()
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.details() == "end: range must not span more than 31 days"
+    assert table_counts(engine) == seeded
+
+
+def test_unknown_codes_are_not_found_and_named(engine, stubs, admin_token, seeded):
+    error = rejected(stubs, admin_token, request(codes=["ZZZ", "ACME", "NOPE"]))
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+    assert error.details() == "unknown customer codes: NOPE, ZZZ"
+    assert error_reason(error) == "CUSTOMER_NOT_FOUND"
+    assert table_counts(engine) == seeded
+
+
+def test_a_customer_token_may_not_compute_costs(engine, stubs, new_customer, seeded):
+    beta = new_customer("BETA")
+    error = rejected(stubs, beta.token, request())
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_no_customers_is_an_empty_bill(db, stubs, admin_token):
+    reply = stubs.query.ComputeCosts(request(), metadata=bearer(admin_token), timeout=10)
+    assert list(reply.customers) == []
