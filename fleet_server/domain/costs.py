@@ -176,10 +176,12 @@ class _Slot:
     readings: int
 
 
-# The whole pricing match in one pass over the range's partitions. The first step groups readings
-# by site and local (weekday, minute) — at most 7 * 1440 groups per site whatever the number of
-# readings — and only then looks the period up, lowest id first, once per group. Each reading is
-# converted to 6-place kWh before summing (float8 → shortest text → numeric, as `tou.kwh` does).
+# The whole pricing match in one pass over the range's partitions. Readings are first grouped by
+# site and local minute of the week — at most 7 * 1440 groups per site whatever the number of
+# readings — and only then is the period looked up, lowest id first, once per group. Each reading
+# is converted to 6-place kWh before summing (float8 -> shortest text -> numeric, as `tou.kwh`
+# does). `OFFSET 0` keeps `readings` a separate subquery so each reading's local time is computed
+# once, not once per expression that uses it (that alone halves the query's time).
 _AGGREGATE = text(
     """
     WITH readings AS (
@@ -198,17 +200,19 @@ _AGGREGATE = text(
         WHERE m.customer_id = ANY(:customer_ids)
           AND m.metric = :metric
           AND m.time >= :start AND m.time < :end
+        OFFSET 0
     ),
     slots AS (
         SELECT customer_id, site_id, tariff_id, priced,
-               CASE WHEN priced THEN extract(isodow FROM local_time)::int - 1 END AS weekday,
                CASE WHEN priced
-                    THEN (extract(hour FROM local_time) * 60 + extract(minute FROM local_time))::int
-               END AS minute,
+                    THEN (date_part('isodow', local_time)::int - 1) * 1440
+                         + date_part('hour', local_time)::int * 60
+                         + date_part('minute', local_time)::int
+               END AS minute_of_week,
                sum(kwh) AS kwh,
                count(*) AS readings
         FROM readings
-        GROUP BY customer_id, site_id, tariff_id, priced, weekday, minute
+        GROUP BY customer_id, site_id, tariff_id, priced, minute_of_week
     )
     SELECT sl.customer_id, sl.site_id, sl.priced, p.id AS period_id,
            sum(sl.kwh) AS kwh, sum(sl.readings)::bigint AS readings
@@ -217,15 +221,17 @@ _AGGREGATE = text(
         SELECT tp.id
         FROM fleet.tariff_periods AS tp
         CROSS JOIN LATERAL (
-            SELECT CASE WHEN tp.end_minute = 1439 THEN 1440 ELSE tp.end_minute END AS end_minute
-        ) AS billed
+            SELECT sl.minute_of_week / 1440 AS weekday,
+                   sl.minute_of_week % 1440 AS minute,
+                   CASE WHEN tp.end_minute = 1439 THEN 1440 ELSE tp.end_minute END AS end_minute
+        ) AS slot
         WHERE sl.priced
           AND tp.customer_id = sl.customer_id
           AND tp.tariff_id = sl.tariff_id
-          AND (tp.days_of_week & (1 << sl.weekday)) <> 0
-          AND CASE WHEN billed.end_minute > tp.start_minute
-                   THEN sl.minute >= tp.start_minute AND sl.minute < billed.end_minute
-                   ELSE sl.minute >= tp.start_minute OR sl.minute < billed.end_minute
+          AND (tp.days_of_week & (1 << slot.weekday)) <> 0
+          AND CASE WHEN slot.end_minute > tp.start_minute
+                   THEN slot.minute >= tp.start_minute AND slot.minute < slot.end_minute
+                   ELSE slot.minute >= tp.start_minute OR slot.minute < slot.end_minute
               END
         ORDER BY tp.id
         LIMIT 1
@@ -238,8 +244,13 @@ _AGGREGATE = text(
 def _aggregate(session: Session, customer_ids: list[int], start: datetime, end: datetime) -> list[_Slot]:
     if not customer_ids:
         return []
-    # float8 → text must be the shortest round-trip form whatever the server's default.
+    # float8 -> text must be the shortest round-trip form whatever the server's default. JIT is
+    # off because the planner cannot foresee how far the grouping shrinks the rows and compiles
+    # for the raw row count: ~0.9 s of compiling for a ~0.3 s query. The hash aggregate over the
+    # raw readings gets memory enough not to spill.
     session.execute(text("SET LOCAL extra_float_digits = 1"))
+    session.execute(text("SET LOCAL jit = off"))
+    session.execute(text("SET LOCAL work_mem = '64MB'"))
     params = {"customer_ids": customer_ids, "metric": ENERGY_METRIC, "start": start, "end": end}
     try:
         with session.begin_nested():
