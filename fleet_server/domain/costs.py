@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import bindparam, select, text
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -107,15 +108,16 @@ def check_range(query: CostQuery, max_span_days: int) -> tuple[datetime, datetim
 def compute_costs(session: Session, query: CostQuery, max_span_days: int) -> CostReport:
     """Price `[start, end)` for the customers named by `query.codes` (all when empty).
 
-    Runs in one REPEATABLE READ snapshot so the sites, tariffs and periods read after the
-    aggregation are the ones the aggregation priced with, even while a portal pushes.
+    Runs in one REPEATABLE READ snapshot so the sites, tariffs and periods read here are the
+    ones the aggregation prices with, even while a portal pushes.
     """
     start, end = check_range(query, max_span_days)
     session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
     customers = _customers(session, query.codes)
     ids = [customer_id for customer_id, _ in customers]
-    slots = _aggregate(session, ids, start, end)
     sites = session.scalars(select(Site).where(Site.customer_id.in_(ids)).order_by(Site.id)).all()
+    _check_timezones(sites, dict(customers))
+    slots = _aggregate(session, ids, start, end)
     tariffs = {
         (t.customer_id, t.id): t for t in session.scalars(select(Tariff).where(Tariff.customer_id.in_(ids)))
     }
@@ -257,7 +259,9 @@ def _aggregate(session: Session, customer_ids: list[int], start: datetime, end: 
             rows = session.execute(_AGGREGATE, params).all()
     except DBAPIError as exc:
         if getattr(exc.orig, "sqlstate", None) == _INVALID_PARAMETER_VALUE:
-            _raise_unknown_timezones(session, customer_ids)
+            unknown = database_unknown_timezones(session, customer_ids)
+            if unknown:
+                raise _unknown_timezones(unknown, "the database's timezone data") from exc
         raise
     return [
         _Slot(
@@ -272,25 +276,55 @@ def _aggregate(session: Session, customer_ids: list[int], start: datetime, end: 
     ]
 
 
-def _raise_unknown_timezones(session: Session, customer_ids: list[int]) -> None:
-    """Name the sites whose timezone the database cannot convert to (its tz data may be older)."""
+def _unknown_timezones(sites: Sequence[tuple[str, int, str]], where: str) -> FailedPrecondition:
+    named = ", ".join(f"{code} site {site_id} ({zone})" for code, site_id, zone in sites)
+    return FailedPrecondition(
+        f"timezone not found in {where}: {named}; the site cannot be priced in local time",
+        reason="UNKNOWN_TIMEZONE",
+    )
+
+
+def _check_timezones(sites: Iterable[Site], codes: dict[int, str]) -> None:
+    """Refuse, naming them, sites whose timezone Python's tz data does not know.
+
+    Pushes are validated, so this only happens when the server's tz data is older than the
+    pusher's; a clear FAILED_PRECONDITION beats an INTERNAL from deep inside the arithmetic.
+    """
+    unknown = []
+    for site in sites:
+        try:
+            ZoneInfo(site.timezone or "UTC")
+        except (ZoneInfoNotFoundError, ValueError):
+            unknown.append((codes[site.customer_id], site.id, site.timezone))
+    if unknown:
+        raise _unknown_timezones(unknown, "the server's timezone data")
+
+
+def database_unknown_timezones(session: Session, customer_ids: list[int]) -> list[tuple[str, int, str]]:
+    """(code, site id, timezone) of the sites whose timezone PostgreSQL cannot convert to.
+
+    Each distinct zone is tried for real (`AT TIME ZONE`) in its own savepoint: the catalogue view
+    `pg_timezone_names` omits some zones that conversions accept (`right/UTC`).
+    """
     rows = session.execute(
         text(
             """
             SELECT c.code, s.id, s.timezone
             FROM fleet.sites AS s JOIN fleet.customers AS c ON c.id = s.customer_id
             WHERE s.customer_id = ANY(:customer_ids) AND s.timezone <> ''
-              AND s.timezone NOT IN (SELECT name FROM pg_timezone_names)
             ORDER BY c.code, s.id
             """
         ).bindparams(bindparam("customer_ids", type_=ARRAY(BigInteger))),
         {"customer_ids": customer_ids},
     ).all()
-    if rows:
-        named = ", ".join(f"{row.code} site {row.id} ({row.timezone})" for row in rows)
-        raise FailedPrecondition(
-            f"the database does not know the timezone of {named}", reason="UNKNOWN_TIMEZONE"
-        )
+    rejected: set[str] = set()
+    for zone in sorted({row.timezone for row in rows}):
+        try:
+            with session.begin_nested():
+                session.execute(text("SELECT now() AT TIME ZONE :zone"), {"zone": zone})
+        except DBAPIError:
+            rejected.add(zone)
+    return [(row.code, row.id, row.timezone) for row in rows if row.timezone in rejected]
 
 
 def _kwh_sum(slots: Iterable[_Slot]) -> Decimal:

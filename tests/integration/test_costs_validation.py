@@ -8,7 +8,9 @@ from datetime import UTC, datetime, timedelta
 import grpc
 import pytest
 from fleet.v1 import query_service_pb2 as pb
+from sqlalchemy import text
 
+from fleet_server.domain.costs import database_unknown_timezones
 from fleet_server.services.wire import to_timestamp
 from tests.integration.cost_fixtures import (
     PEAK_OFF_PEAK,
@@ -120,3 +122,30 @@ def test_a_customer_token_may_not_compute_costs(engine, stubs, new_customer, see
 def test_no_customers_is_an_empty_bill(db, stubs, admin_token):
     reply = stubs.query.ComputeCosts(request(), metadata=bearer(admin_token), timeout=10)
     assert list(reply.customers) == []
+
+
+def test_a_site_timezone_the_server_does_not_know_is_named(db, engine, stubs, admin_token, seeded):
+    acme_id = db.transaction(lambda session: session.scalar(text("SELECT id FROM fleet.customers")))
+    db.transaction(lambda session: add_site(session, acme_id, 2, timezone="Mars/Olympus"))
+    before = table_counts(engine)
+    error = rejected(stubs, admin_token, request())
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert error.details() == (
+        "timezone not found in the server's timezone data: ACME site 2 (Mars/Olympus); "
+        "the site cannot be priced in local time"
+    )
+    assert error_reason(error) == "UNKNOWN_TIMEZONE"
+    assert table_counts(engine) == before
+
+
+def test_zones_the_database_cannot_convert_to_are_found_one_by_one(db, seeded):
+    acme_id = db.transaction(lambda session: session.scalar(text("SELECT id FROM fleet.customers")))
+
+    def add_sites(session):
+        add_site(session, acme_id, 2, timezone="Mars/Olympus")
+        add_site(session, acme_id, 3, timezone="Europe/Amsterdam")
+        add_site(session, acme_id, 4, timezone="")
+
+    db.transaction(add_sites)
+    found = db.transaction(database_unknown_timezones, [acme_id])
+    assert found == [("ACME", 2, "Mars/Olympus")]
