@@ -53,6 +53,8 @@ class CostQuery:
 
 @dataclass(frozen=True)
 class SiteCost:
+    """One site's bill; money rounded to cents, kWh to 6 places, exactly as §9 prescribes."""
+
     site_id: int
     site_name: str
     tariff_id: int | None
@@ -68,6 +70,8 @@ class SiteCost:
 
 @dataclass(frozen=True)
 class CustomerCost:
+    """One customer's sites (by id, the unknown-devices line first) and totals per currency."""
+
     code: str
     sites: tuple[SiteCost, ...]
     # (currency, total), ordered by currency.
@@ -76,6 +80,8 @@ class CustomerCost:
 
 @dataclass(frozen=True)
 class CostReport:
+    """The bills of every requested customer (by code); `readings` feeds the access log."""
+
     customers: tuple[CustomerCost, ...]
     start: datetime
     end: datetime
@@ -137,7 +143,9 @@ def compute_costs(session: Session, query: CostQuery, max_span_days: int) -> Cos
         lines: list[SiteCost] = []
         orphans = slots_by_site.get((customer_id, None))
         if orphans:
-            lines.append(_unknown_devices(orphans))
+            lines.append(
+                _unbilled(UNKNOWN_DEVICES_SITE_ID, UNKNOWN_DEVICES_SITE_NAME, None, _kwh_sum(orphans))
+            )
         for site in sites_by_customer[customer_id]:
             tariff = tariffs.get((customer_id, site.tariff_id)) if site.tariff_id is not None else None
             tariff_periods = periods[(customer_id, tariff.id)] if tariff is not None else {}
@@ -331,11 +339,12 @@ def _kwh_sum(slots: Iterable[_Slot]) -> Decimal:
     return tou.round_kwh(sum((slot.kwh for slot in slots), _ZERO_KWH))
 
 
-def _unknown_devices(slots: list[_Slot]) -> SiteCost:
+def _unbilled(site_id: int, name: str, tariff_id: int | None, unpriced_kwh: Decimal) -> SiteCost:
+    """A site line with nothing to bill: no tariff (or one never pushed), so no currency either."""
     return SiteCost(
-        site_id=UNKNOWN_DEVICES_SITE_ID,
-        site_name=UNKNOWN_DEVICES_SITE_NAME,
-        tariff_id=None,
+        site_id=site_id,
+        site_name=name,
+        tariff_id=tariff_id,
         currency="",
         periods=(),
         energy_kwh=_ZERO_KWH,
@@ -343,7 +352,7 @@ def _unknown_devices(slots: list[_Slot]) -> SiteCost:
         fixed_charge=_ZERO_MONEY,
         vat=_ZERO_MONEY,
         total=_ZERO_MONEY,
-        unpriced_kwh=_kwh_sum(slots),
+        unpriced_kwh=unpriced_kwh,
     )
 
 
@@ -355,36 +364,38 @@ def _bill_site(
     start: datetime,
     end: datetime,
 ) -> SiteCost:
-    priced: dict[int, list[_Slot]] = defaultdict(list)
+    """One site's bill: a line per period its priced readings fell in, fixed charge and VAT."""
+    unpriced = _kwh_sum(slot for slot in slots if not slot.priced)
+    if tariff is None:
+        return _unbilled(site.id, site.name, site.tariff_id, unpriced)
+    by_period: dict[int, list[_Slot]] = defaultdict(list)
     for slot in slots:
         if slot.priced:
-            priced[slot.period_id or tou.DEFAULT_PERIOD_ID].append(slot)
-    lines: list[tou.PeriodLine] = []
-    if tariff is not None:
-        for period_id, group in priced.items():
-            period = periods.get(period_id)
-            name, rate = (
-                (period.name, period.rate) if period else (tou.DEFAULT_PERIOD_NAME, tariff.default_rate)
-            )
-            lines.append(tou.price_line(period_id, name, _kwh_sum(group), rate))
-    billable = tariff is not None and tariff.is_active
-    window = (tariff.effective_from, tariff.effective_to) if tariff is not None and billable else None
-    fixed = tou.prorated_fixed_charge(
-        tariff.fixed_charge if tariff is not None else Decimal(0), start, end, site.timezone, window
-    )
-    amounts = tou.site_amounts(lines, fixed, tariff.vat_percent if tariff is not None else Decimal(0))
+            by_period[slot.period_id or tou.DEFAULT_PERIOD_ID].append(slot)
+    lines = []
+    for period_id, group in by_period.items():
+        period = periods.get(period_id)
+        if period is None:
+            name, rate = tou.DEFAULT_PERIOD_NAME, tariff.default_rate
+        else:
+            name, rate = period.name, period.rate
+        lines.append(tou.price_line(period_id, name, _kwh_sum(group), rate))
+    # An inactive tariff bills nothing, fixed charge included; an active one only inside its window.
+    window = (tariff.effective_from, tariff.effective_to) if tariff.is_active else None
+    fixed = tou.prorated_fixed_charge(tariff.fixed_charge, start, end, site.timezone, window)
+    amounts = tou.site_amounts(lines, fixed, tariff.vat_percent)
     return SiteCost(
         site_id=site.id,
         site_name=site.name,
         tariff_id=site.tariff_id,
-        currency=tariff.currency if tariff is not None else "",
+        currency=tariff.currency,
         periods=tuple(tou.ordered_lines(lines)),
         energy_kwh=amounts.energy_kwh,
         energy_cost=amounts.energy_cost,
         fixed_charge=amounts.fixed_charge,
         vat=amounts.vat,
         total=amounts.total,
-        unpriced_kwh=_kwh_sum(slot for slot in slots if not slot.priced),
+        unpriced_kwh=unpriced,
     )
 
 
