@@ -158,13 +158,15 @@ class TariffPeriod(Base):
 class Measurement(Base):
     """Time series, range-partitioned by month on `time` (partitions in `fleet_partitions`).
 
-    No foreign key to devices: readings of a device that arrives later are kept.
+    No foreign key to devices: readings of a device that arrives later are kept. No foreign key
+    to customers either (migration 0002): each batch locks its customer row once instead of
+    once per row, and erasure deletes these rows explicitly.
     """
 
     __tablename__ = "measurements"
     __table_args__ = {"postgresql_partition_by": "RANGE (time)"}
 
-    customer_id: Mapped[int] = mapped_column(_customer_fk(), primary_key=True)
+    customer_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
     device_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
     metric: Mapped[str] = mapped_column(String(63), primary_key=True)
     time: Mapped[datetime] = mapped_column(primary_key=True)
@@ -174,11 +176,14 @@ class Measurement(Base):
 
 
 class HourlyRollup(Base):
-    """count/sum/min/max per device, metric and UTC hour, kept in step with `measurements`."""
+    """count/sum/min/max per device, metric and UTC hour, kept in step with `measurements`.
+
+    No foreign key to customers, for the same reason as `Measurement`.
+    """
 
     __tablename__ = "measurement_rollups_hourly"
 
-    customer_id: Mapped[int] = mapped_column(_customer_fk(), primary_key=True)
+    customer_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
     device_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
     metric: Mapped[str] = mapped_column(String(63), primary_key=True)
     bucket: Mapped[datetime] = mapped_column(primary_key=True)

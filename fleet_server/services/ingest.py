@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import logging
 from collections.abc import AsyncIterator
 
@@ -10,9 +12,10 @@ from fleet.v1 import ingest_service_pb2_grpc
 
 from fleet_server.app import App
 from fleet_server.auth.identity import CallContext
-from fleet_server.domain import reference
-from fleet_server.errors import Unimplemented
-from fleet_server.services import reference_wire
+from fleet_server.domain import fairness, measurements, reference
+from fleet_server.domain.measurements import BatchResult
+from fleet_server.errors import FleetError
+from fleet_server.services import measurement_wire, reference_wire
 from fleet_server.services.snapshot_stream import SnapshotStream
 from fleet_server.services.status import translate_errors
 
@@ -85,5 +88,85 @@ class FleetIngestServicer(ingest_service_pb2_grpc.FleetIngestServiceServicer):
     async def PushMeasurements(
         self, request_iterator: AsyncIterator[pb.PushMeasurementsRequest], context: CallContext
     ) -> AsyncIterator[pb.PushMeasurementsResponse]:
-        raise Unimplemented("PushMeasurements is not available on this server yet")
-        yield  # type: ignore[unreachable]  # makes this an async generator (bidi shape)
+        """Each request is one batch: validated, committed on its own, acknowledged in order.
+
+        While batch N is in the database, the next batches are read, decoded and validated, so
+        this process's Python work overlaps PostgreSQL's; a write queue starts N+1 the moment N
+        committed (never if N failed). A bad or over-budget batch is refused after the
+        acknowledgements of the batches before it that committed.
+        """
+        app = self._app
+        customer_id = context.customer().customer_id
+        gate = fairness.gate_for(app.db, app.settings, app.clock)
+        async with gate.exclusive_stream(app.db, customer_id):
+            writer = measurements.BatchWriter(app.db)
+
+            async def release_connection() -> None:
+                await app.db.offload(writer.release)
+
+            requests = measurement_wire.requests_with_idle_hook(
+                request_iterator, measurement_wire.IDLE_RELEASE_S, release_connection
+            )
+            writes = measurement_wire.OrderedWrites(app.db, writer, customer_id)
+            pending: collections.deque[tuple[pb.PushMeasurementsRequest, asyncio.Future[BatchResult]]]
+            pending = collections.deque()
+            try:
+                async for request in requests:
+                    batch = measurement_wire.decode_batch(request)
+                    now = app.clock.now()
+                    measurements.validate_batch(batch, now)
+                    gate.budget.admit(customer_id, len(batch))
+                    if len(pending) >= measurement_wire.MAX_QUEUED_BATCHES:
+                        head, written = pending.popleft()
+                        yield measurement_wire.ack(head, await written)
+                    context.add_rows(len(batch))
+                    pending.append((request, writes.submit(batch, now)))
+                    while pending and pending[0][1].done():
+                        head, written = pending.popleft()
+                        yield measurement_wire.ack(head, written.result())
+                while pending:
+                    head, written = pending.popleft()
+                    yield measurement_wire.ack(head, await written)
+            except FleetError:
+                # Acknowledge what committed before the refused batch; stop at the first that did not.
+                while pending:
+                    head, written = pending.popleft()
+                    try:
+                        result = await written
+                    except Exception:
+                        break
+                    yield measurement_wire.ack(head, result)
+                raise
+            finally:
+                for _, written in pending:  # the caller went away: these commit unacknowledged
+                    written.add_done_callback(measurement_wire.log_orphaned_write)
+                await app.db.offload(writer.release)
+
+            requests = measurement_wire.requests_with_idle_hook(
+                request_iterator, measurement_wire.IDLE_RELEASE_S, release_connection
+            )
+            in_flight: tuple[pb.PushMeasurementsRequest, asyncio.Future[BatchResult]] | None = None
+            try:
+                async for request in requests:
+                    batch = measurement_wire.decode_batch(request)
+                    measurements.validate_batch(batch, app.clock.now())
+                    gate.budget.admit(customer_id, len(batch))
+                    previous, in_flight = in_flight, None
+                    done = await previous[1] if previous is not None else None
+                    context.add_rows(len(batch))
+                    write = app.db.offload(writer.write, customer_id, batch, app.clock.now())
+                    in_flight = (request, asyncio.ensure_future(write))
+                    if previous is not None and done is not None:  # N+1 is on its way: now ack N
+                        yield measurement_wire.ack(previous[0], done)
+                if in_flight is not None:
+                    previous, in_flight = in_flight, None
+                    yield measurement_wire.ack(previous[0], await previous[1])
+            except FleetError:
+                if in_flight is not None:
+                    previous, in_flight = in_flight, None
+                    yield measurement_wire.ack(previous[0], await previous[1])
+                raise
+            finally:
+                if in_flight is not None:  # the caller went away: the batch commits unacknowledged
+                    in_flight[1].add_done_callback(measurement_wire.log_orphaned_write)
+                await app.db.offload(writer.release)

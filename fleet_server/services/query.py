@@ -10,10 +10,10 @@ from fleet.v1 import query_service_pb2_grpc
 
 from fleet_server.app import App
 from fleet_server.auth.identity import CallContext
+from fleet_server.domain import measurement_queries
 from fleet_server.domain.costs import compute_costs
 from fleet_server.domain.detail import load_customer_detail
-from fleet_server.errors import Unimplemented
-from fleet_server.services import cost_wire
+from fleet_server.services import cost_wire, measurement_wire
 from fleet_server.services.reference_wire import detail_message
 from fleet_server.services.status import translate_errors
 
@@ -36,14 +36,28 @@ class FleetQueryServicer(query_service_pb2_grpc.FleetQueryServiceServicer):
     async def QueryMeasurements(
         self, request: pb.QueryMeasurementsRequest, context: CallContext
     ) -> AsyncIterator[pb.QueryMeasurementsResponse]:
-        raise Unimplemented("QueryMeasurements is not available on this server yet")
-        yield  # type: ignore[unreachable]  # makes this an async generator (server-streaming shape)
+        context.admin()
+        reader = self._app.reader
+        code, args = measurement_wire.decode_query(request)
+        customer_id = await reader.run(measurement_queries.customer_id_for, code)
+        cursor = measurement_queries.PointCursor(reader, args.for_customer(customer_id))
+        await reader.offload(cursor.open)
+        try:
+            while points := await reader.offload(cursor.fetch, measurement_wire.POINTS_PER_CHUNK):
+                context.add_rows(len(points))
+                yield measurement_wire.points_response(points)
+        finally:
+            await reader.offload(cursor.close)
 
     @translate_errors
     async def SummarizeFleet(
         self, request: pb.SummarizeFleetRequest, context: CallContext
     ) -> pb.SummarizeFleetResponse:
-        raise Unimplemented("SummarizeFleet is not available on this server yet")
+        context.admin()
+        metric, start, end = measurement_wire.decode_summary(request)
+        summaries = await self._app.reader.run(measurement_queries.summarize_fleet, metric, start, end)
+        context.add_rows(len(summaries))
+        return measurement_wire.summary_response(summaries)
 
     @translate_errors
     async def ComputeCosts(
