@@ -50,3 +50,9 @@ def test_malformed_codes_are_named_with_their_index():
         "codes[1]: must match [A-Z0-9_-]{2,32}",
         "codes[2]: must match [A-Z0-9_-]{2,32}",
     ]
+
+
+def test_a_range_reaching_into_the_future_is_allowed():
+    """A month's bill while the month runs: nothing in the range has to have happened yet."""
+    future = datetime(2099, 1, 1, tzinfo=UTC)
+    assert check_range(CostQuery(("ACME",), future, future + timedelta(days=31)), 400)[0] == future
