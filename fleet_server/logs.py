@@ -18,5 +18,7 @@ def configure_logging(level: str) -> None:
         force=True,
     )
     if logging.getLogger().level > logging.DEBUG:
-        # pgserver narrates every initdb/pg_ctl step at INFO; its warnings and errors still show.
-        logging.getLogger("pgserver").setLevel(logging.WARNING)
+        # Step-by-step narration at INFO (initdb/pg_ctl, alembic's plugin set-up); their warnings
+        # and errors still show.
+        for chatty in ("pgserver", "alembic.runtime.plugins"):
+            logging.getLogger(chatty).setLevel(logging.WARNING)
