@@ -21,6 +21,7 @@ from fleet_server.domain.admin_tokens import (
     AdminTokenRecord,
     create_admin_token,
     list_admin_tokens,
+    reissue_local_token,
     revoke_admin_token,
 )
 from fleet_server.errors import FleetError
@@ -58,7 +59,9 @@ def _bootstrap_admin_token(settings: Settings, db: Database) -> None:
     if path.exists():
         _LOGGER.info("admin token for fleetctl: %s", path)
         return
-    issued = db.transaction(create_admin_token, BOOTSTRAP_TOKEN_NAME, SystemClock().now())
+    # A lost file (deleted .fleet/admin-token, database kept) must not stop `make run`: revoke the
+    # unusable earlier token and mint a fresh one.
+    issued = db.transaction(reissue_local_token, BOOTSTRAP_TOKEN_NAME, SystemClock().now())
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:

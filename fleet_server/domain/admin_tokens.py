@@ -85,3 +85,26 @@ def revoke_admin_token(session: Session, name: str, now: datetime) -> AdminToken
         session.flush()
         _LOGGER.info("admin token %r revoked", row.name)
     return _record(row)
+
+
+def reissue_local_token(session: Session, base_name: str, now: datetime) -> IssuedAdminToken:
+    """Mint the local bootstrap token again, after its file was lost.
+
+    The earlier bootstrap tokens (`base_name`, `base_name-2`, …) are revoked first: their plain
+    text existed only in the lost file, so nobody can use them legitimately any more. Names are
+    never reused, so the new token takes the next free suffix.
+    """
+    earlier = session.scalars(
+        select(AdminToken).where((AdminToken.name == base_name) | AdminToken.name.startswith(f"{base_name}-"))
+    ).all()
+    for row in earlier:
+        if row.revoked_at is None:
+            row.revoked_at = now
+            _LOGGER.info("admin token %r revoked: its bootstrap file is gone", row.name)
+    taken = {row.name for row in earlier}
+    name = base_name
+    suffix = 1
+    while name in taken:
+        suffix += 1
+        name = f"{base_name}-{suffix}"
+    return create_admin_token(session, name, now)
