@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 from collections.abc import AsyncIterator
 
@@ -14,7 +13,6 @@ from fleet_server.app import App
 from fleet_server.auth.identity import CallContext
 from fleet_server.domain import fairness, measurements, reference
 from fleet_server.domain.measurements import BatchResult
-from fleet_server.errors import FleetError
 from fleet_server.services import measurement_wire, reference_wire
 from fleet_server.services.snapshot_stream import SnapshotStream
 from fleet_server.services.status import translate_errors
@@ -90,83 +88,32 @@ class FleetIngestServicer(ingest_service_pb2_grpc.FleetIngestServiceServicer):
     ) -> AsyncIterator[pb.PushMeasurementsResponse]:
         """Each request is one batch: validated, committed on its own, acknowledged in order.
 
-        While batch N is in the database, the next batches are read, decoded and validated, so
-        this process's Python work overlaps PostgreSQL's; a write queue starts N+1 the moment N
-        committed (never if N failed). A bad or over-budget batch is refused after the
-        acknowledgements of the batches before it that committed.
+        While batch N is in the database, the next batch is read, decoded and validated, so this
+        process's Python work overlaps PostgreSQL's; a write queue starts N+1 the moment N
+        committed (never if N failed), and N's acknowledgement goes out at once. A bad or
+        over-budget batch is refused after the acknowledgements of the batches before it.
         """
         app = self._app
         customer_id = context.customer().customer_id
         gate = fairness.gate_for(app.db, app.settings, app.clock)
         async with gate.exclusive_stream(app.db, customer_id):
-            writer = measurements.BatchWriter(app.db)
+            writes = measurement_wire.OrderedWrites(app.db, customer_id)
 
-            async def release_connection() -> None:
-                await app.db.offload(writer.release)
+            async def release_connections() -> None:
+                await app.db.offload(writes.release)
 
-            requests = measurement_wire.requests_with_idle_hook(
-                request_iterator, measurement_wire.IDLE_RELEASE_S, release_connection
-            )
-            writes = measurement_wire.OrderedWrites(app.db, writer, customer_id)
-            pending: collections.deque[tuple[pb.PushMeasurementsRequest, asyncio.Future[BatchResult]]]
-            pending = collections.deque()
+            def accept(request: pb.PushMeasurementsRequest) -> asyncio.Future[BatchResult]:
+                batch = measurement_wire.decode_batch(request)
+                now = app.clock.now()
+                measurements.validate_batch(batch, now)
+                gate.budget.admit(customer_id, len(batch))
+                context.add_rows(len(batch))
+                return writes.submit(batch, now)
+
             try:
-                async for request in requests:
-                    batch = measurement_wire.decode_batch(request)
-                    now = app.clock.now()
-                    measurements.validate_batch(batch, now)
-                    gate.budget.admit(customer_id, len(batch))
-                    if len(pending) >= measurement_wire.MAX_QUEUED_BATCHES:
-                        head, written = pending.popleft()
-                        yield measurement_wire.ack(head, await written)
-                    context.add_rows(len(batch))
-                    pending.append((request, writes.submit(batch, now)))
-                    while pending and pending[0][1].done():
-                        head, written = pending.popleft()
-                        yield measurement_wire.ack(head, written.result())
-                while pending:
-                    head, written = pending.popleft()
-                    yield measurement_wire.ack(head, await written)
-            except FleetError:
-                # Acknowledge what committed before the refused batch; stop at the first that did not.
-                while pending:
-                    head, written = pending.popleft()
-                    try:
-                        result = await written
-                    except Exception:
-                        break
-                    yield measurement_wire.ack(head, result)
-                raise
+                async for request, result in measurement_wire.pipelined(
+                    request_iterator, accept, release_connections
+                ):
+                    yield measurement_wire.ack(request, result)
             finally:
-                for _, written in pending:  # the caller went away: these commit unacknowledged
-                    written.add_done_callback(measurement_wire.log_orphaned_write)
-                await app.db.offload(writer.release)
-
-            requests = measurement_wire.requests_with_idle_hook(
-                request_iterator, measurement_wire.IDLE_RELEASE_S, release_connection
-            )
-            in_flight: tuple[pb.PushMeasurementsRequest, asyncio.Future[BatchResult]] | None = None
-            try:
-                async for request in requests:
-                    batch = measurement_wire.decode_batch(request)
-                    measurements.validate_batch(batch, app.clock.now())
-                    gate.budget.admit(customer_id, len(batch))
-                    previous, in_flight = in_flight, None
-                    done = await previous[1] if previous is not None else None
-                    context.add_rows(len(batch))
-                    write = app.db.offload(writer.write, customer_id, batch, app.clock.now())
-                    in_flight = (request, asyncio.ensure_future(write))
-                    if previous is not None and done is not None:  # N+1 is on its way: now ack N
-                        yield measurement_wire.ack(previous[0], done)
-                if in_flight is not None:
-                    previous, in_flight = in_flight, None
-                    yield measurement_wire.ack(previous[0], await previous[1])
-            except FleetError:
-                if in_flight is not None:
-                    previous, in_flight = in_flight, None
-                    yield measurement_wire.ack(previous[0], await previous[1])
-                raise
-            finally:
-                if in_flight is not None:  # the caller went away: the batch commits unacknowledged
-                    in_flight[1].add_done_callback(measurement_wire.log_orphaned_write)
-                await app.db.offload(writer.release)
+                await app.db.offload(writes.release)
