@@ -160,6 +160,12 @@ def summary_response(summaries: Sequence[CustomerSummary]) -> query_pb.Summarize
     )
 
 
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Mark a read we no longer wait for as handled (the stream ended or was refused)."""
+    if not task.cancelled():
+        task.exception()
+
+
 def log_orphaned_write(future: asyncio.Future[Any]) -> None:
     """A batch whose stream ended before its acknowledgement: committed or not, say which."""
     if future.cancelled():
@@ -227,7 +233,8 @@ async def pipelined(
                     yield earlier, result
                 raise
     finally:
-        if reading is not None and not reading.done():
+        if reading is not None:
+            reading.add_done_callback(_retrieve)
             reading.cancel()
         for _, work in queue:  # the caller went away: the work goes on, unacknowledged
             work.add_done_callback(log_orphaned_write)

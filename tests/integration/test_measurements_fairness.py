@@ -1,0 +1,146 @@
+"""Fairness over the wire: one stream per customer (across processes), the row budget, size limits."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+
+import grpc
+
+from fleet_server.clock import FakeClock
+from tests.integration.test_measurements_support import (
+    HeldStream,
+    count_rows,
+    push,
+    push_until_error,
+    reading,
+    request,
+    stored_rows,
+)
+from tests.support.clients import Stubs, error_reason
+
+T0 = datetime(2025, 11, 3, 8, 0, tzinfo=UTC)
+Q = timedelta(minutes=15)
+
+
+def _rows(count: int, device_id: int = 1, start: datetime = T0) -> list:
+    return [reading(device_id, start + i * Q, 1.0) for i in range(count)]
+
+
+def test_a_second_stream_of_a_customer_is_refused_while_others_push(stubs, new_customer, engine):
+    alpha, bravo = new_customer("ALPHA"), new_customer("BRAVO")
+    held = HeldStream(stubs, alpha.token, request(1, _rows(3)))
+    assert held.first_ack().accepted == 3
+
+    acks, error = push_until_error(stubs, alpha.token, [request(2, _rows(2, device_id=2))])
+    assert acks == []
+    assert error is not None
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert error_reason(error) == "STREAM_ALREADY_OPEN"
+    assert "one stream per customer" in error.details()
+    assert [a.accepted for a in push(stubs, bravo.token, [request(1, _rows(4))])] == [4]
+
+    more, failure = held.finish([request(3, _rows(2, device_id=3))])
+    assert failure is None
+    assert [a.accepted for a in more] == [2]
+    assert [a.accepted for a in push(stubs, alpha.token, [request(4, _rows(1, device_id=4))])] == [1]
+    assert len(stored_rows(engine, alpha.id)) == 6  # nothing of the refused stream
+
+
+def test_exclusivity_holds_across_server_processes(make_server, new_customer):
+    first, second = make_server(), make_server()  # two servers on one database, as behind a balancer
+    customer = new_customer("ACME")
+    one, two = Stubs.connect(first.target), Stubs.connect(second.target)
+    try:
+        held = HeldStream(one, customer.token, request(1, _rows(1)))
+        assert held.first_ack().accepted == 1
+        _, error = push_until_error(two, customer.token, [request(2, _rows(1, device_id=2))])
+        assert error is not None
+        assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        held.finish()
+        assert [a.accepted for a in push(two, customer.token, [request(3, _rows(1, device_id=3))])] == [1]
+    finally:
+        one.close()
+        two.close()
+
+
+def test_the_stream_is_free_again_after_a_refused_batch_or_a_cancelled_call(stubs, new_customer):
+    customer = new_customer("ACME")
+    _, error = push_until_error(stubs, customer.token, [request(1, [reading(0, T0, 1.0)])])
+    assert error is not None
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+    held = HeldStream(stubs, customer.token, request(2, _rows(1)))
+    held.first_ack()
+    held.call.cancel()
+    deadline = time.monotonic() + 10
+    while True:  # the server notices the cancellation asynchronously
+        acks, error = push_until_error(stubs, customer.token, [request(3, _rows(1, device_id=2))])
+        if error is None or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert error is None
+    assert [a.accepted for a in acks] == [1]
+
+
+def test_the_row_budget_refuses_with_a_retry_after_hint_and_keeps_earlier_batches(
+    make_server, new_customer, engine
+):
+    clock = FakeClock(datetime(2026, 1, 5, 12, 0, tzinfo=UTC))
+    server = make_server(clock=clock, ingest_rows_per_s=100.0, ingest_burst_rows=1000)
+    client = Stubs.connect(server.target)
+    customer = new_customer("ACME")
+    batches = [
+        request(1, _rows(500)),
+        request(2, _rows(500, device_id=2)),
+        request(3, _rows(250, device_id=3)),
+    ]
+
+    acks, error = push_until_error(client, customer.token, batches)
+
+    assert [a.batch_id for a in acks] == [1, 2]
+    assert error is not None
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert error_reason(error) == "ROW_BUDGET_EXHAUSTED"
+    assert ("retry-after-ms", "2500") in list(error.trailing_metadata() or ())
+    assert count_rows(engine) == 1000
+
+    clock.advance(2.5)
+    assert [a.accepted for a in push(client, customer.token, [batches[2]])] == [250]
+    client.close()
+
+
+def test_a_batch_over_the_burst_is_refused_without_a_hint(make_server, new_customer, engine):
+    server = make_server(clock=FakeClock(), ingest_rows_per_s=100.0, ingest_burst_rows=10)
+    client = Stubs.connect(server.target)
+    customer = new_customer("ACME")
+
+    _, error = push_until_error(client, customer.token, [request(1, _rows(11))])
+    client.close()
+
+    assert error is not None
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert error_reason(error) == "BATCH_OVER_BURST"
+    assert not [k for k, _ in error.trailing_metadata() or () if k == "retry-after-ms"]
+    assert count_rows(engine) == 0
+
+
+def test_an_oversized_message_is_refused_by_the_transport_and_writes_nothing(
+    make_server, new_customer, engine
+):
+    server = make_server(max_message_bytes=20_000)
+    client = Stubs.connect(server.target)
+    customer = new_customer("ACME")
+    small = request(1, _rows(10))
+    big = request(2, _rows(1000, device_id=2))
+    assert big.ByteSize() > 20_000 > small.ByteSize()
+
+    held = HeldStream(client, customer.token, small)
+    assert held.first_ack().batch_id == 1  # acknowledged before the big one is sent
+    acks, error = held.finish([big])
+    client.close()
+
+    assert acks == []
+    assert error is not None
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert stored_rows(engine, customer.id) == {(1, "energy_kwh", T0 + i * Q, 1.0) for i in range(10)}
