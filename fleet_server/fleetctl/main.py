@@ -19,7 +19,7 @@ from fleet_server.fleetctl import connection as conn
 from fleet_server.fleetctl.errors import describe_rpc_error
 
 # Command modules under fleet_server/fleetctl/, each exposing register(cli: Cli).
-_MODULES: tuple[str, ...] = ("customers", "detail", "costs")
+_MODULES: tuple[str, ...] = ("customers", "detail", "costs", "measurements")
 
 _GROUP_HELP = {
     "customers": "customers, their tokens and their mirrored data",
