@@ -21,6 +21,7 @@ from types import FrameType
 from typing import Any, TextIO
 
 from sqlalchemy import make_url
+from sqlalchemy.exc import SQLAlchemyError
 
 from fleet_client.backoff import Backoff
 from fleet_client.client import ChannelFactory, FleetClient
@@ -243,7 +244,18 @@ def _run_enabled(
         _LOGGER.info("fleet-push pushing %s to %s", _safe_url(settings.source_url), settings.server)
         try:
             while not stopper.event.is_set():
-                report = pusher.tick()
+                try:
+                    report = pusher.tick()
+                except SQLAlchemyError as exc:
+                    # The push state's database hiccuped (locked, restarting): nothing was lost,
+                    # the cursor is whatever was last saved; try again next interval.
+                    _LOGGER.error(
+                        "push state unavailable (%s); retrying in %.0fs",
+                        type(exc).__name__,
+                        settings.interval_s,
+                    )
+                    stopper.event.wait(args.interval if args.interval is not None else settings.interval_s)
+                    continue
                 if report.progress is not None:
                     print(str(report.progress), file=runtime.stdout, flush=True)
                 if stopper.event.is_set():
@@ -307,7 +319,7 @@ def _status(settings: PushSettings, as_json: bool, runtime: Runtime) -> int:
         print(json.dumps(doc, indent=2), file=out)
         return 0
     print(
-        f"fleet sync {'on' if settings.ingest_enabled else 'off'} · server {settings.server} · "
+        f"FLEET_INGEST_ENABLED={'true' if settings.ingest_enabled else 'false'} · server {settings.server} · "
         f"state {_safe_url(settings.state_url)}",
         file=out,
     )

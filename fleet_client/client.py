@@ -4,8 +4,8 @@ It owns the channel (target, TLS or mTLS, keepalive, message limits), adds the b
 every call, applies deadlines, chunks reference snapshots into messages under the size limit,
 and turns every `grpc.RpcError` into a typed `fleet_client.errors.FleetRpcError`. The channel is
 created lazily through an injectable factory, so a disabled pusher provably opens no
-connection, and it is dropped after UNAVAILABLE so the next attempt dials afresh instead of
-waiting out gRPC's own reconnect backoff.
+connection, and it is dropped after UNAVAILABLE or a missed deadline so the next attempt
+dials afresh instead of waiting out gRPC's own reconnect backoff.
 """
 
 from __future__ import annotations
@@ -25,7 +25,13 @@ from fleet.v1 import ingest_service_pb2 as pb
 from fleet.v1 import ingest_service_pb2_grpc
 from fleet.v1 import resources_pb2 as res
 
-from fleet_client.errors import ConfigurationError, ProtocolError, Unavailable, from_rpc_error
+from fleet_client.errors import (
+    ConfigurationError,
+    DeadlineExceeded,
+    ProtocolError,
+    Unavailable,
+    from_rpc_error,
+)
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -220,7 +226,7 @@ class FleetClient:
         return self._stub
 
     def reset(self) -> None:
-        """Drop the channel; the next call dials a fresh one."""
+        """Drop the channel; the next call dials a fresh one (no wait for gRPC's reconnect backoff)."""
         if self._channel is not None:
             self._channel.close()
         self._channel = None
@@ -242,7 +248,7 @@ class FleetClient:
             return method(requests, metadata=self._metadata, timeout=self.options.deadline_s)
         except grpc.RpcError as exc:
             error = from_rpc_error(exc)
-            if isinstance(error, Unavailable):
+            if isinstance(error, Unavailable | DeadlineExceeded):
                 self.reset()
             raise error from None
 
@@ -357,7 +363,7 @@ class MeasurementStream:
 
     def _translate(self, exc: grpc.RpcError) -> Exception:
         error = from_rpc_error(exc)
-        if isinstance(error, Unavailable):
+        if isinstance(error, Unavailable | DeadlineExceeded):
             self._owner.reset()
         return error
 

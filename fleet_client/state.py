@@ -52,7 +52,8 @@ _LOGGER = logging.getLogger(__name__)
 
 RESOURCES = ("sites", "devices", "municipalities", "tariffs", "measurements")
 REFERENCE_RESOURCES = RESOURCES[:4]
-DEFAULT_STATE_URL = "sqlite:///.fleet-push/state.sqlite3"
+DEFAULT_STATE_URL = "sqlite:///.fleet/push-state.sqlite3"
+"""Next to the server's own `.fleet/` data folder convention (git-ignored in this repository)."""
 _AUTH_BLOCK = "auth_block"
 
 _metadata = MetaData()

@@ -14,23 +14,28 @@ import socket
 import subprocess
 import threading
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine
+from fleet.v1 import admin_service_pb2 as admin_pb
+from google.protobuf import duration_pb2
+from sqlalchemy import Engine, create_engine, insert
 
+from fleet_client import portal_schema as t
 from fleet_client.backoff import Backoff
 from fleet_client.buildrate import write_backlog
 from fleet_client.cli import OFF_MESSAGE
 from fleet_client.client import CallOptions, FleetClient
+from fleet_client.demo import create_demo_portal
 from fleet_client.pusher import Outcome, Pusher, PushOptions
 from fleet_client.rows import Cursor
 from fleet_client.source import SqlSource
 from fleet_client.state import PushState
 from fleet_server.db.session import Database
 from tests.integration.test_client_sync import assert_mirrored, central_count, now_clock
+from tests.support.clients import Stubs, bearer
 from tests.support.process import ServerProcess, cli, free_port
 
 pytestmark = pytest.mark.e2e
@@ -77,7 +82,7 @@ def test_readme_tour(
         assert once.returncode == 0, once.stderr
         assert "measurements    pushed (4,032 rows, 4,032 accepted, 0 duplicates" in once.stdout
         assert token not in once.stdout + once.stderr
-        assert (tmp_path / ".fleet-push" / "state.sqlite3").exists()  # the default state location
+        assert (tmp_path / ".fleet" / "push-state.sqlite3").exists()  # the default state location
 
         again = _run([cli("fleet-push"), "once"], push_env, tmp_path)
         assert again.returncode == 0, again.stderr
@@ -214,6 +219,105 @@ def test_run_backfills_with_progress_and_stops_cleanly_on_sigterm(
     assert saved.rows_sent % 500 == 0
     assert central_count(engine, customer.id) == saved.rows_sent
     assert 2_000 <= saved.rows_sent < 30_000
+
+
+class _Lines:
+    """Collects a child's output lines on a thread, so a test can wait for one without blocking."""
+
+    def __init__(self, stream: Any) -> None:
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream: Any) -> None:
+        for line in stream:
+            self.lines.append(line)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.lines)
+
+    def join(self) -> None:
+        self._thread.join(10)
+
+
+def _wait_for(condition: Any, what: str, timeout: float = 60.0) -> None:
+    """Poll a real process's visible effect (not a clock) until `condition()` holds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def test_run_follows_its_env_file_on_and_through_a_token_cutover(
+    database_url: str, admin_token: str, new_customer, engine: Engine, tmp_path: Path
+) -> None:
+    demo = create_demo_portal(tmp_path / "portal.db", days=1)
+    customer = new_customer("ENVFILE")
+    env_file = tmp_path / ".env"
+    with ServerProcess(database_url, data_dir=tmp_path / "server") as server:
+        settings = (
+            f"FLEET_SERVER={server.target}\nFLEET_SOURCE_URL={demo.url}\n"
+            f"FLEET_STATE_URL=sqlite:///{tmp_path / 'state.db'}\nFLEET_INTERVAL_S=0.2\n"
+        )
+        env_file.write_text("FLEET_INGEST_ENABLED=false\n" + settings)
+        proc = subprocess.Popen(
+            [cli("fleet-push"), "run"],
+            env=_env(),
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        err, out = _Lines(proc.stderr), _Lines(proc.stdout)
+        stubs = Stubs.connect(server.target)
+        try:
+            _wait_for(lambda: OFF_MESSAGE in err.text, "the opt-in-off line")
+            # Switched on in the .env: no restart needed.
+            env_file.write_text(f"FLEET_INGEST_ENABLED=true\nFLEET_TOKEN='{customer.token}'\n" + settings)
+            _wait_for(lambda: central_count(engine, customer.id) == 576, "the demo day to arrive")
+            # The operator cuts over to a new token at once; new readings keep arriving meanwhile.
+            new_token = stubs.admin.RotateCustomerToken(
+                admin_pb.RotateCustomerTokenRequest(
+                    code="ENVFILE", grace_period=duration_pb2.Duration(seconds=0)
+                ),
+                metadata=bearer(admin_token),
+                timeout=15,
+            ).token
+            portal = create_engine(demo.url)
+            received = datetime.now(UTC) - timedelta(minutes=1)
+            with portal.begin() as conn:
+                conn.execute(
+                    insert(t.measurements),
+                    [
+                        {
+                            "device_id": 9,
+                            "metric": "power_w",
+                            "time": received - timedelta(minutes=15 * i),
+                            "value": 1.0,
+                            "received_at": received,
+                        }
+                        for i in range(40)
+                    ],
+                )
+            portal.dispose()
+            _wait_for(lambda: "pushing is stopped until FLEET_TOKEN is changed" in err.text, "the refusal")
+            assert central_count(engine, customer.id) == 576
+            env_file.write_text(f"FLEET_INGEST_ENABLED=true\nFLEET_TOKEN={new_token}\n" + settings)
+            _wait_for(lambda: central_count(engine, customer.id) == 616, "the readings after the cutover")
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(60) == 0
+        finally:
+            stubs.close()
+            if proc.poll() is None:
+                proc.kill()
+            err.join()
+            out.join()
+        assert "FLEET_TOKEN changed: using the new token" in err.text
+        assert "pushing resumes" in err.text
+        for token in (customer.token, new_token):
+            assert token not in err.text + out.text
 
 
 class CountingListener:

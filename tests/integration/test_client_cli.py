@@ -102,7 +102,7 @@ def test_once_then_status_table_and_json(
     code, table = _run(["status"], env, tmp_path)
     assert code == 0
     lines = table.splitlines()
-    assert lines[0].startswith("fleet sync on · server 127.0.0.1:")
+    assert lines[0].startswith("FLEET_INGEST_ENABLED=true · server 127.0.0.1:")
     assert lines[1].split() == [
         "RESOURCE",
         "CURSOR",
