@@ -1,0 +1,191 @@
+"""`make bench`: every §12 figure, each against a baseline measured in the same run.
+
+Prints one table and writes bench/results.json. A bar that is not met is printed as such; the
+benchmark never fails the build (these machines are shared and noisy).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, text
+
+from bench import client, costs, dataset, ingest, queries, snapshot
+from bench.environment import BenchEnvironment
+
+_LOGGER = logging.getLogger("bench")
+RESULTS = Path(__file__).parent / "results.json"
+QUICK = os.environ.get("FLEET_BENCH_QUICK") == "1"
+
+
+def _customer_id(url: str, code: str) -> int:
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        value = conn.scalar(text("SELECT id FROM fleet.customers WHERE code = :c"), {"c": code})
+    engine.dispose()
+    return int(value)
+
+
+def _section(name: str, fn: Callable[[], dict[str, Any]], results: dict[str, Any]) -> None:
+    started = time.perf_counter()
+    print(f"… {name}", file=sys.stderr, flush=True)
+    try:
+        results.update(fn())
+    except Exception as exc:  # a broken figure must not hide the others
+        _LOGGER.exception("%s failed", name)
+        results[f"{name}_error"] = f"{type(exc).__name__}: {exc}"
+    print(f"  {name}: {time.perf_counter() - started:.1f}s", file=sys.stderr, flush=True)
+
+
+def run() -> dict[str, Any]:
+    env = BenchEnvironment.create()
+    results: dict[str, Any] = {}
+    try:
+        env.start_server()
+        rounds = 2 if QUICK else 5
+        steps = 400 if QUICK else 2000
+        _section("ingest", lambda: ingest.measure(env, rounds=rounds, devices=50, steps=steps), results)
+
+        query_days = 14 if QUICK else 90
+
+        def load_series() -> dict[str, Any]:
+            token = env.customer("BENCH_Q")
+            dataset.push_tou_fleet(env.target, token, devices=50)
+            rows = dataset.push_series(env.target, token, devices=50, days=query_days)
+            return {"series_rows": rows}
+
+        _section("series", load_series, results)
+        _section(
+            "rollup",
+            lambda: {
+                "rollup_query_ratio": queries.measure(env.url, _customer_id(env.url, "BENCH_Q"), query_days)
+            },
+            results,
+        )
+        _section(
+            "costs",
+            lambda: {"cost_compute": costs.measure(env, "BENCH_Q", rounds=1 if QUICK else 3)},
+            results,
+        )
+        _section(
+            "snapshot", lambda: {"snapshot_scaling": snapshot.measure(env, rounds=1 if QUICK else 3)}, results
+        )
+        _section(
+            "client_build", lambda: {"client_build": client.build_rate(50_000 if QUICK else 200_000)}, results
+        )
+        _section("unchanged", lambda: {"unchanged_snapshot": client.unchanged_snapshot(env)}, results)
+    finally:
+        env.close()
+    return results
+
+
+def _fmt(value: Any, spec: str = ".2f") -> str:
+    return format(value, spec) if isinstance(value, int | float) else "-"
+
+
+def render(results: dict[str, Any]) -> str:
+    rows: list[tuple[str, str, str, str, str]] = []
+
+    def ratio(name: str, key: str, bar: str, ok: Callable[[float], bool]) -> None:
+        fig = results.get(key)
+        if not isinstance(fig, dict):
+            rows.append((name, "-", "-", bar, f"not measured: {results.get(key + '_error', 'n/a')}"))
+            return
+        median = fig["median"]
+        spread = f"{_fmt(fig['min'])}..{_fmt(fig['max'])}"
+        rows.append(
+            (name, _fmt(median), spread, bar, ("met" if ok(median) else "NOT MET") + f" — {fig['what']}")
+        )
+
+    single = (
+        results.get("ingest_ratio", {}).get("median", 0.0)
+        if isinstance(results.get("ingest_ratio"), dict)
+        else 0.0
+    )
+    ratio("ingest ratio", "ingest_ratio", ">= 0.40", lambda m: m >= 0.40)
+    ratio("ingest, 2 customers", "ingest_2_customers_ratio", ">= single", lambda m: m >= single)
+    ratio("snapshot scaling 10k/1k", "snapshot_scaling", "<= 12", lambda m: m <= 12)
+    ratio("rollup query", "rollup_query_ratio", "<= 0.2", lambda m: m <= 0.2)
+    unchanged = results.get("unchanged_snapshot")
+    if isinstance(unchanged, dict):
+        rows.append(
+            (
+                "unchanged snapshot",
+                str(unchanged["streams"]),
+                "-",
+                "0 streams",
+                ("met" if unchanged["streams"] == 0 else "NOT MET") + f" — {unchanged['what']}",
+            )
+        )
+    cost = results.get("cost_compute")
+    if isinstance(cost, dict):
+        rows.append(
+            (
+                "cost compute 30d / 60d",
+                f"{cost['seconds_30d']:.2f}s / {cost['seconds_60d']:.2f}s",
+                f"60/30 = {cost['ratio_60_30']:.2f}",
+                "reported (~2x)",
+                cost["what"],
+            )
+        )
+    build = results.get("client_build")
+    if isinstance(build, dict):
+        rows.append(
+            (
+                "client build rate",
+                f"{build['rows_per_s']:,.0f} rows/s",
+                f"build only {build['build_rows_per_s']:,.0f}",
+                "reported",
+                build["what"],
+            )
+        )
+    copy = results.get("copy_rows_per_s")
+    if isinstance(copy, dict):
+        rows.append(
+            (
+                "baseline: binary COPY",
+                f"{copy['median']:,.0f} rows/s",
+                f"{copy['min']:,.0f}..{copy['max']:,.0f}",
+                "-",
+                copy["what"],
+            )
+        )
+    headers = ("figure", "value", "spread", "bar", "verdict / what")
+    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(4)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers[:4], widths, strict=True)) + "  " + headers[4]]
+    lines.append("-" * (sum(widths) + 8 + 20))
+    for r in rows:
+        lines.append("  ".join(str(c).ljust(w) for c, w in zip(r[:4], widths, strict=True)) + "  " + r[4])
+    return "\n".join(lines)
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.WARNING)
+    started = time.perf_counter()
+    results = run()
+    results["meta"] = {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}",
+        "database": "FLEET_BENCH_DATABASE_URL"
+        if os.environ.get("FLEET_BENCH_DATABASE_URL")
+        else "embedded pgserver",
+        "seconds": round(time.perf_counter() - started, 1),
+        "quick": QUICK,
+    }
+    RESULTS.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    print(render(results))
+    print(f"\nwritten to {RESULTS} in {results['meta']['seconds']}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
