@@ -224,15 +224,24 @@ def _run(settings: PushSettings, args: argparse.Namespace, runtime: Runtime) -> 
                     _LOGGER.info("%s; %s is re-read every %.0fs", OFF_MESSAGE, args.env_file, interval)
                     said_off = True
                 stopper.event.wait(interval)
-                settings = PushSettings.load(runtime.env, args.env_file)
+                settings = _reload(runtime, args, settings)
                 continue
             _run_enabled(settings, args, runtime, stopper)
             if stopper.event.is_set():
                 break
-            settings = PushSettings.load(runtime.env, args.env_file)
+            settings = _reload(runtime, args, settings)
             said_off = False
     _LOGGER.info("fleet-push stopped")
     return 0
+
+
+def _reload(runtime: Runtime, args: argparse.Namespace, current: PushSettings) -> PushSettings:
+    """The settings as they are now; a broken edit of the .env keeps the last good ones running."""
+    try:
+        return PushSettings.load(runtime.env, args.env_file)
+    except ConfigurationError as exc:
+        _LOGGER.error("%s; keeping the previous settings", exc)
+        return current
 
 
 def _run_enabled(
@@ -262,7 +271,7 @@ def _run_enabled(
                     return
                 if not report.backlog:  # a back-fill goes on at once; the cap only bounds a tick
                     stopper.event.wait(args.interval if args.interval is not None else settings.interval_s)
-                fresh = PushSettings.load(runtime.env, args.env_file)
+                fresh = _reload(runtime, args, settings)
                 if not fresh.ingest_enabled:
                     _LOGGER.info("FLEET_INGEST_ENABLED is no longer true: pushing stops")
                     return

@@ -243,7 +243,8 @@ class Pusher:
                 for name in (*REFERENCE_RESOURCES, "measurements")
                 if name not in done
             )
-        _LOGGER.info("tick: %s", report.summary())
+        quiet = all(r.outcome in (Outcome.UNCHANGED, Outcome.UP_TO_DATE) for r in report.results)
+        _LOGGER.log(logging.DEBUG if quiet else logging.INFO, "tick: %s", report.summary())
         if report.progress is not None:
             _LOGGER.info("%s", report.progress)
         return report

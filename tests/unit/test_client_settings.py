@@ -97,3 +97,17 @@ def test_enabled_without_token_or_source_is_a_configuration_error() -> None:
     settings = PushSettings.load({"FLEET_INGEST_ENABLED": "true"}, None)
     with pytest.raises(ConfigurationError, match="FLEET_TOKEN, FLEET_SOURCE_URL is not set"):
         settings.require_push_settings()
+
+
+def test_a_broken_env_edit_keeps_the_running_settings(tmp_path: Path) -> None:
+    import argparse
+
+    from fleet_client.cli import Runtime, _reload
+
+    env_file = tmp_path / ".env"
+    env_file.write_text("FLEET_BATCH_SIZE=100\n")
+    args = argparse.Namespace(env_file=env_file)
+    current = _reload(Runtime(env={}), args, PushSettings())
+    assert current.batch_size == 100
+    env_file.write_text('FLEET_BATCH_SIZE="100\n')  # a half-saved edit
+    assert _reload(Runtime(env={}), args, current) is current
