@@ -6,6 +6,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import grpc
+from fleet.v1 import resources_pb2 as rpb
 
 from fleet_server.clock import FakeClock
 from tests.integration.test_measurements_support import (
@@ -23,7 +24,7 @@ T0 = datetime(2025, 11, 3, 8, 0, tzinfo=UTC)
 Q = timedelta(minutes=15)
 
 
-def _rows(count: int, device_id: int = 1, start: datetime = T0) -> list:
+def _rows(count: int, device_id: int = 1, start: datetime = T0) -> list[rpb.Measurement]:
     return [reading(device_id, start + i * Q, 1.0) for i in range(count)]
 
 

@@ -170,6 +170,8 @@ def test_one_customers_rows_never_reach_another(stubs, new_customer, engine):
 
 
 NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+TOO_EARLY = "must not be before 2000-01-01T00:00:00Z"
+TOO_LATE = "must not be more than 1 day in the future"
 
 
 def _unset(field: str, row: object) -> object:
@@ -191,13 +193,13 @@ def _unset(field: str, row: object) -> object:
         (reading(1, T0, -math.inf), "value", "must be finite"),
         (_unset("time", reading(1, T0, 1.0)), "time", "must be set"),
         (_unset("received_at", reading(1, T0, 1.0)), "received_at", "must be set"),
-        (reading(1, datetime(1999, 12, 31, 23, 59, tzinfo=UTC), 1.0), "time", "must not be before 2000-01-01T00:00:00Z"),
-        (reading(1, datetime(1970, 1, 1, tzinfo=UTC), 1.0), "time", "must not be before 2000-01-01T00:00:00Z"),
-        (reading(1, NOW + timedelta(days=1, seconds=1), 1.0), "time", "must not be more than 1 day in the future"),
+        (reading(1, datetime(1999, 12, 31, 23, 59, tzinfo=UTC), 1.0), "time", TOO_EARLY),
+        (reading(1, datetime(1970, 1, 1, tzinfo=UTC), 1.0), "time", TOO_EARLY),
+        (reading(1, NOW + timedelta(days=1, seconds=1), 1.0), "time", TOO_LATE),
         (
             reading(1, T0, 1.0, received=NOW + timedelta(days=2)),
             "received_at",
-            "must not be more than 1 day in the future",
+            TOO_LATE,
         ),
     ],
 )

@@ -23,7 +23,7 @@ from tests.integration.test_measurements_support import (
     request,
     ts,
 )
-from tests.support.clients import bearer
+from tests.support.clients import Stubs, bearer
 
 START = datetime(2021, 1, 1, tzinfo=UTC)
 END = datetime(2026, 2, 1, tzinfo=UTC)
@@ -47,7 +47,9 @@ def pushes(draw: st.DrawFn) -> tuple[list[tuple[int, str, datetime, float]], lis
     return readings, cuts
 
 
-def _points(stubs, admin_token, code, metric, bucket):
+def _points(
+    stubs: Stubs, admin_token: str, code: str, metric: str, bucket: qpb.Bucket
+) -> dict[tuple[int, str, datetime], tuple[int, float, float, float]]:
     answer = stubs.query.QueryMeasurements(
         qpb.QueryMeasurementsRequest(code=code, metric=metric, start=ts(START), end=ts(END), bucket=bucket),
         metadata=bearer(admin_token),

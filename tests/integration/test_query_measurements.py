@@ -4,22 +4,25 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import grpc
 import pytest
 from fleet.v1 import query_service_pb2 as qpb
-from sqlalchemy import text
+from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session
 
+from fleet_server.db.session import Database
 from fleet_server.domain import measurement_queries as mq
 from tests.integration.test_measurements_support import push, reading, request, ts
-from tests.support.clients import bad_request_fields, bearer, error_reason
+from tests.support.clients import Stubs, bad_request_fields, bearer, error_reason
 
 T0 = datetime(2025, 10, 1, 0, 0, tzinfo=UTC)
 Q = timedelta(minutes=15)
 H = timedelta(hours=1)
 
 
-def _query(stubs, token, **fields):
+def _query(stubs: Stubs, token: str, **fields: Any) -> list[qpb.QueryMeasurementsResponse]:
     fields.setdefault("metric", "energy_kwh")
     call = stubs.query.QueryMeasurements(
         qpb.QueryMeasurementsRequest(**fields), metadata=bearer(token), timeout=30
@@ -27,7 +30,9 @@ def _query(stubs, token, **fields):
     return list(call)
 
 
-def _points(chunks):
+def _points(
+    chunks: list[qpb.QueryMeasurementsResponse],
+) -> list[tuple[int, datetime, int, float, float, float]]:
     return [
         (p.device_id, p.bucket_start.ToDatetime(tzinfo=UTC), p.count, p.sum, p.min, p.max)
         for chunk in chunks
@@ -144,11 +149,12 @@ def test_long_answers_arrive_in_chunks_of_at_most_5000_points(stubs, admin_token
     assert points == sorted(points)
 
 
-def _plan(db, query):
+def _plan(db: Database, query: mq.MeasurementQuery) -> str:
     sql, params = mq.point_statement(query)
 
-    def explain(session):
+    def explain(session: Session) -> str:
         conn = session.connection().connection.driver_connection
+        assert conn is not None
         return "\n".join(row[0] for row in conn.execute("EXPLAIN " + sql, params))
 
     return db.transaction(explain)
@@ -240,7 +246,7 @@ def test_a_customer_token_cannot_query(stubs, new_customer):
     assert raised.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
-def _add_devices(engine, customer_id, count):
+def _add_devices(engine: Engine, customer_id: int, count: int) -> None:
     with engine.begin() as conn:
         conn.execute(
             text(

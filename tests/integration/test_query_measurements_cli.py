@@ -9,6 +9,7 @@ import pytest
 
 from fleet_server.fleetctl.main import main as fleetctl
 from tests.integration.test_measurements_support import push, reading, request
+from tests.support.inprocess import InProcessServer
 
 T0 = datetime(2025, 9, 1, tzinfo=UTC)
 Q = timedelta(minutes=15)
@@ -22,7 +23,7 @@ def pushed(stubs, new_customer):
     return customer
 
 
-def _run(server, admin_token, *argv):
+def _run(server: InProcessServer, admin_token: str, *argv: str) -> int:
     return fleetctl(["--server", server.target, "--admin-token", admin_token, *argv])
 
 
