@@ -4,10 +4,11 @@ A batch arrives as columns of plain Python values (see `MeasurementBatch`), neve
 per row. Validation runs over whole columns at C speed (`min`, `max`, `set`, `sum`) and only
 walks row by row to name the offending rows once something is wrong. The write sends each column
 to PostgreSQL as one binary array parameter of a single statement that de-duplicates the batch,
-inserts the new rows (`ON CONFLICT DO NOTHING … RETURNING`) and folds exactly the returned rows
-into the hourly rollups, so a duplicate never counts twice and a back-fill is in its hour the
-moment the batch commits. Why this instead of COPY into a staging table: the arrays travel in
-the statement itself, so there is no temp table to write, truncate and vacuum per batch.
+inserts the rows not stored yet (`… RETURNING`) and folds exactly the returned rows into the
+hourly rollups, so a duplicate never counts twice and a back-fill is in its hour the moment the
+batch commits. Why this instead of COPY into a staging table: the arrays travel in the
+statement itself, so there is no temp table to write, truncate and vacuum per batch, and the
+whole batch is one round trip.
 """
 
 from __future__ import annotations
@@ -263,7 +264,13 @@ def _text_array(values: list[str]) -> bytes:
 #   and cost 20 times as much.
 # - `synced` is the measurement sync status (`sync_status.record_push`'s upsert), inlined to keep
 #   the batch at one statement; the high-water mark only moves forward.
-_WRITE_BATCH = """
+# Two forms: `_SAFE_WRITE` skips rows whose key is stored (ON CONFLICT DO NOTHING); `_FAST_WRITE`
+# inserts plainly and fails whole on a stored key. ON CONFLICT probes the index once more per row
+# before inserting (perf: a fifth of the statement's time); the plain form checks uniqueness in
+# the same descent that inserts. A batch of new rows (a back-fill, a steady push: nearly always)
+# takes the fast form; on a unique violation it is re-run in the safe form. Concurrent writers
+# of one customer's keys cannot race the fast form: a customer has one stream at a time.
+_SAFE_WRITE = """
 WITH owner AS (
     SELECT id FROM fleet.customers WHERE id = %(customer)s AND is_active FOR KEY SHARE
 ),
@@ -306,6 +313,8 @@ synced AS (
 )
 SELECT (SELECT count(*) FROM owner), (SELECT count(*) FROM inserted)
 """
+_FAST_WRITE = _SAFE_WRITE.replace("    ON CONFLICT DO NOTHING\n", "", 1)
+assert _FAST_WRITE != _SAFE_WRITE
 
 
 def _register_dumpers(conn: psycopg.Connection[Any]) -> None:
@@ -316,12 +325,17 @@ def _register_dumpers(conn: psycopg.Connection[Any]) -> None:
 
 
 def write_batch(
-    conn: psycopg.Connection[Any], customer_id: int, batch: MeasurementBatch, now: datetime
+    conn: psycopg.Connection[Any],
+    customer_id: int,
+    batch: MeasurementBatch,
+    now: datetime,
+    *,
+    expect_duplicates: bool = False,
 ) -> BatchResult:
     """Store a validated batch, its rollups and the sync status in one autocommitted statement.
 
     `conn` must be in autocommit mode; the partitions for the batch's months must exist
-    (`ingest_batch` sees to both).
+    (`BatchWriter` sees to both). `expect_duplicates` skips the fast form's attempt.
     """
     if not len(batch):
         return BatchResult(0, 0)
@@ -338,8 +352,14 @@ def write_batch(
         "high_water": from_pg_micros(max(batch.received)),
     }
     with conn.cursor() as cursor:
-        cursor.execute(_WRITE_BATCH, params, prepare=True)
-        row = cursor.fetchone()
+        row = None
+        if not expect_duplicates:
+            try:
+                row = cursor.execute(_FAST_WRITE, params, prepare=True).fetchone()
+            except pg_errors.UniqueViolation:
+                row = None
+        if row is None:
+            row = cursor.execute(_SAFE_WRITE, params, prepare=True).fetchone()
     assert row is not None
     owners, accepted = int(row[0]), int(row[1])
     if owners == 0:
@@ -370,6 +390,8 @@ class BatchWriter:
         self._db = db
         self._connection: Connection | None = None
         self._lock = threading.Lock()
+        # A stream re-sending stored rows would fail the fast form batch after batch.
+        self._expect_duplicates = False
 
     def write(self, customer_id: int, batch: MeasurementBatch, now: datetime) -> BatchResult:
         """Create the batch's missing partitions, then store it atomically."""
@@ -407,11 +429,13 @@ class BatchWriter:
         driver = self._connection.connection.driver_connection
         assert isinstance(driver, psycopg.Connection)
         try:
-            return write_batch(driver, customer_id, batch, now)
+            result = write_batch(driver, customer_id, batch, now, expect_duplicates=self._expect_duplicates)
         except psycopg.OperationalError:
             self._connection.invalidate()
             self._close()
             raise
+        self._expect_duplicates = result.duplicates > 0
+        return result
 
 
 def ingest_batch(db: Database, customer_id: int, batch: MeasurementBatch, now: datetime) -> BatchResult:
