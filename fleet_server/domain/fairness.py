@@ -30,7 +30,7 @@ from sqlalchemy import Engine
 
 from fleet_server.clock import Clock
 from fleet_server.config import Settings
-from fleet_server.db.session import Database
+from fleet_server.db.session import CONNECT_TIMEOUT_S, Database
 from fleet_server.errors import ResourceExhausted
 
 _LOGGER = logging.getLogger(__name__)
@@ -152,6 +152,7 @@ class StreamLocks:
         if self._connection is not None and not self._connection.closed:
             return self._connection
         cargs, cparams = self._engine.dialect.create_connect_args(self._engine.url)
+        cparams.setdefault("connect_timeout", CONNECT_TIMEOUT_S)
         conn: psycopg.Connection[Any] = psycopg.connect(*cargs, **cparams, autocommit=True)
         self._connection = conn
         # A lost connection took the locks of the streams still running here: take them back.

@@ -41,8 +41,8 @@ class FleetQueryServicer(query_service_pb2_grpc.FleetQueryServiceServicer):
         code, args = measurement_wire.decode_query(request)
         customer_id = await reader.run(measurement_queries.customer_id_for, code)
         cursor = measurement_queries.PointCursor(reader, args.for_customer(customer_id))
-        await reader.offload(cursor.open)
         try:
+            await reader.offload(cursor.open)
             while points := await reader.offload(cursor.fetch, measurement_wire.POINTS_PER_CHUNK):
                 context.add_rows(len(points))
                 yield measurement_wire.points_response(points)
