@@ -35,6 +35,7 @@ _LOGGER = logging.getLogger(__name__)
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_LATEST = datetime.max.replace(tzinfo=UTC)
 
 
 class Bucket(enum.Enum):
@@ -127,7 +128,9 @@ def ceil_to(moment: datetime, bucket: Bucket) -> datetime:
     floored = floor_to(moment, bucket)
     if floored == moment or bucket is Bucket.RAW:
         return moment
-    return floored + (HOUR if bucket is Bucket.HOUR else DAY)
+    step = HOUR if bucket is Bucket.HOUR else DAY
+    # The last bucket of year 9999 ends past what a datetime holds (a caller may ask that far).
+    return floored + step if floored <= _LATEST - step else _LATEST
 
 
 def bucket_range(query: MeasurementQuery) -> tuple[datetime, datetime]:

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from fleet.v1 import query_service_pb2 as query_pb
 from fleet.v1 import resources_pb2
-from google.protobuf import timestamp_pb2
 
 from fleet_server.db.models import Site
 from fleet_server.domain import sync_status
@@ -22,25 +20,9 @@ from fleet_server.domain.reference_validation import (
     TariffItem,
 )
 from fleet_server.services.admin_wire import customer_message
-from fleet_server.services.wire import to_timestamp
+from fleet_server.services.wire import optional_datetime, to_timestamp
 
 _LOGGER = logging.getLogger(__name__)
-
-# The range a google.protobuf.Timestamp may hold (0001-01-01 … 9999-12-31T23:59:59Z).
-_MIN_SECONDS = -62_135_596_800
-_MAX_SECONDS = 253_402_300_799
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _timestamp(message: object, field: str) -> datetime | None:
-    """A Timestamp field as a UTC datetime; None when unset; out-of-range values clamped to the
-    Timestamp range (so the domain rejects the early ones instead of the conversion crashing)."""
-    if not message.HasField(field):  # type: ignore[attr-defined]
-        return None
-    ts: timestamp_pb2.Timestamp = getattr(message, field)
-    seconds = min(max(ts.seconds, _MIN_SECONDS), _MAX_SECONDS)
-    micros = min(max(ts.nanos, 0), 999_999_999) // 1000
-    return _EPOCH + timedelta(seconds=seconds, microseconds=micros)
 
 
 def site_item(site: resources_pb2.Site) -> SiteItem:
@@ -74,8 +56,8 @@ def tariff_item(tariff: resources_pb2.Tariff) -> TariffItem:
         municipality_id=tariff.municipality_id,
         name=tariff.name,
         is_active=tariff.is_active,
-        effective_from=_timestamp(tariff, "effective_from"),
-        effective_to=_timestamp(tariff, "effective_to"),
+        effective_from=optional_datetime(tariff, "effective_from"),
+        effective_to=optional_datetime(tariff, "effective_to"),
         default_rate=tariff.default_rate,
         fixed_charge=tariff.fixed_charge,
         vat_percent=tariff.vat_percent,

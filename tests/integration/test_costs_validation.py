@@ -58,6 +58,12 @@ def request(
     return message
 
 
+def _beyond_timestamp_range(message: pb.ComputeCostsRequest) -> pb.ComputeCostsRequest:
+    """A start no datetime can hold: rejected as a range error, never an INTERNAL conversion failure."""
+    message.start.seconds = -(10**14)
+    return message
+
+
 def rejected(stubs: Stubs, token: str, message: pb.ComputeCostsRequest) -> grpc.RpcError:
     with pytest.raises(grpc.RpcError) as err:
         stubs.query.ComputeCosts(message, metadata=bearer(token), timeout=10)
@@ -79,6 +85,11 @@ def rejected(stubs: Stubs, token: str, message: pb.ComputeCostsRequest) -> grpc.
             ["start"],
         ),
         (request(codes=["ACME", "acme"]), "codes[1]: must match [A-Z0-9_-]{2,32}", ["codes[1]"]),
+        (
+            _beyond_timestamp_range(request()),
+            "start: must not be before 2000-01-01T00:00:00Z",
+            ["start"],
+        ),
     ],
 )
 def test_bad_ranges_and_codes_are_invalid_arguments(

@@ -239,6 +239,26 @@ def test_bad_queries_are_invalid_arguments_naming_the_field(
     assert bad_request_fields(raised.value) == [field]
 
 
+def test_timestamps_beyond_the_timestamp_range_are_invalid_arguments_not_internal(
+    stubs, admin_token, new_customer
+):
+    new_customer("ACME")
+    start, end = qpb.QueryMeasurementsRequest().start, qpb.QueryMeasurementsRequest().end
+    start.seconds, end.seconds = 10**15, 10**15 + 5
+    with pytest.raises(grpc.RpcError) as raised:
+        _query(stubs, admin_token, code="ACME", start=start, end=end, bucket=qpb.BUCKET_HOUR)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert raised.value.details() == "end: must be after start"
+    assert bad_request_fields(raised.value) == ["end"]
+
+
+def test_a_bucket_query_may_end_in_the_last_day_a_timestamp_holds(stubs, admin_token, two_days):
+    end = datetime(9999, 12, 31, 23, 30, tzinfo=UTC)
+    for bucket in (qpb.BUCKET_HOUR, qpb.BUCKET_DAY):
+        points = _points(_query(stubs, admin_token, code="ACME", start=ts(T0), end=ts(end), bucket=bucket))
+        assert sum(count for _, _, count, *_ in points) == 2 * 192  # every reading, none lost
+
+
 def test_a_customer_token_cannot_query(stubs, new_customer):
     customer = new_customer("ACME")
     with pytest.raises(grpc.RpcError) as raised:
