@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-from decimal import Decimal
 
 from fleet.v1 import query_service_pb2 as pb
 
 from fleet_server.domain.costs import CostQuery, CostReport, CustomerCost, SiteCost
 from fleet_server.domain.tou import PeriodLine
-from fleet_server.services.wire import optional_datetime
+from fleet_server.services.wire import decimal_text, optional_datetime
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -21,11 +20,6 @@ def to_query(request: pb.ComputeCostsRequest) -> CostQuery:
         start=optional_datetime(request, "start"),
         end=optional_datetime(request, "end"),
     )
-
-
-def decimal_text(value: Decimal) -> str:
-    """Plain positional notation ("0.000001", never "1E-6"), keeping the value's places."""
-    return format(value, "f")
 
 
 def _period(line: PeriodLine) -> pb.PeriodCost:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from decimal import Decimal
 
 from fleet.v1 import query_service_pb2 as query_pb
 from fleet.v1 import resources_pb2
@@ -20,7 +19,7 @@ from fleet_server.domain.reference_validation import (
     TariffItem,
 )
 from fleet_server.services.admin_wire import customer_message
-from fleet_server.services.wire import optional_datetime, to_timestamp
+from fleet_server.services.wire import decimal_text, optional_datetime, to_timestamp
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -84,11 +83,6 @@ def summary_message(summary: SyncSummary) -> resources_pb2.SyncSummary:
         deleted=summary.deleted,
         unchanged=summary.unchanged,
     )
-
-
-def decimal_text(value: Decimal) -> str:
-    """A NUMERIC as plain decimal text (`0.0000001`, never `1E-7`)."""
-    return format(value, "f")
 
 
 def clock_text(minute: int) -> str:

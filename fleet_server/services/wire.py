@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
@@ -39,3 +40,8 @@ def to_timestamp(value: datetime) -> timestamp_pb2.Timestamp:
 
 def to_timedelta(value: duration_pb2.Duration) -> timedelta:
     return timedelta(seconds=value.seconds, microseconds=value.nanos // 1000)
+
+
+def decimal_text(value: Decimal) -> str:
+    """A NUMERIC as plain decimal text (`0.0000001`, never `1E-7`), keeping the value's places."""
+    return format(value, "f")
