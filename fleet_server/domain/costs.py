@@ -26,7 +26,7 @@ from sqlalchemy.types import BigInteger, Text
 
 from fleet_server.db.models import Customer, Site, Tariff, TariffPeriod
 from fleet_server.domain import tou
-from fleet_server.domain.customers import CODE_PATTERN
+from fleet_server.domain.customers import check_code
 from fleet_server.domain.rules import EARLIEST_TIME
 from fleet_server.errors import FailedPrecondition, NotFound, Violations
 
@@ -92,8 +92,7 @@ def check_range(query: CostQuery, max_span_days: int) -> tuple[datetime, datetim
     """The validated `[start, end)`; every problem with the request reported at once."""
     problems = Violations()
     for index, code in enumerate(query.codes):
-        if not CODE_PATTERN.fullmatch(code):
-            problems.add(f"codes[{index}]", "must match [A-Z0-9_-]{2,32}")
+        check_code(code, f"codes[{index}]", problems)
     for name, value in (("start", query.start), ("end", query.end)):
         if value is None:
             problems.add(name, "must be set")

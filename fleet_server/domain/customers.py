@@ -75,17 +75,16 @@ class CustomerPage:
     last_code: str | None
 
 
-def check_code(code: str, field: str = "code") -> None:
-    """Reject a code that can never name a customer, so a typo reads as a typo, not NOT_FOUND."""
+def check_code(code: str, path: str, problems: Violations) -> None:
+    """Record a code that can never name a customer, so a typo reads as a typo, not NOT_FOUND."""
     if not CODE_PATTERN.fullmatch(code):
-        raise InvalidArgument.single(field, "must match [A-Z0-9_-]{2,32}")
+        problems.add(path, "must match [A-Z0-9_-]{2,32}")
 
 
 def create_customer(session: Session, code: str, name: str, now: datetime) -> IssuedCustomer:
     """Register a customer and issue its first token (no previous token: nothing to hand over)."""
     problems = Violations()
-    if not CODE_PATTERN.fullmatch(code):
-        problems.add("code", "must match [A-Z0-9_-]{2,32}")
+    check_code(code, "code", problems)
     if not name.strip():
         problems.add("name", "must not be empty")
     elif len(name.strip()) > MAX_NAME_LENGTH:
@@ -119,7 +118,9 @@ def _code_taken(code: str) -> AlreadyExists:
 
 
 def _load(session: Session, code: str, *, lock: bool = False) -> Customer:
-    check_code(code)
+    problems = Violations()
+    check_code(code, "code", problems)
+    problems.raise_if_any()
     query = select(Customer).where(Customer.code == code)
     if lock:
         query = query.with_for_update()
@@ -132,6 +133,11 @@ def _load(session: Session, code: str, *, lock: bool = False) -> Customer:
 def get_customer(session: Session, code: str, now: datetime) -> CustomerRecord:
     """The customer named `code`; NOT_FOUND when there is none."""
     return CustomerRecord.of(_load(session, code), now)
+
+
+def customer_id_for(session: Session, code: str) -> int:
+    """The id behind `code` for a read of one customer's data, refused as every lookup by code is."""
+    return _load(session, code).id
 
 
 def page_size_or_default(page_size: int) -> int:

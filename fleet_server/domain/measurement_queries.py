@@ -21,14 +21,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
-from sqlalchemy import select
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from fleet_server.db.models import Customer
 from fleet_server.db.session import Database
 from fleet_server.domain.measurements import METRIC_PATTERN
-from fleet_server.errors import NotFound, Violations
+from fleet_server.errors import Violations
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -105,14 +103,6 @@ def check_device_ids(device_ids: Sequence[int], problems: Violations) -> None:
     for i, device_id in enumerate(device_ids):
         if device_id <= 0:
             problems.add(f"device_ids[{i}]", "must be positive")
-
-
-def customer_id_for(session: Session, code: str) -> int:
-    """The id of the customer with `code`, or NOT_FOUND."""
-    found = session.scalar(select(Customer.id).where(Customer.code == code))
-    if found is None:
-        raise NotFound(f"no customer with code {code!r}", reason="CUSTOMER_NOT_FOUND")
-    return int(found)
 
 
 def floor_to(moment: datetime, bucket: Bucket) -> datetime:

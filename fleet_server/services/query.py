@@ -10,7 +10,7 @@ from fleet.v1 import query_service_pb2_grpc
 
 from fleet_server.app import App
 from fleet_server.auth.identity import CallContext
-from fleet_server.domain import measurement_queries
+from fleet_server.domain import customers, measurement_queries
 from fleet_server.domain.costs import compute_costs
 from fleet_server.domain.detail import load_customer_detail
 from fleet_server.services import cost_wire, measurement_wire
@@ -39,7 +39,7 @@ class FleetQueryServicer(query_service_pb2_grpc.FleetQueryServiceServicer):
         context.admin()
         reader = self._app.reader
         code, args = measurement_wire.decode_query(request)
-        customer_id = await reader.run(measurement_queries.customer_id_for, code)
+        customer_id = await reader.run(customers.customer_id_for, code)
         cursor = measurement_queries.PointCursor(reader, args.for_customer(customer_id))
         try:
             await reader.offload(cursor.open)

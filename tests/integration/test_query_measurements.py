@@ -225,6 +225,11 @@ def test_unknown_customer_is_not_found(stubs, admin_token):
             "must be positive",
         ),
         ({"start": ts(T0), "end": ts(T0 + H), "bucket": qpb.BUCKET_RAW, "code": ""}, "code", "must be set"),
+        (
+            {"start": ts(T0), "end": ts(T0 + H), "bucket": qpb.BUCKET_RAW, "code": "acme"},
+            "code",
+            "must match [A-Z0-9_-]{2,32}",
+        ),
     ],
 )
 def test_bad_queries_are_invalid_arguments_naming_the_field(

@@ -101,7 +101,7 @@ def test_server_errors_are_one_readable_line(server, admin_token, pushed, capsys
         "2025-09-02",
     )
     assert code == 1
-    assert "NOT_FOUND: no customer with code 'NOPE'" in capsys.readouterr().err
+    assert "NOT_FOUND: no customer with code NOPE" in capsys.readouterr().err
     code = _run(
         server,
         admin_token,
