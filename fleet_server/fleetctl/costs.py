@@ -11,23 +11,13 @@ from typing import Any
 from fleet.v1 import query_service_pb2 as pb
 
 from fleet_server.fleetctl.connection import Connection
-from fleet_server.fleetctl.render import message_dict, parse_time, print_json, table
+from fleet_server.fleetctl.render import message_dict, print_json, table, time_argument
 from fleet_server.services.wire import to_timestamp
 
 _LOGGER = logging.getLogger(__name__)
 
 _PERIOD_HEADERS = ("Site", "Name", "Tariff", "Period", "kWh", "Rate", "Cost")
 _SITE_HEADERS = ("Site", "Name", "Currency", "kWh", "Energy", "Fixed", "VAT", "Total", "Unpriced kWh")
-
-
-def timestamp(text: str) -> datetime:
-    """argparse type: `2026-03-01`, `2026-03-01T06:00`, `…Z` or with an offset; naive means UTC."""
-    try:
-        return parse_time(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a timestamp: use 2026-03-01, 2026-03-01T06:00Z or 2026-03-01T08:00+02:00"
-        ) from exc
 
 
 def _fmt(moment: datetime) -> str:
@@ -104,9 +94,11 @@ def register(cli: Any) -> None:
         help="a customer to include (repeatable); default: every customer",
     )
     parser.add_argument(
-        "--from", dest="start", required=True, type=timestamp, help="start of the range, inclusive"
+        "--from", dest="start", required=True, type=time_argument, help="start of the range, inclusive"
     )
-    parser.add_argument("--to", dest="end", required=True, type=timestamp, help="end of the range, exclusive")
+    parser.add_argument(
+        "--to", dest="end", required=True, type=time_argument, help="end of the range, exclusive"
+    )
     # Also accepted after the subcommand; SUPPRESS keeps a root-level `fleetctl --json …` intact.
     parser.add_argument(
         "--json", action="store_true", default=argparse.SUPPRESS, help="print JSON instead of tables"

@@ -4,28 +4,18 @@ from __future__ import annotations
 
 import argparse
 import logging
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any
 
 from fleet.v1 import query_service_pb2 as pb
 
 from fleet_server.fleetctl.connection import Connection
-from fleet_server.fleetctl.render import message_dict, parse_time, print_json, table
+from fleet_server.fleetctl.render import message_dict, print_json, table, time_argument
 from fleet_server.services.wire import to_timestamp
 
 _LOGGER = logging.getLogger(__name__)
 
 BUCKETS = {"raw": pb.BUCKET_RAW, "hour": pb.BUCKET_HOUR, "day": pb.BUCKET_DAY}
-
-
-def _timestamp(text: str) -> datetime:
-    """argparse type: `2026-03-01`, `2026-03-01T06:00`, `…Z` or with an offset; naive means UTC."""
-    try:
-        return parse_time(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a timestamp: use 2026-03-01, 2026-03-01T06:00Z or 2026-03-01T08:00+02:00"
-        ) from exc
 
 
 def _when(point: pb.MeasurementPoint, bucket: str) -> str:
@@ -98,10 +88,10 @@ def _summary(args: argparse.Namespace, connection: Connection) -> int:
 def _range_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metric", required=True, help="metric name, e.g. energy_kwh")
     parser.add_argument(
-        "--from", dest="start", required=True, type=_timestamp, help="start of the range, inclusive"
+        "--from", dest="start", required=True, type=time_argument, help="start of the range, inclusive"
     )
     parser.add_argument(
-        "--to", dest="end", required=True, type=_timestamp, help="end of the range, exclusive"
+        "--to", dest="end", required=True, type=time_argument, help="end of the range, exclusive"
     )
     # Also accepted after the subcommand; SUPPRESS keeps a root-level `fleetctl --json …` intact.
     parser.add_argument(

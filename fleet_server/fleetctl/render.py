@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from collections.abc import Sequence
@@ -39,7 +40,13 @@ def when(ts: timestamp_pb2.Timestamp | None) -> str:
     return ts.ToDatetime(tzinfo=UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
-def parse_time(text: str) -> datetime:
-    """`2026-01-05`, `2026-01-05T10:00`, `…Z` or with an offset; naive means UTC."""
-    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+def time_argument(text: str) -> datetime:
+    """argparse type of every `--from`/`--to`: `2026-03-01`, `2026-03-01T06:00`, `…Z` or with an
+    offset; naive means UTC, the zone the server reports in."""
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a timestamp: use 2026-03-01, 2026-03-01T06:00Z or 2026-03-01T08:00+02:00"
+        ) from exc
     return value if value.tzinfo else value.replace(tzinfo=UTC)
