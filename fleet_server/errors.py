@@ -119,10 +119,3 @@ class Violations:
     def raise_if_any(self) -> None:
         if self.items:
             raise InvalidArgument(self.items)
-
-
-class Unimplemented(FleetError):
-    """An RPC of the contract that this server does not serve yet."""
-
-    code = grpc.StatusCode.UNIMPLEMENTED
-    reason = "UNIMPLEMENTED"
