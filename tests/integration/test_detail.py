@@ -6,11 +6,10 @@ from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
-from fleet.v1 import query_service_pb2 as query_pb
 
 from fleet_server.clock import FakeClock
 from fleet_server.domain.sync_status import record_push
-from tests.support.clients import Stubs, bearer, error_reason
+from tests.support.clients import Stubs, customer_detail, error_reason
 from tests.support.reference_data import (
     WEEKDAYS,
     device,
@@ -33,13 +32,6 @@ def stubs(make_server):
     client.close()
 
 
-def _detail(stubs: Stubs, token: str, code: str) -> query_pb.GetCustomerDetailResponse:
-    reply: query_pb.GetCustomerDetailResponse = stubs.query.GetCustomerDetail(
-        query_pb.GetCustomerDetailRequest(code=code), metadata=bearer(token), timeout=10
-    )
-    return reply
-
-
 def test_detail_returns_the_whole_tree_ordered_by_id(stubs, new_customer, admin_token):
     acme = new_customer("ACME", "Acme Energy")
     push(stubs, acme.token, "sites", [site(3, address="1 Main Rd"), site(1, municipality_id=6, tariff_id=11)])
@@ -54,7 +46,7 @@ def test_detail_returns_the_whole_tree_ordered_by_id(stubs, new_customer, admin_
     open_ended = tariff(11, 6, [night], name="Flat", effective_to=ts(datetime(2027, 6, 30, 22, tzinfo=UTC)))
     push(stubs, acme.token, "tariffs", [open_ended, reference_tariff(is_active=False)])
 
-    detail = _detail(stubs, admin_token, "ACME")
+    detail = customer_detail(stubs, admin_token, "ACME")
 
     assert (detail.customer.code, detail.customer.name, detail.customer.is_active) == (
         "ACME",
@@ -102,7 +94,7 @@ def test_detail_maps_the_measurement_high_water_mark(stubs, db, new_customer, ad
     acme = new_customer("ACME")
     high_water = NOW - timedelta(minutes=3)
     db.transaction(record_push, acme.id, "measurements", 500, NOW, high_water)
-    (status,) = _detail(stubs, admin_token, "ACME").sync
+    (status,) = customer_detail(stubs, admin_token, "ACME").sync
     assert (status.resource, status.last_received) == ("measurements", 500)
     assert status.last_push_at.ToDatetime(tzinfo=UTC) == NOW
     assert status.high_water_received_at.ToDatetime(tzinfo=UTC) == high_water
@@ -110,7 +102,7 @@ def test_detail_maps_the_measurement_high_water_mark(stubs, db, new_customer, ad
 
 def test_a_customer_with_nothing_synced_has_an_empty_detail(stubs, new_customer, admin_token):
     new_customer("ACME")
-    detail = _detail(stubs, admin_token, "ACME")
+    detail = customer_detail(stubs, admin_token, "ACME")
     assert detail.customer.code == "ACME"
     assert (len(detail.sites), len(detail.devices), len(detail.tariffs), len(detail.sync)) == (0, 0, 0, 0)
 
@@ -119,12 +111,12 @@ def test_detail_shows_only_that_customers_rows(stubs, new_customer, admin_token)
     acme, globex = new_customer("ACME"), new_customer("GLOBEX")
     push(stubs, acme.token, "sites", [site(1, name="acme")])
     push(stubs, globex.token, "sites", [site(1, name="globex"), site(2)])
-    assert [s.name for s in _detail(stubs, admin_token, "ACME").sites] == ["acme"]
+    assert [s.name for s in customer_detail(stubs, admin_token, "ACME").sites] == ["acme"]
 
 
 def test_unknown_code_is_not_found(stubs, admin_token):
     with pytest.raises(grpc.RpcError) as info:
-        _detail(stubs, admin_token, "NOPE")
+        customer_detail(stubs, admin_token, "NOPE")
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
     assert "NOPE" in info.value.details()
     assert error_reason(info.value) == "CUSTOMER_NOT_FOUND"
@@ -133,7 +125,7 @@ def test_unknown_code_is_not_found(stubs, admin_token):
 @pytest.mark.parametrize("code", ["", "lower", "X"])
 def test_a_code_that_cannot_exist_is_invalid(stubs, admin_token, code):
     with pytest.raises(grpc.RpcError) as info:
-        _detail(stubs, admin_token, code)
+        customer_detail(stubs, admin_token, code)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert info.value.details().startswith("code: ")
 
@@ -141,5 +133,5 @@ def test_a_code_that_cannot_exist_is_invalid(stubs, admin_token, code):
 def test_a_customer_token_cannot_read_the_detail(stubs, new_customer):
     acme = new_customer("ACME")
     with pytest.raises(grpc.RpcError) as info:
-        _detail(stubs, acme.token, "ACME")
+        customer_detail(stubs, acme.token, "ACME")
     assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED

@@ -5,20 +5,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any
 
 import grpc
 import pytest
 from fleet.v1 import ingest_service_pb2 as ingest_pb
-from fleet.v1 import resources_pb2 as res
 
 from fleet_server.clock import FakeClock
 from fleet_server.domain.reference import apply_sites
 from fleet_server.domain.reference_validation import SiteItem
 from fleet_server.services.snapshot_stream import StreamBroken
-from tests.support.clients import Stubs, bad_request_fields, bearer, error_reason
+from tests.support.clients import Stubs, bad_request_fields, bearer, error_reason, rejected
 from tests.support.reference_data import (
     counts,
     db_state,
@@ -27,6 +25,7 @@ from tests.support.reference_data import (
     period,
     push,
     reference_tariff,
+    renumbered_tariff,
     site,
     ts,
 )
@@ -52,25 +51,13 @@ def acme(stubs, new_customer):
     return customer
 
 
-def _renumbered(tariff_id: int) -> res.Tariff:
-    tariff = reference_tariff()
-    tariff.id = tariff_id
-    return tariff
-
-
-def _rejected(call: Callable[[], Any]) -> grpc.RpcError:
-    with pytest.raises(grpc.RpcError) as info:
-        call()
-    return info.value
-
-
 def test_every_violation_is_listed_with_its_position_across_messages(stubs, acme, engine):
     before = db_state(engine)
     sites = [site(i) for i in range(1, 8)]
     sites[2].name = ""
     sites[5].timezone = "Nowhere/Special"
     sites[6].id = 1
-    error = _rejected(lambda: push(stubs, acme.token, "sites", sites, chunk=2))
+    error = rejected(lambda: push(stubs, acme.token, "sites", sites, chunk=2))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert bad_request_fields(error) == ["sites[2].name", "sites[5].timezone", "sites[6].id"]
     assert error.details() == "sites[2].name: must not be empty (and 2 more)"
@@ -80,7 +67,7 @@ def test_every_violation_is_listed_with_its_position_across_messages(stubs, acme
 def test_thousands_of_violations_are_capped_so_the_status_still_arrives(stubs, acme, engine):
     before = db_state(engine)
     devices = [device(i, 1, name="") for i in range(1, 5_001)]
-    error = _rejected(lambda: push(stubs, acme.token, "devices", devices, chunk=1_000))
+    error = rejected(lambda: push(stubs, acme.token, "devices", devices, chunk=1_000))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     fields = bad_request_fields(error)
     assert fields[:2] == ["devices[0].name", "devices[1].name"]
@@ -108,7 +95,7 @@ def test_valid_edge_values_are_accepted(stubs, acme, engine):
 def test_device_naming_a_missing_site_fails_precondition_naming_both_ids(stubs, acme, engine):
     before = db_state(engine)
     devices = [device(1, 1), device(9, 17), device(10, 2)]
-    error = _rejected(lambda: push(stubs, acme.token, "devices", devices))
+    error = rejected(lambda: push(stubs, acme.token, "devices", devices))
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert error.details() == "devices[1]: site 17 does not exist for device 9"
     assert error_reason(error) == "SITE_NOT_FOUND"
@@ -119,7 +106,7 @@ def test_device_naming_another_customers_site_fails_precondition(stubs, acme, ne
     globex = new_customer("GLOBEX")
     push(stubs, globex.token, "sites", [site(42)])
     before = db_state(engine)
-    error = _rejected(lambda: push(stubs, acme.token, "devices", [device(1, 42)]))
+    error = rejected(lambda: push(stubs, acme.token, "devices", [device(1, 42)]))
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "site 42 does not exist for device 1" in error.details()
     assert db_state(engine) == before
@@ -128,7 +115,7 @@ def test_device_naming_another_customers_site_fails_precondition(stubs, acme, ne
 def test_tariff_naming_a_missing_municipality_fails_precondition_naming_both_ids(stubs, acme, engine):
     before = db_state(engine)
     orphan = reference_tariff(municipality_id=99)
-    error = _rejected(lambda: push(stubs, acme.token, "tariffs", [orphan]))
+    error = rejected(lambda: push(stubs, acme.token, "tariffs", [orphan]))
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert error.details() == "tariffs[0]: municipality 99 does not exist for tariff 10"
     assert error_reason(error) == "MUNICIPALITY_NOT_FOUND"
@@ -137,7 +124,7 @@ def test_tariff_naming_a_missing_municipality_fails_precondition_naming_both_ids
 
 def test_many_missing_parents_are_summarised(stubs, acme):
     devices = [device(i, 100 + i) for i in range(1, 9)]
-    error = _rejected(lambda: push(stubs, acme.token, "devices", devices))
+    error = rejected(lambda: push(stubs, acme.token, "devices", devices))
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert error.details().endswith("(and 3 more)")
 
@@ -147,12 +134,12 @@ def test_snapshot_over_the_row_limit_is_refused(make_server, new_customer, engin
     try:
         acme = new_customer("ACME")
         before = db_state(engine)
-        error = _rejected(lambda: push(stubs, acme.token, "sites", [site(i) for i in range(1, 7)], chunk=2))
+        error = rejected(lambda: push(stubs, acme.token, "sites", [site(i) for i in range(1, 7)], chunk=2))
         assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "exceeds 5 rows" in error.details()
         # A tariff weighs one row plus its periods: 1 + 2 + 1 + 2 = 6.
-        error = _rejected(
-            lambda: push(stubs, acme.token, "tariffs", [reference_tariff(), _renumbered(11)], chunk=1)
+        error = rejected(
+            lambda: push(stubs, acme.token, "tariffs", [reference_tariff(), renumbered_tariff(11)], chunk=1)
         )
         assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert db_state(engine) == before
@@ -165,7 +152,7 @@ def test_oversized_message_is_rejected_by_the_transport(make_server, new_custome
     try:
         acme = new_customer("ACME")
         before = db_state(engine)
-        error = _rejected(lambda: push(stubs, acme.token, "sites", [site(1, address="x" * 8192)]))
+        error = rejected(lambda: push(stubs, acme.token, "sites", [site(1, address="x" * 8192)]))
         assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert db_state(engine) == before
     finally:

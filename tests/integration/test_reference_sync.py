@@ -7,11 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
-from fleet.v1 import query_service_pb2 as query_pb
 from sqlalchemy import text
 
 from fleet_server.clock import FakeClock
-from tests.support.clients import Stubs, bearer
+from tests.support.clients import Stubs, customer_detail
 from tests.support.reference_data import (
     WEEKDAYS,
     WEEKENDS,
@@ -39,13 +38,6 @@ def stubs(make_server, clock):
     client.close()
 
 
-def _detail(stubs: Stubs, admin_token: str, code: str) -> query_pb.GetCustomerDetailResponse:
-    reply: query_pb.GetCustomerDetailResponse = stubs.query.GetCustomerDetail(
-        query_pb.GetCustomerDetailRequest(code=code), metadata=bearer(admin_token), timeout=10
-    )
-    return reply
-
-
 def test_reference_scenario_lands_once_and_resolves_in_detail(stubs, new_customer, admin_token, engine):
     acme = new_customer("ACME")
     reply = push(stubs, acme.token, "municipalities", [municipality(5, "Phase23 Test City")])
@@ -61,7 +53,7 @@ def test_reference_scenario_lands_once_and_resolves_in_detail(stubs, new_custome
         (10, 2, "Off-Peak", WEEKENDS, 0, 23 * 60 + 59, "1.20"),
     ]
 
-    detail = _detail(stubs, admin_token, "ACME")
+    detail = customer_detail(stubs, admin_token, "ACME")
     assert [m.name for m in detail.municipalities] == ["Phase23 Test City"]
     (view,) = detail.tariffs
     assert view.municipality_name == "Phase23 Test City"
@@ -223,7 +215,7 @@ def test_every_successful_push_is_recorded_with_time_and_size(stubs, new_custome
     push(stubs, acme.token, "devices", [device(1, 1)])
     with pytest.raises(grpc.RpcError):
         push(stubs, acme.token, "sites", [site(0)])  # rejected: not recorded
-    sync = {s.resource: s for s in _detail(stubs, admin_token, "ACME").sync}
+    sync = {s.resource: s for s in customer_detail(stubs, admin_token, "ACME").sync}
     assert sorted(sync) == ["devices", "sites"]
     assert sync["sites"].last_received == 2
     assert sync["sites"].last_push_at.ToDatetime(tzinfo=UTC) == datetime(2026, 1, 5, 12, 0, tzinfo=UTC)

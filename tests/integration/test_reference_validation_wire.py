@@ -17,7 +17,7 @@ from fleet_server.clock import FakeClock
 from fleet_server.config import Settings
 from fleet_server.db.session import Database
 from fleet_server.domain.customers import create_customer
-from tests.support.clients import Stubs, bad_request_fields
+from tests.support.clients import Stubs, bad_request_fields, rejected
 from tests.support.database import truncate_all
 from tests.support.inprocess import InProcessServer
 from tests.support.reference_data import (
@@ -26,6 +26,7 @@ from tests.support.reference_data import (
     municipality,
     push,
     reference_tariff,
+    renumbered_tariff,
     site,
     ts,
 )
@@ -128,7 +129,7 @@ INVALID: dict[str, Case] = {
         "municipalities", lambda: [municipality(6), municipality(6)], "municipalities[1].id", "duplicate id 6"
     ),
     "tariff id 0": Case(
-        "tariffs", lambda: [reference_tariff(), _renumbered(0)], "tariffs[1].id", "must be > 0"
+        "tariffs", lambda: [reference_tariff(), renumbered_tariff(0)], "tariffs[1].id", "must be > 0"
     ),
     "tariff municipality id 0": Case(
         "tariffs", _tariff_with(municipality_id=0), "tariffs[0].municipality_id", "must be > 0"
@@ -229,23 +230,11 @@ INVALID: dict[str, Case] = {
 }
 
 
-def _renumbered(tariff_id: int) -> res.Tariff:
-    tariff = reference_tariff()
-    tariff.id = tariff_id
-    return tariff
-
-
-def _rejected(call: Callable[[], Any]) -> grpc.RpcError:
-    with pytest.raises(grpc.RpcError) as info:
-        call()
-    return info.value
-
-
 @pytest.mark.parametrize("case", INVALID.values(), ids=list(INVALID))
 def test_invalid_item_rejects_the_whole_snapshot(tree, engine, case):
     stubs, token = tree
     before = db_state(engine)
-    error = _rejected(lambda: push(stubs, token, case.resource, case.items()))
+    error = rejected(lambda: push(stubs, token, case.resource, case.items()))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error.details().startswith(f"{case.field}: ")
     assert case.message in error.details()

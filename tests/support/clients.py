@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
-from fleet.v1 import admin_service_pb2_grpc, ingest_service_pb2_grpc, query_service_pb2_grpc
+import pytest
+from fleet.v1 import (
+    admin_service_pb2_grpc,
+    ingest_service_pb2_grpc,
+    query_service_pb2,
+    query_service_pb2_grpc,
+)
 from google.rpc import error_details_pb2, status_pb2
 
 
@@ -32,6 +40,20 @@ class Stubs:
 
     def close(self) -> None:
         self.channel.close()
+
+
+def rejected(call: Callable[[], Any]) -> grpc.RpcError:
+    """The error `call` must fail with (the test fails when it succeeds)."""
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    return info.value
+
+
+def customer_detail(stubs: Stubs, token: str, code: str) -> query_service_pb2.GetCustomerDetailResponse:
+    reply: query_service_pb2.GetCustomerDetailResponse = stubs.query.GetCustomerDetail(
+        query_service_pb2.GetCustomerDetailRequest(code=code), metadata=bearer(token), timeout=10
+    )
+    return reply
 
 
 def rich_status(error: grpc.RpcError) -> status_pb2.Status | None:

@@ -92,6 +92,13 @@ _REQUESTS: dict[str, tuple[Any, str, str]] = {
 }
 
 
+def renumbered_tariff(tariff_id: int) -> res.Tariff:
+    """The reference tariff under another id: a second, otherwise identical tariff."""
+    tariff = reference_tariff()
+    tariff.id = tariff_id
+    return tariff
+
+
 def push(stubs: Stubs, token: str, resource: str, items: Sequence[Any], *, chunk: int = 0) -> Any:
     """Push `items` as one snapshot of `resource`, split into messages of `chunk` items (0 = one)."""
     request_type, field, method = _REQUESTS[resource]
