@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
 
 from fleet.v1 import ingest_service_pb2 as pb
 from fleet.v1 import ingest_service_pb2_grpc
@@ -13,6 +14,7 @@ from fleet_server.app import App
 from fleet_server.auth.identity import CallContext
 from fleet_server.domain import fairness, measurements, reference
 from fleet_server.domain.measurements import BatchResult
+from fleet_server.domain.reference import SyncSummary
 from fleet_server.services import measurement_wire, reference_wire
 from fleet_server.services.snapshot_stream import SnapshotStream
 from fleet_server.services.status import translate_errors
@@ -24,17 +26,28 @@ class FleetIngestServicer(ingest_service_pb2_grpc.FleetIngestServiceServicer):
     def __init__(self, app: App) -> None:
         self._app = app
 
+    async def _push_snapshot(
+        self,
+        context: CallContext,
+        read: Callable[[SnapshotStream], Awaitable[Sequence[Any]]],
+        apply: Callable[..., SyncSummary],
+    ) -> SyncSummary:
+        """The one shape of every reference push: the whole stream read first, then applied as
+        the authenticated customer's snapshot in one transaction that commits only while the
+        call still lives (see `SnapshotStream`)."""
+        customer_id = context.customer().customer_id
+        stream = SnapshotStream(context, self._app.settings.max_snapshot_rows)
+        snapshot = await read(stream)
+        context.add_rows(len(snapshot))
+        now = self._app.clock.now()
+        return await self._app.db.run(apply, customer_id, snapshot, now, stream.confirm_open)
+
     @translate_errors
     async def PushSites(
         self, request_iterator: AsyncIterator[pb.PushSitesRequest], context: CallContext
     ) -> pb.PushSitesResponse:
-        customer_id = context.customer().customer_id
-        stream = SnapshotStream(context, self._app.settings.max_snapshot_rows)
-        snapshot = await stream.sites(request_iterator)
-        context.add_rows(len(snapshot))
-        now = self._app.clock.now()
-        summary = await self._app.db.run(
-            reference.apply_sites, customer_id, snapshot, now, stream.confirm_open
+        summary = await self._push_snapshot(
+            context, lambda stream: stream.sites(request_iterator), reference.apply_sites
         )
         return pb.PushSitesResponse(summary=reference_wire.summary_message(summary))
 
@@ -42,13 +55,8 @@ class FleetIngestServicer(ingest_service_pb2_grpc.FleetIngestServiceServicer):
     async def PushDevices(
         self, request_iterator: AsyncIterator[pb.PushDevicesRequest], context: CallContext
     ) -> pb.PushDevicesResponse:
-        customer_id = context.customer().customer_id
-        stream = SnapshotStream(context, self._app.settings.max_snapshot_rows)
-        snapshot = await stream.devices(request_iterator)
-        context.add_rows(len(snapshot))
-        now = self._app.clock.now()
-        summary = await self._app.db.run(
-            reference.apply_devices, customer_id, snapshot, now, stream.confirm_open
+        summary = await self._push_snapshot(
+            context, lambda stream: stream.devices(request_iterator), reference.apply_devices
         )
         return pb.PushDevicesResponse(summary=reference_wire.summary_message(summary))
 
@@ -56,13 +64,8 @@ class FleetIngestServicer(ingest_service_pb2_grpc.FleetIngestServiceServicer):
     async def PushMunicipalities(
         self, request_iterator: AsyncIterator[pb.PushMunicipalitiesRequest], context: CallContext
     ) -> pb.PushMunicipalitiesResponse:
-        customer_id = context.customer().customer_id
-        stream = SnapshotStream(context, self._app.settings.max_snapshot_rows)
-        snapshot = await stream.municipalities(request_iterator)
-        context.add_rows(len(snapshot))
-        now = self._app.clock.now()
-        summary = await self._app.db.run(
-            reference.apply_municipalities, customer_id, snapshot, now, stream.confirm_open
+        summary = await self._push_snapshot(
+            context, lambda stream: stream.municipalities(request_iterator), reference.apply_municipalities
         )
         return pb.PushMunicipalitiesResponse(summary=reference_wire.summary_message(summary))
 
@@ -70,13 +73,8 @@ class FleetIngestServicer(ingest_service_pb2_grpc.FleetIngestServiceServicer):
     async def PushTariffs(
         self, request_iterator: AsyncIterator[pb.PushTariffsRequest], context: CallContext
     ) -> pb.PushTariffsResponse:
-        customer_id = context.customer().customer_id
-        stream = SnapshotStream(context, self._app.settings.max_snapshot_rows)
-        snapshot = await stream.tariffs(request_iterator)
-        context.add_rows(len(snapshot))
-        now = self._app.clock.now()
-        summary = await self._app.db.run(
-            reference.apply_tariffs, customer_id, snapshot, now, stream.confirm_open
+        summary = await self._push_snapshot(
+            context, lambda stream: stream.tariffs(request_iterator), reference.apply_tariffs
         )
         return pb.PushTariffsResponse(
             summary=reference_wire.summary_message(summary), periods_written=summary.periods_written
