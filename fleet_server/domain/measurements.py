@@ -331,11 +331,15 @@ def write_batch(
     now: datetime,
     *,
     expect_duplicates: bool = False,
+    stream_rows: int | None = None,
 ) -> BatchResult:
     """Store a validated batch, its rollups and the sync status in one autocommitted statement.
 
     `conn` must be in autocommit mode; the partitions for the batch's months must exist
     (`BatchWriter` sees to both). `expect_duplicates` skips the fast form's attempt.
+    `stream_rows` is what the sync status records as the push's size: the rows the stream has
+    delivered so far, this batch included (an operator asks "how much did the last push
+    carry", not "how big was its last batch"); it defaults to this batch alone.
     """
     if not len(batch):
         return BatchResult(0, 0)
@@ -348,7 +352,7 @@ def write_batch(
         "values": _Float8Array(_fixed_width_array(batch.values, "d", _FLOAT8_OID)),
         "received": _TimestamptzArray(_fixed_width_array(batch.received, "q", _TIMESTAMPTZ_OID)),
         "now": now,
-        "received_count": len(batch),
+        "received_count": len(batch) if stream_rows is None else stream_rows,
         "high_water": from_pg_micros(max(batch.received)),
     }
     with conn.cursor() as cursor:
@@ -392,6 +396,7 @@ class BatchWriter:
         self._lock = threading.Lock()
         # A stream re-sending stored rows would fail the fast form batch after batch.
         self._expect_duplicates = False
+        self._stream_rows = 0
 
     def write(self, customer_id: int, batch: MeasurementBatch, now: datetime) -> BatchResult:
         """Create the batch's missing partitions, then store it atomically."""
@@ -429,12 +434,20 @@ class BatchWriter:
         driver = self._connection.connection.driver_connection
         assert isinstance(driver, psycopg.Connection)
         try:
-            result = write_batch(driver, customer_id, batch, now, expect_duplicates=self._expect_duplicates)
+            result = write_batch(
+                driver,
+                customer_id,
+                batch,
+                now,
+                expect_duplicates=self._expect_duplicates,
+                stream_rows=self._stream_rows + len(batch),
+            )
         except psycopg.OperationalError:
             self._connection.invalidate()
             self._close()
             raise
         self._expect_duplicates = result.duplicates > 0
+        self._stream_rows += len(batch)
         return result
 
 

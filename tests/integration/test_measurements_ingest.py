@@ -159,6 +159,34 @@ def test_sync_status_records_the_batch_and_a_high_water_that_never_goes_back(stu
     assert row == (1, newer)
 
 
+def test_sync_status_size_is_the_rows_of_the_whole_last_stream(stubs, new_customer, engine):
+    customer = new_customer("ACME")
+
+    def last_received() -> int:
+        with engine.connect() as conn:
+            return int(
+                conn.scalar(
+                    text(
+                        "SELECT last_received FROM fleet.sync_status "
+                        "WHERE customer_id = :c AND resource = 'measurements'"
+                    ),
+                    {"c": customer.id},
+                )
+            )
+
+    push(
+        stubs,
+        customer.token,
+        [
+            request(1, [reading(1, T0, 1.0), reading(2, T0, 1.0)]),
+            request(2, [reading(1, T0 + Q, 1.0), reading(2, T0 + Q, 1.0), reading(3, T0, 1.0)]),
+        ],
+    )
+    assert last_received() == 5
+    push(stubs, customer.token, [request(1, [reading(1, T0 + 2 * Q, 1.0)])])
+    assert last_received() == 1
+
+
 def test_one_customers_rows_never_reach_another(stubs, new_customer, engine):
     alpha, bravo = new_customer("ALPHA"), new_customer("BRAVO")
     push(stubs, alpha.token, [request(1, [reading(1, T0, 1.0)])])
