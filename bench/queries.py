@@ -18,13 +18,12 @@ import psycopg
 from bench.dataset import SERIES_START
 from fleet_server.domain.measurement_queries import Bucket, MeasurementQuery, point_statement
 
-# The same points as the server's hour query, in the same form (bucket start in microseconds).
+# The same points as the server's hour query, in the same form.
 _RAW_HOURLY = """
-SELECT device_id, (extract(epoch FROM date_trunc('hour', time)) * 1000000)::int8 AS bucket,
-       count(*), sum(value), min(value), max(value)
+SELECT device_id, date_trunc('hour', time) AS bucket, count(*), sum(value), min(value), max(value)
 FROM fleet.measurements
 WHERE customer_id = %(customer)s AND metric = %(metric)s AND time >= %(start)s AND time < %(end)s
-GROUP BY device_id, date_trunc('hour', time)
+GROUP BY device_id, bucket
 ORDER BY device_id, bucket
 """
 

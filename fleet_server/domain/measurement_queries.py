@@ -14,6 +14,7 @@ from __future__ import annotations
 import enum
 import itertools
 import logging
+import struct
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,11 +22,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
+from psycopg.abc import Buffer
+from psycopg.adapt import Loader
+from psycopg.pq import Format
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from fleet_server.db.session import Database
-from fleet_server.domain.measurements import METRIC_PATTERN
+from fleet_server.domain.measurements import METRIC_PATTERN, UNIX_TO_PG_US
 from fleet_server.errors import Violations
 
 _LOGGER = logging.getLogger(__name__)
@@ -128,31 +132,45 @@ def bucket_range(query: MeasurementQuery) -> tuple[datetime, datetime]:
     return floor_to(query.start, query.bucket), ceil_to(query.end, query.bucket)
 
 
-_MICROS = "(extract(epoch FROM {col}) * 1000000)::int8"
+class _UnixMicrosLoader(Loader):
+    """Binary timestamptz → microseconds since the Unix epoch, without a `datetime` per point.
 
-_RAW_SQL = f"""
-SELECT device_id, {_MICROS.format(col="time")}, 1::int8, value, value, value
+    PostgreSQL sends a binary timestamptz as int64 microseconds since 2000-01-01; shifting it
+    here is cheaper than `extract(epoch …)` in SQL (numeric arithmetic, half of an hour
+    query's execution time) and than building a `datetime` per point in Python.
+    """
+
+    format = Format.BINARY
+
+    def load(self, data: Buffer) -> int:
+        return int(_INT8.unpack(data)[0]) + UNIX_TO_PG_US
+
+
+_INT8 = struct.Struct("!q")
+
+_RAW_SQL = """
+SELECT device_id, time, 1::int8, value, value, value
 FROM fleet.measurements
 WHERE customer_id = %(customer)s AND metric = %(metric)s
-  AND time >= %(start)s AND time < %(end)s {{devices}}
+  AND time >= %(start)s AND time < %(end)s {devices}
 ORDER BY device_id, time
 """
 
-_HOUR_SQL = f"""
-SELECT device_id, {_MICROS.format(col="bucket")}, count, sum, min, max
+_HOUR_SQL = """
+SELECT device_id, bucket, count, sum, min, max
 FROM fleet.measurement_rollups_hourly
 WHERE customer_id = %(customer)s AND metric = %(metric)s
-  AND bucket >= %(start)s AND bucket < %(end)s {{devices}}
+  AND bucket >= %(start)s AND bucket < %(end)s {devices}
 ORDER BY device_id, bucket
 """
 
-_DAY_SQL = f"""
-SELECT device_id, {_MICROS.format(col="day")}, sum(count)::int8, sum(sum), min(min), max(max)
+_DAY_SQL = """
+SELECT device_id, day, sum(count)::int8, sum(sum), min(min), max(max)
 FROM (
     SELECT device_id, date_bin('1 day', bucket, timestamptz '2000-01-01Z') AS day, count, sum, min, max
     FROM fleet.measurement_rollups_hourly
     WHERE customer_id = %(customer)s AND metric = %(metric)s
-      AND bucket >= %(start)s AND bucket < %(end)s {{devices}}
+      AND bucket >= %(start)s AND bucket < %(end)s {devices}
 ) AS hours
 GROUP BY device_id, day
 ORDER BY device_id, day
@@ -197,6 +215,7 @@ class PointCursor:
         self._driver = driver
         driver.execute("SET TRANSACTION READ ONLY")
         self._cursor = driver.cursor(name=f"points_{uuid.uuid4().hex[:12]}", binary=True)
+        self._cursor.adapters.register_loader("timestamptz", _UnixMicrosLoader)
         self._cursor.execute(sql, params)
 
     def fetch(self, size: int) -> list[Point]:
