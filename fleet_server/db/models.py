@@ -16,6 +16,7 @@ from sqlalchemy import (
     ForeignKey,
     ForeignKeyConstraint,
     Index,
+    PrimaryKeyConstraint,
     SmallInteger,
     String,
     Text,
@@ -178,10 +179,21 @@ class Measurement(Base):
 class HourlyRollup(Base):
     """count/sum/min/max per device, metric and UTC hour, kept in step with `measurements`.
 
-    No foreign key to customers, for the same reason as `Measurement`.
+    No foreign key to customers, for the same reason as `Measurement`. The primary key carries
+    the aggregates (`INCLUDE`), so an hour or day query is an index-only scan that never visits
+    the table (see docs/DESIGN.md, Performance).
     """
 
     __tablename__ = "measurement_rollups_hourly"
+    __table_args__ = (
+        PrimaryKeyConstraint(
+            "customer_id",
+            "device_id",
+            "metric",
+            "bucket",
+            postgresql_include=["count", "sum", "min", "max"],
+        ),
+    )
 
     customer_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
     device_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
