@@ -119,3 +119,10 @@ class Violations:
     def raise_if_any(self) -> None:
         if self.items:
             raise InvalidArgument(self.items)
+
+
+class Unavailable(FleetError):
+    """A dependency (the database) did not answer; the same call may succeed later."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+    reason = "UNAVAILABLE"

@@ -21,7 +21,8 @@ import grpc.aio
 from fleet_server.auth.identity import AdminIdentity, CallContext, CustomerIdentity, Identity
 from fleet_server.auth.lookup import TokenStore
 from fleet_server.auth.policy import Requirement, requirement_for
-from fleet_server.errors import FleetError, PermissionDenied, Unauthenticated
+from fleet_server.errors import FleetError, PermissionDenied, Unauthenticated, Unavailable
+from fleet_server.services.status import abort_with
 
 _LOGGER = logging.getLogger(__name__)
 ACCESS_LOGGER = logging.getLogger("fleet_server.access")
@@ -80,9 +81,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             return _refusal(handler, refusal)
         except Exception:
             _LOGGER.exception("authentication failed unexpectedly for %s", method)
-            unavailable = Unauthenticated("authentication is unavailable", reason="AUTH_UNAVAILABLE")
-            _log_access(method, "-", 0, grpc.StatusCode.UNAVAILABLE, started)
-            return _refusal(handler, unavailable, code=grpc.StatusCode.UNAVAILABLE)
+            unavailable = Unavailable("authentication is unavailable", reason="AUTH_UNAVAILABLE")
+            _log_access(method, "-", 0, unavailable.code, started)
+            return _refusal(handler, unavailable)
         return _authenticated(handler, identity, method, started)
 
 
@@ -106,17 +107,14 @@ def _note(identity: Identity) -> str:
     return ""
 
 
-def _refusal(
-    handler: grpc.RpcMethodHandler, error: FleetError, code: grpc.StatusCode | None = None
-) -> grpc.RpcMethodHandler:
-    status = code or error.code
-    message = error.message
+def _refusal(handler: grpc.RpcMethodHandler, error: FleetError) -> grpc.RpcMethodHandler:
+    """A handler that answers `error` (with its `ErrorInfo` reason, like every other error)."""
 
     async def deny_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await context.abort(status, message)
+        await abort_with(context, error)
 
     async def deny_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        await context.abort(status, message)
+        await abort_with(context, error)
         yield  # pragma: no cover - abort raises; this makes the function an async generator
 
     return _same_shape(handler, deny_unary, deny_stream)
