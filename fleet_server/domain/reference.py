@@ -42,7 +42,7 @@ from fleet_server.domain.reference_validation import (
     validate_sites,
     validate_tariffs,
 )
-from fleet_server.errors import FailedPrecondition
+from fleet_server.errors import FailedPrecondition, Unauthenticated
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -172,6 +172,21 @@ def _no_check() -> None:
     """The default `confirm`: nothing can withdraw the snapshot."""
 
 
+def _hold_customer(session: Session, customer_id: int) -> None:
+    """Lock the customer row (FOR KEY SHARE) before touching any of its rows.
+
+    An erasure (`customers.delete_customer`) locks the same row FOR UPDATE before deleting, so
+    the two queue on one lock in one order: without this a snapshot that had already updated
+    some rows could deadlock with an erasure deleting them. A snapshot that waited for an
+    erasure (or a deactivation) finds no active customer and writes nothing.
+    """
+    held = session.execute(
+        text("SELECT 1 FROM fleet.customers WHERE id = :c AND is_active FOR KEY SHARE"), {"c": customer_id}
+    ).first()
+    if held is None:
+        raise Unauthenticated("the customer was deactivated or deleted", reason="CUSTOMER_INACTIVE")
+
+
 def _lock(session: Session, customer_id: int, resource: str, *, shared: bool = False) -> None:
     """Serialise with other snapshots of `resource` for this customer until the transaction ends."""
     function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
@@ -259,6 +274,7 @@ def apply_sites(
     municipalities and tariffs (§7), so requiring them would fail every first sync.
     """
     rows = validate_sites(snapshot)
+    _hold_customer(session, customer_id)
     _lock(session, customer_id, "sites")
     inserted, updated, deleted = _upsert(session, _SITES, customer_id, rows)
     sync_status.record_push(session, customer_id, "sites", len(rows), now)
@@ -275,6 +291,7 @@ def apply_devices(
 ) -> SyncSummary:
     """Make `snapshot` the customer's devices; every device must name a stored site."""
     rows = validate_devices(snapshot)
+    _hold_customer(session, customer_id)
     _lock(session, customer_id, "devices")
     _lock(session, customer_id, "sites", shared=True)
     _require_parents(
@@ -300,6 +317,7 @@ def apply_municipalities(
 ) -> SyncSummary:
     """Make `snapshot` the customer's municipalities. Deleting one deletes its tariffs and periods."""
     rows = validate_municipalities(snapshot)
+    _hold_customer(session, customer_id)
     _lock(session, customer_id, "municipalities")
     inserted, updated, deleted = _upsert(session, _MUNICIPALITIES, customer_id, rows)
     sync_status.record_push(session, customer_id, "municipalities", len(rows), now)
@@ -331,6 +349,7 @@ def apply_tariffs(
     re-sending an unchanged snapshot writes nothing; `periods_written` counts the rows inserted.
     """
     rows = validate_tariffs(snapshot, now)
+    _hold_customer(session, customer_id)
     _lock(session, customer_id, "tariffs")
     _lock(session, customer_id, "municipalities", shared=True)
     _require_parents(

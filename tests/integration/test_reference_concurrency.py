@@ -9,6 +9,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
+import grpc
 import pytest
 from sqlalchemy import text
 
@@ -187,3 +188,50 @@ def test_a_site_cannot_be_deleted_under_a_devices_snapshot_that_checked_it(
         assert table_rows(engine, "devices", acme.id) == []  # the cascade took the device along
     finally:
         stubs.close()
+
+
+def test_a_snapshot_queued_behind_an_erasure_fails_cleanly_and_writes_nothing(stubs, new_customer, engine):
+    """The erasure holds the customer row; the push waits on it, then finds no customer.
+
+    Without the snapshot taking the customer row first, the two could deadlock (INTERNAL).
+    """
+    customer = new_customer("ACME")
+    push(stubs, customer.token, "sites", [site(1), site(2)])
+    outcome: dict[str, Any] = {}
+
+    with engine.connect() as erasure:
+        erasure.execute(text("SELECT 1 FROM fleet.customers WHERE id = :c FOR UPDATE"), {"c": customer.id})
+
+        def pusher() -> None:
+            try:
+                push(stubs, customer.token, "sites", [site(1, "renamed"), site(3)])
+            except grpc.RpcError as exc:
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=pusher)
+        thread.start()
+        _wait_for_lock_waiter(engine)  # the push authenticated and now queues on the customer row
+        assert thread.is_alive()
+        erasure.execute(text("DELETE FROM fleet.sites WHERE customer_id = :c"), {"c": customer.id})
+        erasure.execute(text("DELETE FROM fleet.customers WHERE id = :c"), {"c": customer.id})
+        erasure.commit()
+        thread.join(30)
+
+    error = outcome["error"]
+    assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert error.details() == "the customer was deactivated or deleted"
+    assert table_rows(engine, "sites", customer.id) == []
+
+
+def _wait_for_lock_waiter(engine: Any, timeout: float = 20.0) -> None:
+    """Block until some backend waits on a lock (polling pg_stat_activity, bounded)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with engine.connect() as conn:
+            waiting = conn.scalar(
+                text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+            )
+        if waiting:
+            return
+        time.sleep(0.02)
+    raise AssertionError("no backend started waiting on a lock")
