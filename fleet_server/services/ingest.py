@@ -15,7 +15,7 @@ from fleet_server.auth.identity import CallContext
 from fleet_server.domain import fairness, measurements, reference
 from fleet_server.domain.measurements import BatchResult
 from fleet_server.domain.reference import SyncSummary
-from fleet_server.services import measurement_wire, reference_wire
+from fleet_server.services import measurement_stream, measurement_wire, reference_wire
 from fleet_server.services.snapshot_stream import SnapshotStream
 from fleet_server.services.status import translate_errors
 
@@ -95,7 +95,7 @@ class FleetIngestServicer(ingest_service_pb2_grpc.FleetIngestServiceServicer):
         customer_id = context.customer().customer_id
         gate = fairness.gate_for(app.db, app.settings, app.clock)
         async with gate.exclusive_stream(app.db, customer_id):
-            writes = measurement_wire.OrderedWrites(app.db, customer_id)
+            writes = measurement_stream.OrderedWrites(app.db, customer_id)
 
             async def release_connections() -> None:
                 await app.db.offload(writes.release)
@@ -109,7 +109,7 @@ class FleetIngestServicer(ingest_service_pb2_grpc.FleetIngestServiceServicer):
                 return writes.submit(batch, now)
 
             try:
-                async for request, result in measurement_wire.pipelined(
+                async for request, result in measurement_stream.pipelined(
                     request_iterator, accept, release_connections
                 ):
                     yield measurement_wire.ack(request, result)
