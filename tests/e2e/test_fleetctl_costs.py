@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import Engine
 
 from fleet_server.db.session import Database
-from tests.integration.cost_fixtures import PEAK_OFF_PEAK, Partitions, add_readings, add_site, add_tariff
+from tests.support.costs import PEAK_OFF_PEAK, Partitions, add_readings, add_site, add_tariff
 from tests.support.process import ServerProcess, cli
 
 pytestmark = pytest.mark.e2e

@@ -17,8 +17,8 @@ from fleet.v1 import ingest_service_pb2 as ipb
 from fleet.v1 import ingest_service_pb2_grpc
 from sqlalchemy import Engine, text
 
-from tests.integration.test_measurements_support import reading, request
 from tests.support.clients import bearer
+from tests.support.measurements import reading, request
 from tests.support.process import ServerProcess
 
 pytestmark = pytest.mark.e2e

@@ -34,7 +34,7 @@ from fleet_client.rows import Cursor
 from fleet_client.source import SqlSource
 from fleet_client.state import PushState
 from fleet_server.db.session import Database
-from tests.integration.test_client_sync import assert_mirrored, central_count, now_clock
+from tests.support.client_sync import assert_mirrored, central_count, now_clock
 from tests.support.clients import Stubs, bearer
 from tests.support.process import ServerProcess, cli, free_port
 

@@ -17,7 +17,7 @@ from fleet_client.cli import OFF_MESSAGE, Runtime, main
 from fleet_client.demo import create_demo_portal
 from fleet_client.source import SqlSource
 from fleet_client.state import PushState
-from tests.integration.test_client_sync import (
+from tests.support.client_sync import (
     Counting,
     CountingInterceptor,
     assert_mirrored,

@@ -17,7 +17,7 @@ from fleet_client import portal_schema as t
 from fleet_client.client import token_fingerprint
 from fleet_client.pusher import Outcome
 from fleet_server.auth.tokens import TokenKind, mint
-from tests.integration.test_client_sync import (
+from tests.support.client_sync import (
     Portal,
     Rig,
     assert_mirrored,

@@ -10,7 +10,8 @@ import pytest
 from fleet.v1 import query_service_pb2 as pb
 
 from fleet_server.services.wire import to_timestamp
-from tests.integration.cost_fixtures import (
+from tests.support.clients import Stubs, bearer
+from tests.support.costs import (
     PEAK_OFF_PEAK,
     PeriodSpec,
     TariffSpec,
@@ -19,7 +20,6 @@ from tests.integration.cost_fixtures import (
     add_tariff,
     partitions_for,
 )
-from tests.support.clients import Stubs, bearer
 
 JOHANNESBURG = ZoneInfo("Africa/Johannesburg")
 AMSTERDAM = ZoneInfo("Europe/Amsterdam")

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from fleet_server.fleetctl import main as fleetctl
-from tests.integration.cost_fixtures import (
+from tests.support.costs import (
     PEAK_OFF_PEAK,
     TariffSpec,
     add_readings,

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from sqlalchemy import text
 
 from fleet_server.domain.costs import CostQuery, compute_costs
-from tests.integration.cost_fixtures import (
+from tests.support.costs import (
     PeriodSpec,
     TariffSpec,
     add_readings,

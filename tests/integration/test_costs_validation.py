@@ -12,7 +12,8 @@ from sqlalchemy import text
 
 from fleet_server.domain.costs import database_unknown_timezones
 from fleet_server.services.wire import to_timestamp
-from tests.integration.cost_fixtures import (
+from tests.support.clients import Stubs, bad_request_fields, bearer, error_reason
+from tests.support.costs import (
     PEAK_OFF_PEAK,
     add_readings,
     add_site,
@@ -20,7 +21,6 @@ from tests.integration.cost_fixtures import (
     partitions_for,
     table_counts,
 )
-from tests.support.clients import Stubs, bad_request_fields, bearer, error_reason
 
 START = datetime(2026, 3, 1, tzinfo=UTC)
 

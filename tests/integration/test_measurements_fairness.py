@@ -9,7 +9,8 @@ import grpc
 from fleet.v1 import resources_pb2 as rpb
 
 from fleet_server.clock import FakeClock
-from tests.integration.test_measurements_support import (
+from tests.support.clients import Stubs, error_reason
+from tests.support.measurements import (
     HeldStream,
     count_rows,
     push,
@@ -18,7 +19,6 @@ from tests.integration.test_measurements_support import (
     request,
     stored_rows,
 )
-from tests.support.clients import Stubs, error_reason
 
 T0 = datetime(2025, 11, 3, 8, 0, tzinfo=UTC)
 Q = timedelta(minutes=15)

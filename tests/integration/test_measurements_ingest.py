@@ -13,7 +13,8 @@ from sqlalchemy import text
 from fleet_server.clock import FakeClock
 from fleet_server.db.session import Database
 from fleet_server.domain import partitions
-from tests.integration.test_measurements_support import (
+from tests.support.clients import Stubs, bad_request_fields, error_reason
+from tests.support.measurements import (
     RECEIVED,
     HeldStream,
     count_rows,
@@ -25,7 +26,6 @@ from tests.integration.test_measurements_support import (
     stored_rollups,
     stored_rows,
 )
-from tests.support.clients import Stubs, bad_request_fields, error_reason
 
 T0 = datetime(2025, 12, 1, 10, 0, tzinfo=UTC)
 Q = timedelta(minutes=15)

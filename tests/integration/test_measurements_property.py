@@ -15,7 +15,8 @@ from fleet.v1 import query_service_pb2 as qpb
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.integration.test_measurements_support import (
+from tests.support.clients import Stubs, bearer
+from tests.support.measurements import (
     expected_buckets,
     first_wins,
     push,
@@ -23,7 +24,6 @@ from tests.integration.test_measurements_support import (
     request,
     ts,
 )
-from tests.support.clients import Stubs, bearer
 
 START = datetime(2021, 1, 1, tzinfo=UTC)
 END = datetime(2026, 2, 1, tzinfo=UTC)

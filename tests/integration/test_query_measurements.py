@@ -14,8 +14,8 @@ from sqlalchemy.orm import Session
 
 from fleet_server.db.session import Database
 from fleet_server.domain import measurement_queries as mq
-from tests.integration.test_measurements_support import push, reading, request, ts
 from tests.support.clients import Stubs, bad_request_fields, bearer, error_reason
+from tests.support.measurements import push, reading, request, ts
 
 T0 = datetime(2025, 10, 1, 0, 0, tzinfo=UTC)
 Q = timedelta(minutes=15)

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from fleet_server.fleetctl.main import main as fleetctl
-from tests.integration.test_measurements_support import push, reading, request
 from tests.support.inprocess import InProcessServer
+from tests.support.measurements import push, reading, request
 
 T0 = datetime(2025, 9, 1, tzinfo=UTC)
 Q = timedelta(minutes=15)
