@@ -21,6 +21,7 @@ from sqlalchemy import create_engine, text
 
 from bench import client, costs, dataset, ingest, queries, snapshot
 from bench.environment import BenchEnvironment
+from fleet_server.fleetctl.render import table
 
 _LOGGER = logging.getLogger("bench")
 RESULTS = Path(__file__).parent / "results.json"
@@ -92,6 +93,7 @@ def _fmt(value: Any, spec: str = ".2f") -> str:
 
 
 def render(results: dict[str, Any]) -> str:
+    """The results as one table: figures with a bar say whether it was met, the rest are reported."""
     rows: list[tuple[str, str, str, str, str]] = []
 
     def ratio(name: str, key: str, bar: str, ok: Callable[[float], bool]) -> None:
@@ -99,73 +101,54 @@ def render(results: dict[str, Any]) -> str:
         if not isinstance(fig, dict):
             rows.append((name, "-", "-", bar, f"not measured: {results.get(key + '_error', 'n/a')}"))
             return
-        median = fig["median"]
+        verdict = "met" if ok(fig["median"]) else "NOT MET"
         spread = f"{_fmt(fig['min'])}..{_fmt(fig['max'])}"
-        rows.append(
-            (name, _fmt(median), spread, bar, ("met" if ok(median) else "NOT MET") + f" — {fig['what']}")
-        )
+        rows.append((name, _fmt(fig["median"]), spread, bar, f"{verdict} — {fig['what']}"))
 
-    single = (
-        results.get("ingest_ratio", {}).get("median", 0.0)
-        if isinstance(results.get("ingest_ratio"), dict)
-        else 0.0
-    )
+    def reported(
+        name: str, key: str, bar: str, value: Callable[[dict[str, Any]], tuple[str, str, str]]
+    ) -> None:
+        fig = results.get(key)
+        if isinstance(fig, dict):
+            shown, spread, verdict = value(fig)
+            rows.append((name, shown, spread, bar, f"{verdict}{fig['what']}"))
+
+    single_fig = results.get("ingest_ratio")
+    single = single_fig["median"] if isinstance(single_fig, dict) else 0.0
     ratio("ingest ratio", "ingest_ratio", ">= 0.40", lambda m: m >= 0.40)
     ratio("ingest, 2 customers", "ingest_2_customers_ratio", ">= single", lambda m: m >= single)
     ratio("snapshot scaling 10k/1k", "snapshot_scaling", "<= 12", lambda m: m <= 12)
     ratio("rollup query", "rollup_query_ratio", "<= 0.2", lambda m: m <= 0.2)
     ratio("rollup query, co-tenants", "rollup_query_ratio_cotenants", "<= 0.2", lambda m: m <= 0.2)
-    unchanged = results.get("unchanged_snapshot")
-    if isinstance(unchanged, dict):
-        rows.append(
-            (
-                "unchanged snapshot",
-                str(unchanged["streams"]),
-                "-",
-                "0 streams",
-                ("met" if unchanged["streams"] == 0 else "NOT MET") + f" — {unchanged['what']}",
-            )
-        )
-    cost = results.get("cost_compute")
-    if isinstance(cost, dict):
-        rows.append(
-            (
-                "cost compute 30d / 60d",
-                f"{cost['seconds_30d']:.2f}s / {cost['seconds_60d']:.2f}s",
-                f"60/30 = {cost['ratio_60_30']:.2f}",
-                "reported (~2x)",
-                cost["what"],
-            )
-        )
-    build = results.get("client_build")
-    if isinstance(build, dict):
-        rows.append(
-            (
-                "client build rate",
-                f"{build['rows_per_s']:,.0f} rows/s",
-                f"build only {build['build_rows_per_s']:,.0f}",
-                "reported",
-                build["what"],
-            )
-        )
-    copy = results.get("copy_rows_per_s")
-    if isinstance(copy, dict):
-        rows.append(
-            (
-                "baseline: binary COPY",
-                f"{copy['median']:,.0f} rows/s",
-                f"{copy['min']:,.0f}..{copy['max']:,.0f}",
-                "-",
-                copy["what"],
-            )
-        )
-    headers = ("figure", "value", "spread", "bar", "verdict / what")
-    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(4)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers[:4], widths, strict=True)) + "  " + headers[4]]
-    lines.append("-" * (sum(widths) + 8 + 20))
-    for r in rows:
-        lines.append("  ".join(str(c).ljust(w) for c, w in zip(r[:4], widths, strict=True)) + "  " + r[4])
-    return "\n".join(lines)
+    reported(
+        "unchanged snapshot",
+        "unchanged_snapshot",
+        "0 streams",
+        lambda f: (str(f["streams"]), "-", "met — " if f["streams"] == 0 else "NOT MET — "),
+    )
+    reported(
+        "cost compute 30d / 60d",
+        "cost_compute",
+        "reported (~2x)",
+        lambda f: (
+            f"{f['seconds_30d']:.2f}s / {f['seconds_60d']:.2f}s",
+            f"60/30 = {f['ratio_60_30']:.2f}",
+            "",
+        ),
+    )
+    reported(
+        "client build rate",
+        "client_build",
+        "reported",
+        lambda f: (f"{f['rows_per_s']:,.0f} rows/s", f"build only {f['build_rows_per_s']:,.0f}", ""),
+    )
+    reported(
+        "baseline: binary COPY",
+        "copy_rows_per_s",
+        "-",
+        lambda f: (f"{f['median']:,.0f} rows/s", f"{f['min']:,.0f}..{f['max']:,.0f}", ""),
+    )
+    return table(("figure", "value", "spread", "bar", "verdict / what"), rows)
 
 
 def main() -> int:

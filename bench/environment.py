@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,8 +16,8 @@ from fleet_server.db import migrate
 from fleet_server.db.session import Database
 from fleet_server.domain.admin_tokens import create_admin_token
 from fleet_server.domain.customers import create_customer
-
-BIN = Path(sys.executable).parent
+from tests.support.database import reset_schema
+from tests.support.process import cli, free_port, wait_serving
 
 
 @dataclass
@@ -48,12 +46,10 @@ class BenchEnvironment:
 
     def reset(self) -> None:
         """Drop and re-create the schema so every run starts from the same empty database."""
+        reset_schema(self.url)
         engine = create_engine(self.url, isolation_level="AUTOCOMMIT")
         with engine.connect() as conn:
-            conn.execute(text("DROP SCHEMA IF EXISTS fleet_partitions CASCADE"))
-            conn.execute(text("DROP SCHEMA IF EXISTS fleet CASCADE"))
             conn.execute(text("DROP SCHEMA IF EXISTS bench CASCADE"))
-            conn.execute(text("DROP TABLE IF EXISTS public.alembic_version"))
             conn.execute(text("CREATE SCHEMA bench"))
         engine.dispose()
         migrate.upgrade(self.url)
@@ -76,8 +72,6 @@ class BenchEnvironment:
         return f"127.0.0.1:{self.port}"
 
     def start_server(self) -> None:
-        from tests.support.process import free_port, wait_serving
-
         self.port = free_port()
         env = {
             **os.environ,
@@ -89,7 +83,7 @@ class BenchEnvironment:
             "FLEET_MAX_MESSAGE_BYTES": str(64 * 1024 * 1024),
         }
         self._server = subprocess.Popen(
-            [str(BIN / "fleet-server"), "serve", "--listen", self.target],
+            [cli("fleet-server"), "serve", "--listen", self.target],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -104,10 +98,3 @@ class BenchEnvironment:
             except subprocess.TimeoutExpired:
                 self._server.kill()
         self._embedded = None
-
-
-def timed(fn: Any, *args: Any) -> tuple[float, Any]:
-    """(seconds, result) of one call."""
-    started = time.perf_counter()
-    result = fn(*args)
-    return time.perf_counter() - started, result
