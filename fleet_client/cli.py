@@ -29,6 +29,7 @@ from fleet_client.clock import Clock, SystemClock
 from fleet_client.demo import DEMO_START, create_demo_portal
 from fleet_client.errors import ConfigurationError
 from fleet_client.pusher import Pusher, TickReport
+from fleet_client.resources import MEASUREMENTS
 from fleet_client.settings import PushSettings, settings_help
 from fleet_client.source import SqlSource
 from fleet_client.state import PushLocked, PushState, ResourceState
@@ -298,7 +299,7 @@ def _iso(value: datetime | None) -> str:
 
 
 def _cursor_cell(row: ResourceState) -> str:
-    if row.resource == "measurements":
+    if row.resource == MEASUREMENTS:
         return row.cursor.describe() if row.cursor else "-"
     return f"hash {row.snapshot_hash[:12]}" if row.snapshot_hash else "-"
 

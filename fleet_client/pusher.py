@@ -29,21 +29,19 @@ from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
 
-from google.protobuf.message import Message
-
 from fleet_client import wire
 from fleet_client.backoff import Backoff
 from fleet_client.client import IngestClient
 from fleet_client.clock import Clock, SystemClock
 from fleet_client.errors import FleetRpcError, PermissionDenied, ProtocolError, Unauthenticated
+from fleet_client.resources import MEASUREMENTS, REFERENCE_SETS, RESOURCES, ReferenceSet
 from fleet_client.rows import Cursor, MeasurementRow
 from fleet_client.snapshot import snapshot_hash
 from fleet_client.source import Source
-from fleet_client.state import REFERENCE_RESOURCES, PushState, ResourceState
+from fleet_client.state import PushState, ResourceState
 
 _LOGGER = logging.getLogger(__name__)
 
-_PARENT = {"devices": "sites", "tariffs": "municipalities"}
 _ROW_FIELD = re.compile(r"^measurements\[(\d+)\]")
 
 
@@ -123,13 +121,11 @@ class TickReport:
 
     @property
     def reference_streams(self) -> int:
-        return sum(r.streams for r in self.results if r.resource != "measurements")
+        return sum(r.streams for r in self.results if r.resource != MEASUREMENTS)
 
     @property
     def rows_sent(self) -> int:
-        return (
-            self.result("measurements").rows if any(r.resource == "measurements" for r in self.results) else 0
-        )
+        return self.result(MEASUREMENTS).rows if any(r.resource == MEASUREMENTS for r in self.results) else 0
 
     @property
     def ok(self) -> bool:
@@ -215,24 +211,22 @@ class Pusher:
         report = TickReport()
         self.state.heartbeat()
         if self._token_refused():
-            report.results = [
-                ResourceResult(name, Outcome.BLOCKED) for name in (*REFERENCE_RESOURCES, "measurements")
-            ]
+            report.results = [ResourceResult(name, Outcome.BLOCKED) for name in RESOURCES]
             return report
         try:
-            for resource in REFERENCE_RESOURCES:
+            for reference in REFERENCE_SETS:
                 if self.stop_requested:
-                    report.results.append(ResourceResult(resource, Outcome.STOPPED))
+                    report.results.append(ResourceResult(reference.name, Outcome.STOPPED))
                     continue
-                parent = _PARENT.get(resource)
-                if parent is not None and not report.result(parent).outcome.in_sync:
+                parent = reference.parent
+                if parent is not None and not report.result(parent.name).outcome.in_sync:
                     report.results.append(
-                        ResourceResult(resource, Outcome.SKIPPED, detail=f"{parent} not in sync")
+                        ResourceResult(reference.name, Outcome.SKIPPED, detail=f"{parent.name} not in sync")
                     )
                     continue
-                report.results.append(self._push_reference(resource))
+                report.results.append(self._push_reference(reference))
             if self.stop_requested:
-                report.results.append(ResourceResult("measurements", Outcome.STOPPED))
+                report.results.append(ResourceResult(MEASUREMENTS, Outcome.STOPPED))
             else:
                 report.results.append(self._push_measurements(report))
         except _Blocked as blocked:
@@ -240,7 +234,7 @@ class Pusher:
             done = {r.resource for r in report.results}
             report.results.extend(
                 ResourceResult(name, Outcome.BLOCKED, error=str(blocked.error))
-                for name in (*REFERENCE_RESOURCES, "measurements")
+                for name in RESOURCES
                 if name not in done
             )
         quiet = all(r.outcome in (Outcome.UNCHANGED, Outcome.UP_TO_DATE) for r in report.results)
@@ -325,19 +319,15 @@ class Pusher:
 
     # -- reference data ------------------------------------------------------------------------
 
-    def _reference_messages(self, resource: str) -> list[Message]:
-        build: Callable[[Any], Message] = getattr(wire, _WIRE_BUILDER[resource])
-        rows = getattr(self.source, resource)()
-        return sorted((build(r) for r in rows), key=lambda m: m.id)  # type: ignore[attr-defined]
-
-    def _push_reference(self, resource: str) -> ResourceResult:
+    def _push_reference(self, reference: ReferenceSet[Any, Any]) -> ResourceResult:
+        resource = reference.name
         st = self.state.load(resource)
         now = self.clock.now()
         waiting = self._backing_off(st, now)
         if waiting is not None:
             return waiting
         try:
-            messages = self._reference_messages(resource)
+            messages = reference.messages(self.source)
         except Exception as exc:
             _LOGGER.debug("reading %s from the portal failed", resource, exc_info=exc)
             return self._fail(st, _SourceError(resource, exc), now)
@@ -350,7 +340,7 @@ class Pusher:
             return ResourceResult(resource, Outcome.UNCHANGED)
         st.last_attempt = now
         try:
-            response = getattr(self.client, f"push_{resource}")(messages)
+            response = reference.push(self.client, messages)
         except FleetRpcError as exc:
             return self._fail(st, exc, now)
         self._succeed(st, now)
@@ -367,7 +357,7 @@ class Pusher:
     # -- measurements --------------------------------------------------------------------------
 
     def _push_measurements(self, report: TickReport) -> ResourceResult:
-        st = self.state.load("measurements")
+        st = self.state.load(MEASUREMENTS)
         now = self.clock.now()
         waiting = self._backing_off(st, now)
         if waiting is not None:
@@ -380,15 +370,15 @@ class Pusher:
             )
         except Exception as exc:
             _LOGGER.debug("reading measurements from the portal failed", exc_info=exc)
-            return self._fail(st, _SourceError("measurements", exc), now)
+            return self._fail(st, _SourceError(MEASUREMENTS, exc), now)
         if not rows:
             if st.failures or st.last_error:
                 self._succeed(st, now)
                 self.state.save(st)
             self._progress(report, st.cursor, horizon, rows=0, started=self.clock.monotonic(), capped=False)
-            return ResourceResult("measurements", Outcome.UP_TO_DATE)
+            return ResourceResult(MEASUREMENTS, Outcome.UP_TO_DATE)
         st.last_attempt = now
-        result = ResourceResult("measurements", Outcome.PUSHED, streams=1)
+        result = ResourceResult(MEASUREMENTS, Outcome.PUSHED, streams=1)
         started = self.clock.monotonic()
         try:
             capped = self._stream(st, rows, horizon, result)
@@ -461,7 +451,7 @@ class Pusher:
             return self.source.measurements_after(cursor, limit, until=horizon)
         except Exception as exc:
             _LOGGER.debug("reading measurements from the portal failed", exc_info=exc)
-            raise _SourceError("measurements", exc) from exc
+            raise _SourceError(MEASUREMENTS, exc) from exc
 
     # -- back-fill progress --------------------------------------------------------------------
 
@@ -499,12 +489,6 @@ class Pusher:
             self._backfill_started, self._backfill_rows = None, 0
 
 
-_WIRE_BUILDER = {
-    "sites": "site",
-    "devices": "device",
-    "municipalities": "municipality",
-    "tariffs": "tariff",
-}
 _DATA_ERRORS = ("INVALID_ARGUMENT", "FAILED_PRECONDITION")
 
 
