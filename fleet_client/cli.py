@@ -28,7 +28,8 @@ from fleet_client.client import ChannelFactory, FleetClient
 from fleet_client.clock import Clock, SystemClock
 from fleet_client.demo import DEMO_START, create_demo_portal
 from fleet_client.errors import ConfigurationError
-from fleet_client.pusher import Pusher, TickReport
+from fleet_client.pusher import Pusher
+from fleet_client.report import TickReport
 from fleet_client.resources import MEASUREMENTS
 from fleet_client.settings import PushSettings, settings_help
 from fleet_client.source import SqlSource
