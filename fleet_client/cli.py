@@ -170,10 +170,7 @@ def _pusher(settings: PushSettings, runtime: Runtime) -> Iterator[Pusher]:
 
 def _print_report(report: TickReport, out: TextIO) -> None:
     for result in report.results:
-        line = f"{result.resource:<15} {result.outcome.value}"
-        if result.detail:
-            line += f" ({result.detail})"
-        print(line, file=out)
+        print(result.describe(width=15), file=out)
     if report.progress is not None:
         print(str(report.progress), file=out)
 
@@ -220,7 +217,7 @@ def _run(settings: PushSettings, args: argparse.Namespace, runtime: Runtime) -> 
     with _Stopper() as stopper:
         said_off = False
         while not stopper.event.is_set():
-            interval = args.interval if args.interval is not None else settings.interval_s
+            interval = _interval(args, settings)
             if not settings.ingest_enabled:
                 if not said_off:
                     _LOGGER.info("%s; %s is re-read every %.0fs", OFF_MESSAGE, args.env_file, interval)
@@ -235,6 +232,11 @@ def _run(settings: PushSettings, args: argparse.Namespace, runtime: Runtime) -> 
             said_off = False
     _LOGGER.info("fleet-push stopped")
     return 0
+
+
+def _interval(args: argparse.Namespace, settings: PushSettings) -> float:
+    """`--interval` when given, else FLEET_INTERVAL_S as the settings now say (re-read each tick)."""
+    return float(args.interval) if args.interval is not None else settings.interval_s
 
 
 def _reload(runtime: Runtime, args: argparse.Namespace, current: PushSettings) -> PushSettings:
@@ -263,16 +265,16 @@ def _run_enabled(
                     _LOGGER.error(
                         "push state unavailable (%s); retrying in %.0fs",
                         type(exc).__name__,
-                        settings.interval_s,
+                        _interval(args, settings),
                     )
-                    stopper.event.wait(args.interval if args.interval is not None else settings.interval_s)
+                    stopper.event.wait(_interval(args, settings))
                     continue
                 if report.progress is not None:
                     print(str(report.progress), file=runtime.stdout, flush=True)
                 if stopper.event.is_set():
                     return
                 if not report.backlog:  # a back-fill goes on at once; the cap only bounds a tick
-                    stopper.event.wait(args.interval if args.interval is not None else settings.interval_s)
+                    stopper.event.wait(_interval(args, settings))
                 fresh = _reload(runtime, args, settings)
                 if not fresh.ingest_enabled:
                     _LOGGER.info("FLEET_INGEST_ENABLED is no longer true: pushing stops")

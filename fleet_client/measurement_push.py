@@ -86,12 +86,9 @@ class MeasurementPush:
         opts = self.options
         horizon = now - timedelta(seconds=opts.safety_lag_s)
         try:
-            rows = self.source.measurements_after(
-                st.cursor, min(opts.batch_size, opts.max_rows_per_tick), until=horizon
-            )
-        except Exception as exc:
-            _LOGGER.debug("reading measurements from the portal failed", exc_info=exc)
-            return self.failures.failed(st, SourceError(MEASUREMENTS, exc), now)
+            rows = self._read(st.cursor, min(opts.batch_size, opts.max_rows_per_tick), horizon)
+        except SourceError as exc:
+            return self.failures.failed(st, exc, now)
         if not rows:
             if st.failures or st.last_error:
                 self.failures.succeeded(st, now)
@@ -169,7 +166,7 @@ class MeasurementPush:
             result.outcome = Outcome.STOPPED
         return not exhausted and budget <= 0
 
-    def _read(self, cursor: Cursor, limit: int, horizon: datetime) -> Sequence[MeasurementRow]:
+    def _read(self, cursor: Cursor | None, limit: int, horizon: datetime) -> Sequence[MeasurementRow]:
         try:
             return self.source.measurements_after(cursor, limit, until=horizon)
         except Exception as exc:

@@ -40,6 +40,11 @@ class ResourceResult:
     error: str | None = None
     detail: str = ""
 
+    def describe(self, width: int = 0) -> str:
+        """`resource outcome (detail)`, the resource padded to `width` for a column of lines."""
+        text = f"{self.resource:<{width}} {self.outcome.value}"
+        return f"{text} ({self.detail})" if self.detail else text
+
 
 @dataclass(frozen=True)
 class Progress:
@@ -80,7 +85,7 @@ class TickReport:
 
     @property
     def rows_sent(self) -> int:
-        return self.result(MEASUREMENTS).rows if any(r.resource == MEASUREMENTS for r in self.results) else 0
+        return sum(r.rows for r in self.results if r.resource == MEASUREMENTS)
 
     @property
     def ok(self) -> bool:
@@ -91,10 +96,5 @@ class TickReport:
         return any(r.outcome is Outcome.BLOCKED for r in self.results)
 
     def summary(self) -> str:
-        parts = []
-        for r in self.results:
-            text = f"{r.resource} {r.outcome.value}"
-            if r.detail:
-                text += f" ({r.detail})"
-            parts.append(text)
-        return "; ".join(parts)
+        """Every result on one line, for the tick's log line."""
+        return "; ".join(r.describe() for r in self.results)

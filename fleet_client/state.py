@@ -228,10 +228,6 @@ class PushState:
 
     # -- the lock ------------------------------------------------------------------------------
 
-    @property
-    def locked_by_me(self) -> bool:
-        return self._owner is not None
-
     def acquire(self) -> None:
         """Take the lock row, or raise `PushLocked` naming the pusher that holds it."""
         owner = uuid.uuid4().hex
