@@ -1,9 +1,10 @@
-"""The resources fleet sync pushes, in push order: for each reference set how it is read, encoded and
-pushed, and which parent must be in sync first; then the measurement stream.
+"""The table the pusher walks: each resource in push order, and how a reference set is read and pushed.
 
-One table instead of names spliced into attribute lookups (`getattr(client, f"push_{name}")`):
-a renamed method or a new resource is checked by mypy here, and the push order, the
-dependencies and the names the push state stores are written down once.
+Per reference set: how it is read from the portal, encoded and pushed, and which parent must be
+in sync first; the measurement stream comes last. One table instead of names spliced into
+attribute lookups (`getattr(client, f"push_{name}")`): a renamed method or a new resource is
+checked by mypy here, and the push order, the dependencies and the names the push state stores
+are written down once.
 """
 
 from __future__ import annotations
