@@ -1,5 +1,6 @@
-"""Per-resource retry pacing: exponential backoff with full jitter, capped, never sooner than the
-server asked.
+"""Per-resource retry pacing: exponential backoff with full jitter, capped, never sooner than asked.
+
+The server's `retry-after-ms` hint is a floor: a delay is never shorter than the server asked.
 
 Full jitter (a uniformly random delay between 0 and the exponential ceiling) spreads the retries
 of many portals that failed together, so a recovering server is not hit by all of them at once.

@@ -28,7 +28,9 @@ from fleet_client.client import ChannelFactory, FleetClient
 from fleet_client.clock import Clock, SystemClock
 from fleet_client.demo import DEMO_START, create_demo_portal
 from fleet_client.errors import ConfigurationError
-from fleet_client.pusher import Pusher, TickReport
+from fleet_client.pusher import Pusher
+from fleet_client.report import TickReport
+from fleet_client.resources import MEASUREMENTS
 from fleet_client.settings import PushSettings, settings_help
 from fleet_client.source import SqlSource
 from fleet_client.state import PushLocked, PushState, ResourceState
@@ -168,10 +170,7 @@ def _pusher(settings: PushSettings, runtime: Runtime) -> Iterator[Pusher]:
 
 def _print_report(report: TickReport, out: TextIO) -> None:
     for result in report.results:
-        line = f"{result.resource:<15} {result.outcome.value}"
-        if result.detail:
-            line += f" ({result.detail})"
-        print(line, file=out)
+        print(result.describe(width=15), file=out)
     if report.progress is not None:
         print(str(report.progress), file=out)
 
@@ -218,7 +217,7 @@ def _run(settings: PushSettings, args: argparse.Namespace, runtime: Runtime) -> 
     with _Stopper() as stopper:
         said_off = False
         while not stopper.event.is_set():
-            interval = args.interval if args.interval is not None else settings.interval_s
+            interval = _interval(args, settings)
             if not settings.ingest_enabled:
                 if not said_off:
                     _LOGGER.info("%s; %s is re-read every %.0fs", OFF_MESSAGE, args.env_file, interval)
@@ -233,6 +232,11 @@ def _run(settings: PushSettings, args: argparse.Namespace, runtime: Runtime) -> 
             said_off = False
     _LOGGER.info("fleet-push stopped")
     return 0
+
+
+def _interval(args: argparse.Namespace, settings: PushSettings) -> float:
+    """`--interval` when given, else FLEET_INTERVAL_S as the settings now say (re-read each tick)."""
+    return float(args.interval) if args.interval is not None else settings.interval_s
 
 
 def _reload(runtime: Runtime, args: argparse.Namespace, current: PushSettings) -> PushSettings:
@@ -261,16 +265,16 @@ def _run_enabled(
                     _LOGGER.error(
                         "push state unavailable (%s); retrying in %.0fs",
                         type(exc).__name__,
-                        settings.interval_s,
+                        _interval(args, settings),
                     )
-                    stopper.event.wait(args.interval if args.interval is not None else settings.interval_s)
+                    stopper.event.wait(_interval(args, settings))
                     continue
                 if report.progress is not None:
                     print(str(report.progress), file=runtime.stdout, flush=True)
                 if stopper.event.is_set():
                     return
                 if not report.backlog:  # a back-fill goes on at once; the cap only bounds a tick
-                    stopper.event.wait(args.interval if args.interval is not None else settings.interval_s)
+                    stopper.event.wait(_interval(args, settings))
                 fresh = _reload(runtime, args, settings)
                 if not fresh.ingest_enabled:
                     _LOGGER.info("FLEET_INGEST_ENABLED is no longer true: pushing stops")
@@ -298,7 +302,7 @@ def _iso(value: datetime | None) -> str:
 
 
 def _cursor_cell(row: ResourceState) -> str:
-    if row.resource == "measurements":
+    if row.resource == MEASUREMENTS:
         return row.cursor.describe() if row.cursor else "-"
     return f"hash {row.snapshot_hash[:12]}" if row.snapshot_hash else "-"
 

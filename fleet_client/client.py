@@ -28,6 +28,7 @@ from fleet.v1 import resources_pb2 as res
 from fleet_client.errors import (
     ConfigurationError,
     DeadlineExceeded,
+    FleetRpcError,
     ProtocolError,
     Unavailable,
     from_rpc_error,
@@ -225,6 +226,14 @@ class FleetClient:
             self._stub = ingest_service_pb2_grpc.FleetIngestServiceStub(self._channel)
         return self._stub
 
+    def _failed(self, exc: grpc.RpcError) -> FleetRpcError:
+        """The typed error for a failed call; a lost server also drops the channel, so the next
+        attempt dials afresh instead of waiting out gRPC's reconnect backoff."""
+        error = from_rpc_error(exc)
+        if isinstance(error, Unavailable | DeadlineExceeded):
+            self.reset()
+        return error
+
     def reset(self) -> None:
         """Drop the channel; the next call dials a fresh one (no wait for gRPC's reconnect backoff)."""
         if self._channel is not None:
@@ -247,10 +256,7 @@ class FleetClient:
         try:
             return method(requests, metadata=self._metadata, timeout=self.options.deadline_s)
         except grpc.RpcError as exc:
-            error = from_rpc_error(exc)
-            if isinstance(error, Unavailable | DeadlineExceeded):
-                self.reset()
-            raise error from None
+            raise self._failed(exc) from None
 
     def push_sites(self, sites: Sequence[res.Site], chunk_size: int = 1000) -> pb.PushSitesResponse:
         """Replace the customer's sites with `sites` (a complete snapshot)."""
@@ -294,7 +300,7 @@ class FleetClient:
         try:
             return MeasurementStream(self.stub, self._metadata, self.options.stream_deadline_s, self)
         except grpc.RpcError as exc:  # pragma: no cover - the call object is created without I/O
-            raise from_rpc_error(exc) from None
+            raise self._failed(exc) from None
 
 
 def _chunks(items: Sequence[M], chunk_size: int) -> Iterator[list[M]]:
@@ -359,13 +365,7 @@ class MeasurementStream:
                 "the server ended the measurement stream before acknowledging every batch"
             ) from None
         except grpc.RpcError as exc:
-            raise self._translate(exc) from None
-
-    def _translate(self, exc: grpc.RpcError) -> Exception:
-        error = from_rpc_error(exc)
-        if isinstance(error, Unavailable | DeadlineExceeded):
-            self._owner.reset()
-        return error
+            raise self._owner._failed(exc) from None
 
     def _end_requests(self) -> None:
         if not self._ended:
@@ -379,7 +379,7 @@ class MeasurementStream:
             for extra in self._responses:
                 raise ProtocolError(f"unexpected acknowledgement for batch {extra.batch_id}")
         except grpc.RpcError as exc:
-            raise self._translate(exc) from None
+            raise self._owner._failed(exc) from None
 
     def cancel(self) -> None:
         """Abandon the call (unacknowledged batches are resent by the next tick)."""

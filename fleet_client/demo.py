@@ -8,7 +8,6 @@ exact numbers.
 
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -18,8 +17,6 @@ from pathlib import Path
 from sqlalchemy import create_engine, insert
 
 from fleet_client import portal_schema as t
-
-_LOGGER = logging.getLogger(__name__)
 
 DEMO_START = date(2025, 3, 3)
 """A Monday; the week is fixed so the demo is reproducible (and never 'in the future')."""

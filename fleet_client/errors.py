@@ -3,15 +3,14 @@
 `from_rpc_error` turns a `grpc.RpcError` into one `FleetRpcError` subclass per status code the
 pusher reacts to differently, carrying what the server said (`message`, the `ErrorInfo` reason,
 `BadRequest` field paths) and its `retry-after-ms` hint, so callers never parse grpc objects.
+fleetctl reports its failures through it too (decoding lives in `fleet_client.status_details`).
 """
 
 from __future__ import annotations
 
 import grpc
-from google.rpc import error_details_pb2, status_pb2
 
-RETRY_AFTER_KEY = "retry-after-ms"
-_DETAILS_KEY = "grpc-status-details-bin"
+from fleet_client.status_details import status_details
 
 
 class FleetClientError(Exception):
@@ -126,55 +125,16 @@ _BY_CODE: dict[grpc.StatusCode, type[FleetRpcError]] = {
 }
 
 
-def _rich_status(trailing: object) -> status_pb2.Status | None:
-    for key, value in trailing or ():  # type: ignore[attr-defined]
-        if key == _DETAILS_KEY and isinstance(value, bytes):
-            status = status_pb2.Status()
-            try:
-                status.ParseFromString(value)
-            except Exception:  # a garbled detail must not hide the status itself
-                return None
-            return status
-    return None
-
-
-def _retry_after(trailing: object, status: status_pb2.Status | None) -> int | None:
-    for key, value in trailing or ():  # type: ignore[attr-defined]
-        if key == RETRY_AFTER_KEY:
-            try:
-                return max(0, int(value if isinstance(value, str) else value.decode()))
-            except ValueError:
-                break
-    for detail in status.details if status is not None else ():
-        if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
-            info = error_details_pb2.RetryInfo()
-            detail.Unpack(info)
-            return max(0, int(info.retry_delay.seconds) * 1000 + int(info.retry_delay.nanos) // 1_000_000)
-    return None
-
-
 def from_rpc_error(error: grpc.RpcError) -> FleetRpcError:
     """The typed error for a failed call; anything without a status becomes UNKNOWN."""
     code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
-    details = error.details() if hasattr(error, "details") else None
-    trailing = error.trailing_metadata() if hasattr(error, "trailing_metadata") else None
-    status = _rich_status(trailing)
-    reason: str | None = None
-    violations: list[tuple[str, str]] = []
-    for detail in status.details if status is not None else ():
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            reason = info.reason
-        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            violations.extend((v.field, v.description) for v in bad.field_violations)
+    message = error.details() if hasattr(error, "details") else None
+    details = status_details(error.trailing_metadata() if hasattr(error, "trailing_metadata") else None)
     cls = _BY_CODE.get(code, FleetRpcError)
     return cls(
-        details or (code.name if code is not None else "UNKNOWN"),
+        message or (code.name if code is not None else "UNKNOWN"),
         code=code,
-        retry_after_ms=_retry_after(trailing, status),
-        reason=reason,
-        field_violations=tuple(violations),
+        retry_after_ms=details.retry_after_ms,
+        reason=details.reason,
+        field_violations=details.field_violations,
     )

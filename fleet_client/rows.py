@@ -1,7 +1,7 @@
 """The portal's data as plain values, independent of any database or of the wire format.
 
 A `Source` returns these; `fleet_client.wire` turns them into `fleet.v1` messages and
-`fleet_client.snapshot` hashes them. `Cursor` is the measurement keyset position.
+`fleet_client.snapshot` hashes those. `Cursor` is the measurement keyset position.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from fleet_client.backoff import Backoff
 from fleet_client.client import CallOptions, TlsOptions
 from fleet_client.dotenv import read_dotenv
 from fleet_client.errors import ConfigurationError
-from fleet_client.pusher import PushOptions
+from fleet_client.push_options import PushOptions
 from fleet_client.state import DEFAULT_STATE_URL
 
 _TRUE = frozenset({"1", "true", "yes", "on"})

@@ -11,14 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable
-from typing import Protocol
 
 from google.protobuf import json_format
 from google.protobuf.message import Message
-
-
-class _HasId(Protocol):
-    id: int
 
 
 def canonical_json(messages: Iterable[Message]) -> str:

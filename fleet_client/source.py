@@ -8,7 +8,6 @@ time)` order that never returns a row received after `until`.
 
 from __future__ import annotations
 
-import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
@@ -26,8 +25,6 @@ from fleet_client.rows import (
     SiteRow,
     TariffRow,
 )
-
-_LOGGER = logging.getLogger(__name__)
 
 
 class Source(Protocol):

@@ -45,13 +45,12 @@ from sqlalchemy.exc import IntegrityError
 
 from fleet_client.clock import Clock, SystemClock
 from fleet_client.errors import FleetClientError
+from fleet_client.resources import RESOURCES
 from fleet_client.rows import Cursor
 from fleet_client.sqltypes import UtcDateTime
 
 _LOGGER = logging.getLogger(__name__)
 
-RESOURCES = ("sites", "devices", "municipalities", "tariffs", "measurements")
-REFERENCE_RESOURCES = RESOURCES[:4]
 DEFAULT_STATE_URL = "sqlite:///.fleet/push-state.sqlite3"
 """Next to the server's own `.fleet/` data folder convention (git-ignored in this repository)."""
 _AUTH_BLOCK = "auth_block"
@@ -228,10 +227,6 @@ class PushState:
         return _holder(row) if row is not None else None
 
     # -- the lock ------------------------------------------------------------------------------
-
-    @property
-    def locked_by_me(self) -> bool:
-        return self._owner is not None
 
     def acquire(self) -> None:
         """Take the lock row, or raise `PushLocked` naming the pusher that holds it."""

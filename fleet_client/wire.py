@@ -1,5 +1,8 @@
-"""Portal rows → `fleet.v1` messages. The measurement path is written for speed (a back-fill
-builds hundreds of thousands of readings per second), the reference path for clarity."""
+"""Portal rows → `fleet.v1` messages: the measurement batch for speed, the reference sets for clarity.
+
+A back-fill builds hundreds of thousands of readings per second, so `measurement_batch` sets
+fields in place and repeats the timestamp arithmetic inline instead of calling a helper.
+"""
 
 from __future__ import annotations
 

@@ -3,24 +3,18 @@
 from __future__ import annotations
 
 import grpc
-from google.rpc import error_details_pb2, status_pb2
+
+from fleet_client.errors import from_rpc_error
 
 
 def describe_rpc_error(error: grpc.RpcError) -> str:
-    code = error.code()
-    message = error.details()
-    text = f"{code.name}: {message}"
-    fields: list[str] = []
-    for key, value in error.trailing_metadata() or ():
-        if key != "grpc-status-details-bin":
-            continue
-        status = status_pb2.Status()
-        status.ParseFromString(value)
-        for detail in status.details:
-            if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-                bad = error_details_pb2.BadRequest()
-                detail.Unpack(bad)
-                fields.extend(f"{v.field}: {v.description}" for v in bad.field_violations)
-    if len(fields) > 1:
-        text += "\n" + "\n".join(f"  - {f}" for f in fields)
+    """`CODE: message`, then every field violation on its own line when there are several.
+
+    The status details are decoded by `fleet_client` (the same reader fleet-push uses), so the
+    operator and the portal see a server's refusal the same way.
+    """
+    failure = from_rpc_error(error)
+    text = str(failure)
+    if len(failure.field_violations) > 1:
+        text += "\n" + "\n".join(f"  - {path}: {why}" for path, why in failure.field_violations)
     return text

@@ -1,4 +1,5 @@
-"""gRPC errors → typed client errors, keeping status, message, reason, field paths and retry hint."""
+"""gRPC errors → typed client errors, keeping status, message, reason, field paths and retry hint;
+fleetctl describes failures from the same decoding."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from fleet_client.errors import (
     Unauthenticated,
     from_rpc_error,
 )
+from fleet_server.fleetctl.errors import describe_rpc_error
 
 
 class _Error(grpc.RpcError):
@@ -84,3 +86,49 @@ def test_codes_without_a_class_keep_their_code() -> None:
     assert error.code is grpc.StatusCode.INTERNAL
     assert str(error) == "INTERNAL: internal error (correlation id 42)"
     assert isinstance(from_rpc_error(_Error(grpc.StatusCode.UNAUTHENTICATED, "x")), Unauthenticated)
+
+
+def test_a_garbled_detail_or_hint_keeps_the_status() -> None:
+    error = from_rpc_error(
+        _Error(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            "budget",
+            (("retry-after-ms", "soon"), ("grpc-status-details-bin", b"\xff\xff not a status")),
+        )
+    )
+    assert isinstance(error, ResourceExhausted)
+    assert (error.message, error.retry_after_ms, error.reason, error.field_violations) == (
+        "budget",
+        None,
+        None,
+        (),
+    )
+    # An unreadable trailer falls back to the RetryInfo detail.
+    info = error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=3))
+    error = from_rpc_error(
+        _Error(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            "budget",
+            (("retry-after-ms", "soon"), ("grpc-status-details-bin", _packed(info))),
+        )
+    )
+    assert error.retry_after_ms == 3000
+
+
+def test_fleetctl_reads_the_same_details() -> None:
+    bad = error_details_pb2.BadRequest(
+        field_violations=[
+            error_details_pb2.BadRequest.FieldViolation(field="codes[0]", description="unknown customer"),
+            error_details_pb2.BadRequest.FieldViolation(field="end", description="must be after start"),
+        ]
+    )
+    error = _Error(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "2 invalid fields",
+        (("grpc-status-details-bin", _packed(bad)),),
+    )
+    assert describe_rpc_error(error) == (
+        "INVALID_ARGUMENT: 2 invalid fields\n  - codes[0]: unknown customer\n  - end: must be after start"
+    )
+    one = _Error(grpc.StatusCode.NOT_FOUND, "no customer 'X'")
+    assert describe_rpc_error(one) == "NOT_FOUND: no customer 'X'"
