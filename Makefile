@@ -16,10 +16,13 @@ help:
 	@echo "make bench  - benchmarks, printed as ratios (bench/results.json)"
 	@echo "make proto  - regenerate generated/ from protos/"
 
-$(STAMP): pyproject.toml setup.py
+# The contract (generated/, distribution fleet-sync-contract) goes into the same pip run as the
+# project that depends on it: named there as a local path, it is never looked up on an index.
+# Editable, so what `make proto` writes under generated/fleet is what runs.
+$(STAMP): pyproject.toml setup.py generated/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e ./generated -e '.[dev]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -69,4 +72,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) .proto-out .proto-check build *.egg-info
+	rm -rf $(VENV) .proto-out .proto-check build *.egg-info generated/build generated/*.egg-info
