@@ -16,28 +16,36 @@ help:
 	@echo "make bench  - benchmarks, printed as ratios (bench/results.json)"
 	@echo "make proto  - regenerate generated/ from protos/"
 
-$(STAMP): pyproject.toml setup.py
+# The contract (generated/, distribution fleet-sync-contract) goes into the same pip run as the
+# project that depends on it: named there as a local path, it is never looked up on an index.
+# Editable, so what `make proto` writes under generated/fleet is what runs.
+$(STAMP): pyproject.toml setup.py generated/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e ./generated -e '.[dev]'
 	touch $(STAMP)
 
 venv: $(STAMP)
 
-# Regenerate the Python stubs; generated code is committed and never edited by hand.
-proto: $(STAMP)
-	rm -rf .proto-out && mkdir -p .proto-out
-	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=.proto-out --pyi_out=.proto-out \
-		--grpc_python_out=.proto-out $(PROTOS)
-	touch .proto-out/fleet/__init__.py .proto-out/fleet/v1/__init__.py
-	rm -rf generated/fleet && mkdir -p generated && mv .proto-out/fleet generated/fleet && rm -rf .proto-out
+# $(call contract,DIR) writes the contract package to DIR/fleet: the stubs and their typing
+# stubs, a py.typed marker, and a copy of the .proto files (shipped in the package for grpcurl
+# and protoc users; being generated, the drift check holds them equal to protos/).
+define contract
+	rm -rf $(1) && mkdir -p $(1)
+	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=$(1) --pyi_out=$(1) \
+		--grpc_python_out=$(1) $(PROTOS)
+	touch $(1)/fleet/__init__.py $(1)/fleet/v1/__init__.py $(1)/fleet/py.typed
+	cp $(PROTOS) $(1)/fleet/v1/
+endef
 
-# Fails when generated/ differs from what the protos produce.
+# Regenerate generated/fleet; generated code is committed and never edited by hand.
+proto: $(STAMP)
+	$(call contract,.proto-out)
+	rm -rf generated/fleet && mv .proto-out/fleet generated/fleet && rm -rf .proto-out
+
+# Fails when generated/fleet differs from what the protos produce.
 proto-check: $(STAMP)
-	rm -rf .proto-check && mkdir -p .proto-check
-	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=.proto-check --pyi_out=.proto-check \
-		--grpc_python_out=.proto-check $(PROTOS)
-	touch .proto-check/fleet/__init__.py .proto-check/fleet/v1/__init__.py
+	$(call contract,.proto-check)
 	diff -r -x __pycache__ .proto-check/fleet generated/fleet || \
 		{ rm -rf .proto-check; echo "generated/ is stale: run 'make proto' and commit"; exit 1; }
 	rm -rf .proto-check
@@ -64,4 +72,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) .proto-out .proto-check build *.egg-info
+	rm -rf $(VENV) .proto-out .proto-check build *.egg-info generated/build generated/*.egg-info

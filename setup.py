@@ -1,8 +1,9 @@
 """Package layout that pyproject.toml alone cannot express.
 
-`generated/` is a package root (the committed protoc output, imported as `fleet.v1`), and the
-top-level `migrations/` folder ships inside the distribution as `fleet_server.migrations`, so
-`fleet-server migrate` works after a plain `pip install` and not only from a checkout.
+The top-level `migrations/` folder ships inside the distribution as `fleet_server.migrations`, so
+`fleet-server migrate` works after a plain `pip install` and not only from a checkout. The
+generated `fleet.v1` stubs are not in here: they are the `fleet-sync-contract` distribution
+(`generated/pyproject.toml`), a dependency.
 """
 
 from setuptools import find_packages, setup
@@ -10,13 +11,9 @@ from setuptools import find_packages, setup
 setup(
     packages=[
         *find_packages(include=["fleet_server", "fleet_server.*", "fleet_client", "fleet_client.*"]),
-        *find_packages(where="generated"),
         "fleet_server.migrations",
         "fleet_server.migrations.versions",
     ],
-    package_dir={
-        "fleet": "generated/fleet",
-        "fleet_server.migrations": "migrations",
-    },
+    package_dir={"fleet_server.migrations": "migrations"},
     package_data={"fleet_server.migrations": ["script.py.mako"]},
 )
