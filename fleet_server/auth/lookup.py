@@ -16,7 +16,7 @@ from fleet_server.auth.tokens import TokenKind, hash_token, kind_of
 from fleet_server.clock import Clock
 from fleet_server.db.models import AdminToken, Customer
 from fleet_server.db.session import Database
-from fleet_server.errors import Unauthenticated
+from fleet_server.errors import Reason, Unauthenticated
 
 
 class TokenStore(Protocol):
@@ -29,7 +29,7 @@ def find_identity(session: Session, token: str, clock: Clock) -> Identity:
     """The identity behind `token`; raises `Unauthenticated` with a message safe to show."""
     kind = kind_of(token)
     if kind is None:
-        raise Unauthenticated("malformed token", reason="TOKEN_MALFORMED")
+        raise Unauthenticated("malformed token", reason=Reason.TOKEN_MALFORMED)
     digest = hash_token(token)
     if kind is TokenKind.ADMIN:
         admin = session.execute(
@@ -38,7 +38,7 @@ def find_identity(session: Session, token: str, clock: Clock) -> Identity:
             )
         ).one_or_none()
         if admin is None:
-            raise Unauthenticated("unknown or revoked admin token", reason="TOKEN_UNKNOWN")
+            raise Unauthenticated("unknown or revoked admin token", reason=Reason.TOKEN_UNKNOWN)
         return AdminIdentity(token_id=admin.id, name=admin.name)
 
     row = session.execute(
@@ -55,9 +55,9 @@ def find_identity(session: Session, token: str, clock: Clock) -> Identity:
         )
     ).first()
     if row is None:
-        raise Unauthenticated("unknown or expired token", reason="TOKEN_UNKNOWN")
+        raise Unauthenticated("unknown or expired token", reason=Reason.TOKEN_UNKNOWN)
     if not row.is_active:
-        raise Unauthenticated(f"customer {row.code} is deactivated", reason="CUSTOMER_INACTIVE")
+        raise Unauthenticated(f"customer {row.code} is deactivated", reason=Reason.CUSTOMER_INACTIVE)
     return CustomerIdentity(customer_id=row.id, code=row.code, previous_token=not row.current)
 
 

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from fleet_server.auth.tokens import TokenKind, hash_token, mint
 from fleet_server.db.models import AdminToken
-from fleet_server.errors import AlreadyExists, InvalidArgument, NotFound
+from fleet_server.errors import AlreadyExists, InvalidArgument, NotFound, Reason
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def revoke_admin_token(session: Session, name: str, now: datetime) -> AdminToken
     """
     row = session.scalar(select(AdminToken).where(AdminToken.name == name.strip()).with_for_update())
     if row is None:
-        raise NotFound(f"no admin token named {name.strip()!r}", reason="ADMIN_TOKEN_NOT_FOUND")
+        raise NotFound(f"no admin token named {name.strip()!r}", reason=Reason.ADMIN_TOKEN_NOT_FOUND)
     if row.revoked_at is None:
         row.revoked_at = now
         session.flush()

@@ -28,7 +28,7 @@ from fleet_server.db.models import Customer, Site, Tariff, TariffPeriod
 from fleet_server.domain import tou
 from fleet_server.domain.customers import check_code
 from fleet_server.domain.rules import EARLIEST_TIME
-from fleet_server.errors import FailedPrecondition, NotFound, Violations
+from fleet_server.errors import FailedPrecondition, NotFound, Reason, Violations
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -167,7 +167,7 @@ def _customers(session: Session, codes: Sequence[str]) -> list[tuple[int, str]]:
     if missing:
         raise NotFound(
             f"unknown customer code{'s' if len(missing) > 1 else ''}: {', '.join(missing)}",
-            reason="CUSTOMER_NOT_FOUND",
+            reason=Reason.CUSTOMER_NOT_FOUND,
             metadata={"codes": ",".join(missing)},
         )
     return found
@@ -287,7 +287,7 @@ def _unknown_timezones(sites: Sequence[tuple[str, int, str]], where: str) -> Fai
     named = ", ".join(f"{code} site {site_id} ({zone})" for code, site_id, zone in sites)
     return FailedPrecondition(
         f"timezone not found in {where}: {named}; the site cannot be priced in local time",
-        reason="UNKNOWN_TIMEZONE",
+        reason=Reason.UNKNOWN_TIMEZONE,
     )
 
 

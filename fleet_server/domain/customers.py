@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from fleet_server.auth.tokens import TokenKind, hash_token, mint
 from fleet_server.db.base import Base
 from fleet_server.db.models import Customer
-from fleet_server.errors import AlreadyExists, InvalidArgument, NotFound, Violations
+from fleet_server.errors import AlreadyExists, InvalidArgument, NotFound, Reason, Violations
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ def create_customer(session: Session, code: str, name: str, now: datetime) -> Is
 
 def _code_taken(code: str) -> AlreadyExists:
     return AlreadyExists(
-        f"customer code {code} is taken", reason="CUSTOMER_CODE_TAKEN", metadata={"code": code}
+        f"customer code {code} is taken", reason=Reason.CUSTOMER_CODE_TAKEN, metadata={"code": code}
     )
 
 
@@ -126,7 +126,9 @@ def _load(session: Session, code: str, *, lock: bool = False) -> Customer:
         query = query.with_for_update()
     customer = session.scalar(query)
     if customer is None:
-        raise NotFound(f"no customer with code {code}", reason="CUSTOMER_NOT_FOUND", metadata={"code": code})
+        raise NotFound(
+            f"no customer with code {code}", reason=Reason.CUSTOMER_NOT_FOUND, metadata={"code": code}
+        )
     return customer
 
 

@@ -31,7 +31,7 @@ from sqlalchemy import Engine
 from fleet_server.clock import Clock
 from fleet_server.config import Settings
 from fleet_server.db.session import CONNECT_TIMEOUT_S, Database
-from fleet_server.errors import ResourceExhausted
+from fleet_server.errors import Reason, ResourceExhausted
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ class RowBudget:
             raise ResourceExhausted(
                 f"a batch of {rows} rows exceeds the per-customer burst of {self._burst} rows; "
                 "send smaller batches",
-                reason="BATCH_OVER_BURST",
+                reason=Reason.BATCH_OVER_BURST,
             )
         now = self._clock.monotonic()
         bucket = self._buckets.get(customer_id)
@@ -91,7 +91,7 @@ class RowBudget:
                 f"measurement row budget exhausted ({self._rate:g} rows/s, burst {self._burst}); "
                 f"retry in {wait_ms} ms",
                 retry_after_ms=wait_ms,
-                reason="ROW_BUDGET_EXHAUSTED",
+                reason=Reason.ROW_BUDGET_EXHAUSTED,
             )
 
 
@@ -187,7 +187,7 @@ class IngestGate:
         if not await db.offload(self.locks.try_acquire, customer_id):
             raise ResourceExhausted(
                 "another PushMeasurements stream of this customer is open; one stream per customer at a time",
-                reason="STREAM_ALREADY_OPEN",
+                reason=Reason.STREAM_ALREADY_OPEN,
             )
         try:
             yield

@@ -33,7 +33,14 @@ from sqlalchemy.engine import Connection
 from fleet_server.db.session import Database
 from fleet_server.domain import partitions
 from fleet_server.domain.rules import EARLIEST_TIME, MAX_FUTURE, check_time
-from fleet_server.errors import FieldViolation, InvalidArgument, Unauthenticated, Violations
+from fleet_server.errors import (
+    MAX_LISTED_VIOLATIONS,
+    FieldViolation,
+    InvalidArgument,
+    Reason,
+    Unauthenticated,
+    Violations,
+)
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -42,8 +49,6 @@ _LOGGER = logging.getLogger(__name__)
 PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 UNIX_TO_PG_US = 946_684_800 * 1_000_000
 METRIC_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,62}")
-# A batch with many bad rows names the first few; the rest are counted in the message.
-MAX_REPORTED_VIOLATIONS = 10
 
 FIELD_DEVICE_ID = "device_id"
 FIELD_METRIC = "metric"
@@ -150,14 +155,10 @@ def _raise_violations(batch: MeasurementBatch, now: datetime, path: str, earlies
         if not math.isfinite(batch.values[i]):
             problems.append(FieldViolation(f"{row}.{FIELD_VALUE}", "must be finite"))
         total += len(problems)
-        found.extend(problems[: MAX_REPORTED_VIOLATIONS - len(found)])
+        found.extend(problems[: MAX_LISTED_VIOLATIONS - len(found)])  # only these are listed
     if total == 0:  # the column checks were only cautious (a finite sum overflowed)
         return
-    error = InvalidArgument(found)
-    if total > len(found):  # only the first few are listed; the message counts them all
-        error.message = f"{found[0]} (and {total - 1} more)"
-        error.args = (error.message,)
-    raise error
+    raise InvalidArgument(found, total=total)
 
 
 def _time_violation(
@@ -367,7 +368,7 @@ def write_batch(
     assert row is not None
     owners, accepted = int(row[0]), int(row[1])
     if owners == 0:
-        raise Unauthenticated("the customer was deactivated or deleted", reason="CUSTOMER_INACTIVE")
+        raise Unauthenticated("the customer was deactivated or deleted", reason=Reason.CUSTOMER_INACTIVE)
     return BatchResult(accepted=accepted, duplicates=len(batch) - accepted)
 
 

@@ -42,7 +42,7 @@ from fleet_server.domain.reference_validation import (
     validate_sites,
     validate_tariffs,
 )
-from fleet_server.errors import FailedPrecondition, Unauthenticated
+from fleet_server.errors import FailedPrecondition, Reason, Unauthenticated
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -184,7 +184,7 @@ def _hold_customer(session: Session, customer_id: int) -> None:
         text("SELECT 1 FROM fleet.customers WHERE id = :c AND is_active FOR KEY SHARE"), {"c": customer_id}
     ).first()
     if held is None:
-        raise Unauthenticated("the customer was deactivated or deleted", reason="CUSTOMER_INACTIVE")
+        raise Unauthenticated("the customer was deactivated or deleted", reason=Reason.CUSTOMER_INACTIVE)
 
 
 def _lock(session: Session, customer_id: int, resource: str, *, shared: bool = False) -> None:
@@ -221,7 +221,7 @@ def _require_parents(
     parent: str,
     children: Sequence[tuple[int, int]],
     describe: Callable[[int, int, int], str],
-    reason: str,
+    reason: Reason,
 ) -> None:
     """FAILED_PRECONDITION when a child names a parent the customer does not have.
 
@@ -300,7 +300,7 @@ def apply_devices(
         "sites",
         [(d.id, d.site_id) for d in rows],
         lambda i, site, device: f"devices[{i}]: site {site} does not exist for device {device}",
-        "SITE_NOT_FOUND",
+        Reason.SITE_NOT_FOUND,
     )
     inserted, updated, deleted = _upsert(session, _DEVICES, customer_id, rows)
     sync_status.record_push(session, customer_id, "devices", len(rows), now)
@@ -360,7 +360,7 @@ def apply_tariffs(
         lambda i, municipality, tariff: (
             f"tariffs[{i}]: municipality {municipality} does not exist for tariff {tariff}"
         ),
-        "MUNICIPALITY_NOT_FOUND",
+        Reason.MUNICIPALITY_NOT_FOUND,
     )
     tariff_ids = sorted(t.id for t in rows)
     periods = _period_columns(rows)

@@ -18,13 +18,9 @@ from datetime import datetime
 from decimal import Decimal
 
 from fleet_server.domain.rules import check_time
-from fleet_server.errors import FieldViolation, InvalidArgument, Violations
+from fleet_server.errors import Violations
 
 _LOGGER = logging.getLogger(__name__)
-
-# The BadRequest detail travels in trailing metadata, which clients cap (8 KiB by default):
-# a snapshot with thousands of bad rows reports the first ones and how many more there are.
-MAX_REPORTED_VIOLATIONS = 50
 
 _DECIMAL = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
 # Money and rates are NUMERIC without a fixed scale; a bound keeps absurd strings out of it.
@@ -119,20 +115,6 @@ class TariffRow:
     vat_percent: Decimal
     currency: str
     periods: tuple[PeriodRow, ...]
-
-
-def _raise(problems: Violations, resource: str) -> None:
-    """Reject the snapshot with at most MAX_REPORTED_VIOLATIONS listed, plus a count of the rest."""
-    if not problems:
-        return
-    items = problems.items
-    if len(items) > MAX_REPORTED_VIOLATIONS:
-        rest = len(items) - MAX_REPORTED_VIOLATIONS
-        items = [
-            *items[:MAX_REPORTED_VIOLATIONS],
-            FieldViolation(resource, f"{rest} more violations not listed"),
-        ]
-    raise InvalidArgument(items)
 
 
 def _check_id(value: int, path: str, problems: Violations) -> None:
@@ -234,7 +216,7 @@ def validate_sites(items: Sequence[SiteItem]) -> list[SiteItem]:
         _check_optional_id(site.municipality_id, f"{path}.municipality_id", problems)
         _check_optional_id(site.tariff_id, f"{path}.tariff_id", problems)
     _check_unique([s.id for s in items], "sites", problems)
-    _raise(problems, "sites")
+    problems.raise_if_any()
     return [s if s.timezone else replace(s, timezone=DEFAULT_TIMEZONE) for s in items]
 
 
@@ -248,7 +230,7 @@ def validate_devices(items: Sequence[DeviceItem]) -> list[DeviceItem]:
         _check_text(device.serial_number, f"{path}.serial_number", problems)
         _check_text(device.kind, f"{path}.kind", problems)
     _check_unique([d.id for d in items], "devices", problems)
-    _raise(problems, "devices")
+    problems.raise_if_any()
     return list(items)
 
 
@@ -260,7 +242,7 @@ def validate_municipalities(items: Sequence[MunicipalityItem]) -> list[Municipal
         _check_name(municipality.name, f"{path}.name", problems)
         _check_text(municipality.region, f"{path}.region", problems)
     _check_unique([m.id for m in items], "municipalities", problems)
-    _raise(problems, "municipalities")
+    problems.raise_if_any()
     return list(items)
 
 
@@ -320,5 +302,5 @@ def validate_tariffs(items: Sequence[TariffItem], now: datetime) -> list[TariffR
     problems = Violations()
     rows = [_validate_tariff(t, f"tariffs[{i}]", now, problems) for i, t in enumerate(items)]
     _check_unique([t.id for t in items], "tariffs", problems)
-    _raise(problems, "tariffs")
+    problems.raise_if_any()
     return rows

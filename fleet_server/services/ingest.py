@@ -15,9 +15,9 @@ from fleet_server.auth.identity import CallContext
 from fleet_server.domain import fairness, measurements, reference
 from fleet_server.domain.measurements import BatchResult
 from fleet_server.domain.reference import SyncSummary
+from fleet_server.rpc.translate import translate_errors
 from fleet_server.services import measurement_stream, measurement_wire, reference_wire
 from fleet_server.services.snapshot_stream import SnapshotStream
-from fleet_server.services.status import translate_errors
 
 _LOGGER = logging.getLogger(__name__)
 

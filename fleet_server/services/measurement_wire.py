@@ -31,7 +31,7 @@ from fleet_server.domain.measurements import (
     MeasurementBatch,
 )
 from fleet_server.errors import Violations
-from fleet_server.services.wire import optional_datetime
+from fleet_server.rpc.wellknown import optional_datetime
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ from fleet_server.auth.identity import CallContext
 from fleet_server.domain import customers, measurement_queries
 from fleet_server.domain.costs import compute_costs
 from fleet_server.domain.detail import load_customer_detail
+from fleet_server.rpc.translate import translate_errors
 from fleet_server.services import cost_wire, measurement_wire
 from fleet_server.services.reference_wire import detail_message
-from fleet_server.services.status import translate_errors
 
 _LOGGER = logging.getLogger(__name__)
 

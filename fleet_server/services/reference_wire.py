@@ -18,8 +18,8 @@ from fleet_server.domain.reference_validation import (
     SiteItem,
     TariffItem,
 )
+from fleet_server.rpc.wellknown import decimal_text, optional_datetime, to_timestamp
 from fleet_server.services.admin_wire import customer_message
-from fleet_server.services.wire import decimal_text, optional_datetime, to_timestamp
 
 _LOGGER = logging.getLogger(__name__)
 

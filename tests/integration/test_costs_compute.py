@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from fleet.v1 import query_service_pb2 as pb
 
-from fleet_server.services.wire import to_timestamp
+from fleet_server.rpc.wellknown import to_timestamp
 from tests.support.clients import Stubs, bearer
 from tests.support.costs import (
     PEAK_OFF_PEAK,
