@@ -18,9 +18,9 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from fleet_server.auth.identity import AdminIdentity, CallContext, CustomerIdentity, Identity
-from fleet_server.auth.lookup import TokenStore
+from fleet_server.auth.call_context import CallContext
 from fleet_server.auth.policy import Requirement, requirement_for
+from fleet_server.domain.authentication import AdminIdentity, CustomerIdentity, Identity, TokenStore
 from fleet_server.errors import FleetError, PermissionDenied, Reason, Unauthenticated, Unavailable
 from fleet_server.rpc.translate import abort_with
 

@@ -17,8 +17,9 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 
-from fleet_server.domain.rules import check_time
+from fleet_server.domain.rules import check_range
 from fleet_server.errors import Violations
+from fleet_server.store.reference import PeriodRecord, TariffRecord
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -86,35 +87,6 @@ class TariffItem:
     vat_percent: str
     currency: str
     periods: tuple[PeriodItem, ...]
-
-
-@dataclass(frozen=True)
-class PeriodRow:
-    """A validated period: minutes of the local day (`24:00` = 1440) and a decimal rate."""
-
-    id: int
-    name: str
-    days_of_week: int
-    start_minute: int
-    end_minute: int
-    rate: Decimal
-
-
-@dataclass(frozen=True)
-class TariffRow:
-    """A validated tariff, ready to store."""
-
-    id: int
-    municipality_id: int
-    name: str
-    is_active: bool
-    effective_from: datetime
-    effective_to: datetime | None
-    default_rate: Decimal
-    fixed_charge: Decimal
-    vat_percent: Decimal
-    currency: str
-    periods: tuple[PeriodRow, ...]
 
 
 def _check_id(value: int, path: str, problems: Violations) -> None:
@@ -246,7 +218,7 @@ def validate_municipalities(items: Sequence[MunicipalityItem]) -> list[Municipal
     return list(items)
 
 
-def _validate_period(period: PeriodItem, path: str, problems: Violations) -> PeriodRow:
+def _validate_period(period: PeriodItem, path: str, problems: Violations) -> PeriodRecord:
     _check_id(period.id, f"{path}.id", problems)
     _check_name(period.name, f"{path}.name", problems)
     if not 1 <= period.days_of_week <= ALL_DAYS:
@@ -258,19 +230,21 @@ def _validate_period(period: PeriodItem, path: str, problems: Violations) -> Per
     rate = parse_decimal(period.rate, f"{path}.rate", problems)
     # An end of 00:00 after a later start wraps to midnight: the same window as 24:00, which is
     # how it is stored (the schema keeps end minutes in 1..1440).
-    return PeriodRow(period.id, period.name, period.days_of_week, start, end or MINUTES_PER_DAY, rate)
+    return PeriodRecord(period.id, period.name, period.days_of_week, start, end or MINUTES_PER_DAY, rate)
 
 
-def _validate_tariff(tariff: TariffItem, path: str, now: datetime, problems: Violations) -> TariffRow:
+def _validate_tariff(tariff: TariffItem, path: str, now: datetime, problems: Violations) -> TariffRecord:
     _check_id(tariff.id, f"{path}.id", problems)
     _check_id(tariff.municipality_id, f"{path}.municipality_id", problems)
     _check_name(tariff.name, f"{path}.name", problems)
-    check_time(tariff.effective_from, now, f"{path}.effective_from", problems, allow_future=True)
-    if tariff.effective_to is not None:
-        if tariff.effective_from is not None and tariff.effective_to <= tariff.effective_from:
-            problems.add(f"{path}.effective_to", "must be after effective_from")
-        else:
-            check_time(tariff.effective_to, now, f"{path}.effective_to", problems, allow_future=True)
+    # A window may lie in the future: tariffs are published before they apply.
+    check_range(
+        tariff.effective_from,
+        tariff.effective_to,
+        problems,
+        paths=(f"{path}.effective_from", f"{path}.effective_to"),
+        end_optional=True,
+    )
     default_rate = parse_decimal(tariff.default_rate, f"{path}.default_rate", problems)
     fixed_charge = parse_decimal(tariff.fixed_charge, f"{path}.fixed_charge", problems)
     vat = parse_decimal(tariff.vat_percent, f"{path}.vat_percent", problems)
@@ -282,7 +256,7 @@ def _validate_tariff(tariff: TariffItem, path: str, now: datetime, problems: Vio
         _validate_period(p, f"{path}.periods[{j}]", problems) for j, p in enumerate(tariff.periods)
     )
     _check_unique([p.id for p in tariff.periods], f"{path}.periods", problems)
-    return TariffRow(
+    return TariffRecord(
         id=tariff.id,
         municipality_id=tariff.municipality_id,
         name=tariff.name,
@@ -297,7 +271,7 @@ def _validate_tariff(tariff: TariffItem, path: str, now: datetime, problems: Vio
     )
 
 
-def validate_tariffs(items: Sequence[TariffItem], now: datetime) -> list[TariffRow]:
+def validate_tariffs(items: Sequence[TariffItem], now: datetime) -> list[TariffRecord]:
     """Validated tariffs with parsed money and period minutes, or InvalidArgument listing every problem."""
     problems = Violations()
     rows = [_validate_tariff(t, f"tariffs[{i}]", now, problems) for i, t in enumerate(items)]

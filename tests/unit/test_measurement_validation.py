@@ -7,15 +7,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from fleet_server.domain import partitions
-from fleet_server.domain.measurements import (
-    MeasurementBatch,
-    from_pg_micros,
-    months_of,
-    to_pg_micros,
-    validate_batch,
-)
+from fleet_server.domain.measurements import validate_batch
 from fleet_server.errors import MAX_LISTED_VIOLATIONS, InvalidArgument
+from fleet_server.store import partitions
+from fleet_server.store.measurements import MeasurementBatch, months_of
+from fleet_server.store.timestamps import from_pg_micros, to_pg_micros
 
 NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 T = datetime(2025, 6, 1, tzinfo=UTC)
