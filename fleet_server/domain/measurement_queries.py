@@ -70,7 +70,7 @@ def check_points_request(request: PointsRequest) -> None:
     problems.raise_if_any()
 
 
-async def read_points(
+async def stream_points(
     reader: Database, request: PointsRequest, chunk_size: int
 ) -> AsyncGenerator[list[Point]]:
     """The customer's points in chunks of at most `chunk_size`, through one server-side cursor.

@@ -34,7 +34,7 @@ class FleetQueryServicer(query_service_pb2_grpc.FleetQueryServiceServicer):
         self, request: pb.QueryMeasurementsRequest, context: CallContext
     ) -> AsyncIterator[pb.QueryMeasurementsResponse]:
         context.admin()
-        chunks = measurement_queries.read_points(
+        chunks = measurement_queries.stream_points(
             self._app.reader, query_wire.points_request(request), query_wire.POINTS_PER_CHUNK
         )
         async with contextlib.aclosing(chunks):  # a caller that goes away frees the cursor at once
