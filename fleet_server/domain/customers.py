@@ -7,7 +7,6 @@ only in the `IssuedCustomer` a function returns; the database sees their SHA-256
 
 from __future__ import annotations
 
-import logging
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -18,8 +17,6 @@ from fleet_server.domain.tokens import TokenKind, hash_token, mint
 from fleet_server.errors import AlreadyExists, InvalidArgument, NotFound, Reason, Violations
 from fleet_server.store import customers as store
 from fleet_server.store.customers import StoredCustomer
-
-_LOGGER = logging.getLogger(__name__)
 
 CODE_PATTERN = re.compile(r"[A-Z0-9_-]{2,32}")
 MAX_NAME_LENGTH = 200

@@ -9,7 +9,6 @@ that need stored state (a device's site, a tariff's municipality) live with the 
 from __future__ import annotations
 
 import functools
-import logging
 import re
 import zoneinfo
 from collections.abc import Sequence
@@ -20,8 +19,6 @@ from decimal import Decimal
 from fleet_server.domain.rules import check_range
 from fleet_server.errors import Violations
 from fleet_server.store.reference import PeriodRecord, TariffRecord
-
-_LOGGER = logging.getLogger(__name__)
 
 _DECIMAL = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
 # Money and rates are NUMERIC without a fixed scale; a bound keeps absurd strings out of it.

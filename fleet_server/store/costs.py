@@ -44,10 +44,14 @@ class EnergySlot:
 
 # The whole pricing match in one pass over the range's partitions. Readings are first grouped by
 # site and local minute of the week — at most 7 * 1440 groups per site whatever the number of
-# readings — and only then is the period looked up, lowest id first, once per group. Each reading
-# is converted to 6-place kWh before summing (float8 -> shortest text -> numeric, as `tou.kwh`
-# does). `OFFSET 0` keeps `readings` a separate subquery so each reading's local time is computed
-# once, not once per expression that uses it (that alone halves the query's time).
+# readings — and only then is the period looked up, lowest id first, once per group. A wrapping
+# period (end before start) covers both ends of each listed day itself, and an end of 23:59 means
+# the end of the day. Each reading is converted to 6-place kWh before summing, from the double's
+# shortest round-trip text (float8 -> text -> numeric, rounded half away from zero): that is the
+# decimal the portal meant; rounding the exact binary expansion would let binary noise decide
+# ties, and the direct float8 -> numeric cast keeps only 15 significant digits. `OFFSET 0` keeps
+# `readings` a separate subquery so each reading's local time is computed once, not once per
+# expression that uses it (that alone halves the query's time).
 _AGGREGATE = text(
     """
     WITH readings AS (
