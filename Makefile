@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 
 help:
 	@echo "make run    - serve on an embedded PostgreSQL (or FLEET_DATABASE_URL)"
-	@echo "make test   - lint, types, buf lint, proto drift, migrations, pytest"
+	@echo "make test   - lint (ruff, buf, import layers), types, proto drift, migrations, pytest"
 	@echo "make bench  - benchmarks, printed as ratios (bench/results.json)"
 	@echo "make proto  - regenerate generated/ from protos/"
 
@@ -54,6 +54,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/buf lint
+	$(BIN)/lint-imports
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 
 from bench.dataset import SERIES_START
-from fleet_server.domain.measurement_queries import Bucket, MeasurementQuery, point_statement
+from fleet_server.store.measurement_reads import Bucket, MeasurementQuery, point_statement
 
 # The same points as the server's hour query, in the same form.
 _RAW_HOURLY = """

@@ -1,39 +1,49 @@
-"""What every servicer is built from: settings, databases, clock, token store."""
+"""The composition root: settings, databases, clock, and every piece of per-process state, built once.
+
+Servicers receive the `App` and take what they need from it; nothing below keeps state of its
+own in module globals, so two apps in one process (tests, benchmarks) never share a gate or a
+partition cache.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
-from fleet_server.auth.lookup import SqlTokenStore, TokenStore
 from fleet_server.clock import Clock, SystemClock
 from fleet_server.config import Settings
 from fleet_server.db.session import Database
+from fleet_server.domain.authentication import SqlTokenStore, TokenStore
+from fleet_server.domain.fairness import IngestGate
+from fleet_server.domain.ingest import MeasurementIngest
+from fleet_server.store.partitions import Partitions
 
 
-@dataclass
 class App:
-    """The process-wide dependencies, built once at start-up and injected into each servicer."""
+    """The process-wide dependencies, injected into each servicer and the interceptor.
 
-    settings: Settings
-    db: Database
-    clock: Clock = field(default_factory=SystemClock)
-    # Reads of the query service; the primary unless FLEET_QUERY_DATABASE_URL names a replica.
-    query_db: Database | None = None
-    tokens: TokenStore | None = None
+    `db` is the primary; `reader` is where the query service reads (a replica when
+    FLEET_QUERY_DATABASE_URL names one, else the primary). `gate` (one measurement stream per
+    customer, the row budgets) and `partitions` (the months known to exist) are this process's
+    ingest state; `ingest` is the measurement use case built on them.
+    """
 
-    def __post_init__(self) -> None:
-        if self.query_db is None:
-            self.query_db = self.db
-        if self.tokens is None:
-            self.tokens = SqlTokenStore(self.db, self.clock)
-
-    @property
-    def reader(self) -> Database:
-        """The database the query service reads from."""
-        assert self.query_db is not None
-        return self.query_db
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        *,
+        clock: Clock | None = None,
+        reader: Database | None = None,
+        tokens: TokenStore | None = None,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.clock: Clock = clock or SystemClock()
+        self.reader = reader or db
+        self.tokens: TokenStore = tokens or SqlTokenStore(db, self.clock)
+        self.gate = IngestGate.build(db, settings, self.clock)
+        self.partitions = Partitions(db)
+        self.ingest = MeasurementIngest(db, self.gate, self.partitions, self.clock)
 
     def close(self) -> None:
         self.db.close()
-        if self.query_db is not None and self.query_db is not self.db:
-            self.query_db.close()
+        if self.reader is not self.db:
+            self.reader.close()

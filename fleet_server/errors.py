@@ -1,6 +1,6 @@
-"""Domain errors: what went wrong in the caller's terms, mapped to gRPC status codes in one place.
+"""Domain errors and the one catalog of their reasons: what went wrong, in the caller's terms.
 
-The domain raises these; `fleet_server.services.status` turns them into a `google.rpc.Status`
+The domain raises these; `fleet_server.rpc.translate` turns them into a `google.rpc.Status`
 with an `ErrorInfo` (and a `BadRequest` for field violations). Anything else that escapes a
 handler becomes a sanitised INTERNAL with a correlation id.
 """
@@ -9,10 +9,51 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 import grpc
 
 ERROR_DOMAIN = "fleet.v1"
+# The BadRequest detail travels in trailing metadata, which clients cap (8 KiB by default): a
+# request with many bad fields lists the first ones and counts the rest in the message. Twenty
+# name everything wrong with one tariff and its periods, and stay far below the cap even with
+# long paths (`tariffs[12345].periods[7].start_time`) and descriptions.
+MAX_LISTED_VIOLATIONS = 20
+
+
+class Reason(StrEnum):
+    """Every `ErrorInfo.reason` the server sends; clients branch on these, so they never change."""
+
+    # The default of each error class, when nothing more specific applies.
+    UNKNOWN = "UNKNOWN"
+    INVALID_ARGUMENT = "INVALID_ARGUMENT"
+    NOT_FOUND = "NOT_FOUND"
+    ALREADY_EXISTS = "ALREADY_EXISTS"
+    FAILED_PRECONDITION = "FAILED_PRECONDITION"
+    RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
+    UNAUTHENTICATED = "UNAUTHENTICATED"
+    PERMISSION_DENIED = "PERMISSION_DENIED"
+    UNAVAILABLE = "UNAVAILABLE"
+    # Authentication.
+    TOKEN_MISSING = "TOKEN_MISSING"
+    TOKEN_MALFORMED = "TOKEN_MALFORMED"
+    TOKEN_UNKNOWN = "TOKEN_UNKNOWN"
+    CUSTOMER_INACTIVE = "CUSTOMER_INACTIVE"
+    AUTH_UNAVAILABLE = "AUTH_UNAVAILABLE"
+    # Customers and operator tokens.
+    CUSTOMER_NOT_FOUND = "CUSTOMER_NOT_FOUND"
+    CUSTOMER_CODE_TAKEN = "CUSTOMER_CODE_TAKEN"
+    ADMIN_TOKEN_NOT_FOUND = "ADMIN_TOKEN_NOT_FOUND"
+    # Pushes.
+    SITE_NOT_FOUND = "SITE_NOT_FOUND"
+    MUNICIPALITY_NOT_FOUND = "MUNICIPALITY_NOT_FOUND"
+    SNAPSHOT_TOO_LARGE = "SNAPSHOT_TOO_LARGE"
+    STREAM_BROKEN = "STREAM_BROKEN"
+    STREAM_ALREADY_OPEN = "STREAM_ALREADY_OPEN"
+    BATCH_OVER_BURST = "BATCH_OVER_BURST"
+    ROW_BUDGET_EXHAUSTED = "ROW_BUDGET_EXHAUSTED"
+    # Costs.
+    UNKNOWN_TIMEZONE = "UNKNOWN_TIMEZONE"
 
 
 @dataclass(frozen=True)
@@ -30,13 +71,13 @@ class FleetError(Exception):
     """Base of every error the caller is meant to see; `message` is safe to show."""
 
     code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
-    reason: str = "UNKNOWN"
+    reason: Reason = Reason.UNKNOWN
 
     def __init__(
         self,
         message: str,
         *,
-        reason: str | None = None,
+        reason: Reason | None = None,
         metadata: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(message)
@@ -47,18 +88,27 @@ class FleetError(Exception):
 
 
 class InvalidArgument(FleetError):
-    """The request itself is wrong; resending it unchanged will fail again."""
+    """The request itself is wrong; resending it unchanged will fail again.
+
+    The one rule for long lists: at most `MAX_LISTED_VIOLATIONS` are listed (they become the
+    `BadRequest`), and the message names the first and counts all the others. `total` is for a
+    caller that stopped collecting early (a batch of a million bad rows): the number of
+    violations it found in all, when that is more than it passes.
+    """
 
     code = grpc.StatusCode.INVALID_ARGUMENT
-    reason = "INVALID_ARGUMENT"
+    reason = Reason.INVALID_ARGUMENT
 
-    def __init__(self, violations: Iterable[FieldViolation], *, reason: str | None = None) -> None:
-        self.violations = list(violations)
-        if not self.violations:
+    def __init__(
+        self, violations: Iterable[FieldViolation], *, total: int | None = None, reason: Reason | None = None
+    ) -> None:
+        found = list(violations)
+        if not found:
             raise ValueError("InvalidArgument needs at least one violation")
-        first = str(self.violations[0])
-        more = len(self.violations) - 1
-        message = first if more == 0 else f"{first} (and {more} more)"
+        self.violations = found[:MAX_LISTED_VIOLATIONS]
+        self.total = max(len(found), total or 0)
+        more = self.total - 1
+        message = str(found[0]) if more == 0 else f"{found[0]} (and {more} more)"
         super().__init__(message, reason=reason)
 
     @classmethod
@@ -68,40 +118,56 @@ class InvalidArgument(FleetError):
 
 class NotFound(FleetError):
     code = grpc.StatusCode.NOT_FOUND
-    reason = "NOT_FOUND"
+    reason = Reason.NOT_FOUND
 
 
 class AlreadyExists(FleetError):
     code = grpc.StatusCode.ALREADY_EXISTS
-    reason = "ALREADY_EXISTS"
+    reason = Reason.ALREADY_EXISTS
 
 
 class FailedPrecondition(FleetError):
     """The request is well-formed but refers to state the server does not have (a missing parent)."""
 
     code = grpc.StatusCode.FAILED_PRECONDITION
-    reason = "FAILED_PRECONDITION"
+    reason = Reason.FAILED_PRECONDITION
 
 
 class ResourceExhausted(FleetError):
     """A limit was hit; `retry_after_ms`, when known, goes out as trailing metadata."""
 
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
-    reason = "RESOURCE_EXHAUSTED"
+    reason = Reason.RESOURCE_EXHAUSTED
 
-    def __init__(self, message: str, *, retry_after_ms: int | None = None, reason: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, retry_after_ms: int | None = None, reason: Reason | None = None
+    ) -> None:
         super().__init__(message, reason=reason)
         self.retry_after_ms = retry_after_ms
 
 
 class Unauthenticated(FleetError):
     code = grpc.StatusCode.UNAUTHENTICATED
-    reason = "UNAUTHENTICATED"
+    reason = Reason.UNAUTHENTICATED
 
 
 class PermissionDenied(FleetError):
     code = grpc.StatusCode.PERMISSION_DENIED
-    reason = "PERMISSION_DENIED"
+    reason = Reason.PERMISSION_DENIED
+
+
+class Unavailable(FleetError):
+    """A dependency (the database) did not answer; the same call may succeed later."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+    reason = Reason.UNAVAILABLE
+
+
+class StreamBroken(FleetError):
+    """A push call ended before its snapshot was committed; the transaction is rolled back."""
+
+    code = grpc.StatusCode.CANCELLED
+    reason = Reason.STREAM_BROKEN
 
 
 @dataclass
@@ -119,10 +185,3 @@ class Violations:
     def raise_if_any(self) -> None:
         if self.items:
             raise InvalidArgument(self.items)
-
-
-class Unavailable(FleetError):
-    """A dependency (the database) did not answer; the same call may succeed later."""
-
-    code = grpc.StatusCode.UNAVAILABLE
-    reason = "UNAVAILABLE"

@@ -213,7 +213,7 @@ async def start_server(app: App, listen: str | None = None) -> RunningServer:
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ]
     server = grpc.aio.server(
-        interceptors=[AuthInterceptor(app.tokens)],  # type: ignore[arg-type]
+        interceptors=[AuthInterceptor(app.tokens)],
         options=options,
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
     )
@@ -276,12 +276,12 @@ def serve(settings: Settings) -> None:
     if not settings.database_url:
         raise ConfigurationError("serve needs a database URL")
     db = Database.from_url(settings.database_url, settings.db_pool_size)
-    query_db = (
+    reader = (
         Database.from_url(settings.query_database_url, settings.db_pool_size)
         if settings.query_database_url
         else None
     )
-    app = App(settings=settings, db=db, query_db=query_db)
+    app = App(settings=settings, db=db, reader=reader)
     try:
         asyncio.run(serve_until_signalled(app))
     finally:

@@ -1,1 +1,1 @@
-"""Authentication: token format and hashing, identities, the per-method policy and the interceptor."""
+"""Authentication at the door: the per-method policy, the interceptor, and the call context it hands on."""

@@ -18,11 +18,11 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from fleet_server.auth.identity import AdminIdentity, CallContext, CustomerIdentity, Identity
-from fleet_server.auth.lookup import TokenStore
+from fleet_server.auth.call_context import CallContext
 from fleet_server.auth.policy import Requirement, requirement_for
-from fleet_server.errors import FleetError, PermissionDenied, Unauthenticated, Unavailable
-from fleet_server.services.status import abort_with
+from fleet_server.domain.authentication import AdminIdentity, CustomerIdentity, Identity, TokenStore
+from fleet_server.errors import FleetError, PermissionDenied, Reason, Unauthenticated, Unavailable
+from fleet_server.rpc.translate import abort_with
 
 _LOGGER = logging.getLogger(__name__)
 ACCESS_LOGGER = logging.getLogger("fleet_server.access")
@@ -33,10 +33,10 @@ _BEARER = "bearer "
 def _bearer_token(metadata: tuple[Any, ...] | None) -> str:
     values = [v for k, v in (metadata or ()) if k == "authorization"]
     if not values:
-        raise Unauthenticated("missing authorization metadata", reason="TOKEN_MISSING")
+        raise Unauthenticated("missing authorization metadata", reason=Reason.TOKEN_MISSING)
     value = values[0] if isinstance(values[0], str) else values[0].decode("latin-1")
     if len(values) > 1 or not value.lower().startswith(_BEARER):
-        raise Unauthenticated("authorization must be 'Bearer <token>'", reason="TOKEN_MALFORMED")
+        raise Unauthenticated("authorization must be 'Bearer <token>'", reason=Reason.TOKEN_MALFORMED)
     return value[len(_BEARER) :].strip()
 
 
@@ -81,7 +81,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             return _refusal(handler, refusal)
         except Exception:
             _LOGGER.exception("authentication failed unexpectedly for %s", method)
-            unavailable = Unavailable("authentication is unavailable", reason="AUTH_UNAVAILABLE")
+            unavailable = Unavailable("authentication is unavailable", reason=Reason.AUTH_UNAVAILABLE)
             _log_access(method, "-", 0, unavailable.code, started)
             return _refusal(handler, unavailable)
         return _authenticated(handler, identity, method, started)

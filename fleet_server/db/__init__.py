@@ -1,1 +1,1 @@
-"""Storage: typed models, the session/thread plumbing, the embedded server and migrations."""
+"""The database plumbing: typed models, sessions and their threads, migrations, the embedded server."""

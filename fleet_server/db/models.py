@@ -26,6 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from fleet_server.db.base import SCHEMA, Base
+from fleet_server.resources import Resource
 
 _CASCADE = "CASCADE"
 
@@ -211,7 +212,7 @@ class SyncStatus(Base):
     __tablename__ = "sync_status"
     __table_args__ = (
         CheckConstraint(
-            "resource IN ('sites', 'devices', 'municipalities', 'tariffs', 'measurements')",
+            f"resource IN ({', '.join(repr(str(r)) for r in Resource)})",
             name="resource_known",
         ),
     )

@@ -1,1 +1,1 @@
-"""Domain logic: each module owns its rules and its SQL, and takes a `Session` per unit of work."""
+"""Rules and use cases: validation, time rules, pricing arithmetic, budgets; SQL is the store's job."""

@@ -10,13 +10,12 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from fleet_server.auth.tokens import TokenKind, hash_token, mint
-from fleet_server.db.models import AdminToken
-from fleet_server.errors import AlreadyExists, InvalidArgument, NotFound
+from fleet_server.domain.tokens import TokenKind, hash_token, mint
+from fleet_server.errors import AlreadyExists, InvalidArgument, NotFound, Reason
+from fleet_server.store import admin_tokens as store
+from fleet_server.store.admin_tokens import StoredAdminToken
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -38,7 +37,7 @@ class AdminTokenRecord:
     revoked_at: datetime | None
 
 
-def _record(row: AdminToken) -> AdminTokenRecord:
+def _record(row: StoredAdminToken) -> AdminTokenRecord:
     return AdminTokenRecord(name=row.name, created_at=row.created_at, revoked_at=row.revoked_at)
 
 
@@ -53,23 +52,18 @@ def create_admin_token(session: Session, name: str, now: datetime) -> IssuedAdmi
     name = name.strip()
     if not name or len(name) > MAX_NAME_LENGTH:
         raise InvalidArgument.single("name", f"must be 1..{MAX_NAME_LENGTH} characters")
-    if session.scalar(select(AdminToken.id).where(AdminToken.name == name)) is not None:
+    if store.name_taken(session, name):
         raise _taken(name)
     token = mint(TokenKind.ADMIN)
-    session.add(AdminToken(name=name, token_hash=hash_token(token), created_at=now))
-    try:
-        session.flush()
-    except IntegrityError as exc:  # a concurrent create with the same name won the race
-        if "uq_admin_tokens_name" in str(exc.orig):
-            raise _taken(name) from None
-        raise
+    if not store.insert_token(session, name, hash_token(token), now):  # a concurrent create won
+        raise _taken(name)
     _LOGGER.info("admin token %r created", name)
     return IssuedAdminToken(name=name, token=token)
 
 
 def list_admin_tokens(session: Session) -> list[AdminTokenRecord]:
     """Every admin token ever minted, revoked ones included (an audit trail), by name."""
-    return [_record(row) for row in session.scalars(select(AdminToken).order_by(AdminToken.name))]
+    return [_record(row) for row in store.list_tokens(session)]
 
 
 def revoke_admin_token(session: Session, name: str, now: datetime) -> AdminTokenRecord:
@@ -77,12 +71,11 @@ def revoke_admin_token(session: Session, name: str, now: datetime) -> AdminToken
 
     The row is kept (not deleted) so `list` still shows who had access and until when.
     """
-    row = session.scalar(select(AdminToken).where(AdminToken.name == name.strip()).with_for_update())
+    row = store.lock_by_name(session, name.strip())
     if row is None:
-        raise NotFound(f"no admin token named {name.strip()!r}", reason="ADMIN_TOKEN_NOT_FOUND")
+        raise NotFound(f"no admin token named {name.strip()!r}", reason=Reason.ADMIN_TOKEN_NOT_FOUND)
     if row.revoked_at is None:
-        row.revoked_at = now
-        session.flush()
+        row = store.revoke(session, row.id, now)
         _LOGGER.info("admin token %r revoked", row.name)
     return _record(row)
 
@@ -94,12 +87,10 @@ def reissue_local_token(session: Session, base_name: str, now: datetime) -> Issu
     text existed only in the lost file, so nobody can use them legitimately any more. Names are
     never reused, so the new token takes the next free suffix.
     """
-    earlier = session.scalars(
-        select(AdminToken).where((AdminToken.name == base_name) | AdminToken.name.startswith(f"{base_name}-"))
-    ).all()
+    earlier = store.family(session, base_name)
     for row in earlier:
         if row.revoked_at is None:
-            row.revoked_at = now
+            store.revoke(session, row.id, now)
             _LOGGER.info("admin token %r revoked: its bootstrap file is gone", row.name)
     taken = {row.name for row in earlier}
     name = base_name

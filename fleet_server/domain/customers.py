@@ -7,21 +7,16 @@ only in the `IssuedCustomer` a function returns; the database sees their SHA-256
 
 from __future__ import annotations
 
-import logging
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Column, Table, delete, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from fleet_server.auth.tokens import TokenKind, hash_token, mint
-from fleet_server.db.base import Base
-from fleet_server.db.models import Customer
-from fleet_server.errors import AlreadyExists, InvalidArgument, NotFound, Violations
-
-_LOGGER = logging.getLogger(__name__)
+from fleet_server.domain.tokens import TokenKind, hash_token, mint
+from fleet_server.errors import AlreadyExists, InvalidArgument, NotFound, Reason, Violations
+from fleet_server.store import customers as store
+from fleet_server.store.customers import StoredCustomer
 
 CODE_PATTERN = re.compile(r"[A-Z0-9_-]{2,32}")
 MAX_NAME_LENGTH = 200
@@ -45,7 +40,7 @@ class CustomerRecord:
     previous_token_expires_at: datetime | None
 
     @classmethod
-    def of(cls, row: Customer, now: datetime) -> CustomerRecord:
+    def of(cls, row: StoredCustomer, now: datetime) -> CustomerRecord:
         expires = row.previous_token_expires_at
         open_window = row.previous_token_hash is not None and expires is not None and expires > now
         return cls(
@@ -90,43 +85,30 @@ def create_customer(session: Session, code: str, name: str, now: datetime) -> Is
     elif len(name.strip()) > MAX_NAME_LENGTH:
         problems.add("name", f"must be at most {MAX_NAME_LENGTH} characters")
     problems.raise_if_any()
-    if session.scalar(select(Customer.id).where(Customer.code == code)) is not None:
+    if store.code_taken(session, code):
         raise _code_taken(code)
     token = mint(TokenKind.CUSTOMER)
-    customer = Customer(
-        code=code,
-        name=name.strip(),
-        is_active=True,
-        created_at=now,
-        token_hash=hash_token(token),
-        token_issued_at=now,
-    )
-    session.add(customer)
-    try:
-        session.flush()
-    except IntegrityError as exc:  # a concurrent create of the same code won the race
-        if "uq_customers_code" in str(exc.orig):
-            raise _code_taken(code) from None
-        raise
+    customer = store.insert_customer(session, code, name.strip(), hash_token(token), now)
+    if customer is None:  # a concurrent create of the same code won the race
+        raise _code_taken(code)
     return IssuedCustomer(customer=CustomerRecord.of(customer, now), token=token)
 
 
 def _code_taken(code: str) -> AlreadyExists:
     return AlreadyExists(
-        f"customer code {code} is taken", reason="CUSTOMER_CODE_TAKEN", metadata={"code": code}
+        f"customer code {code} is taken", reason=Reason.CUSTOMER_CODE_TAKEN, metadata={"code": code}
     )
 
 
-def _load(session: Session, code: str, *, lock: bool = False) -> Customer:
+def _load(session: Session, code: str, *, lock: bool = False) -> StoredCustomer:
     problems = Violations()
     check_code(code, "code", problems)
     problems.raise_if_any()
-    query = select(Customer).where(Customer.code == code)
-    if lock:
-        query = query.with_for_update()
-    customer = session.scalar(query)
+    customer = store.load(session, code, lock=lock)
     if customer is None:
-        raise NotFound(f"no customer with code {code}", reason="CUSTOMER_NOT_FOUND", metadata={"code": code})
+        raise NotFound(
+            f"no customer with code {code}", reason=Reason.CUSTOMER_NOT_FOUND, metadata={"code": code}
+        )
     return customer
 
 
@@ -152,10 +134,7 @@ def page_size_or_default(page_size: int) -> int:
 def list_customers(session: Session, page_size: int, after_code: str | None, now: datetime) -> CustomerPage:
     """Customers ordered by code, starting after `after_code` (keyset: stable under inserts)."""
     size = page_size_or_default(page_size)
-    query = select(Customer).order_by(Customer.code).limit(size + 1)
-    if after_code is not None:
-        query = query.where(Customer.code > after_code)
-    rows = list(session.scalars(query))
+    rows = store.page(session, after_code, size + 1)
     more = len(rows) > size
     page = [CustomerRecord.of(row, now) for row in rows[:size]]
     return CustomerPage(customers=page, last_code=page[-1].code if more else None)
@@ -183,16 +162,16 @@ def rotate_token(
     window = default_grace if grace is None else grace
     customer = _load(session, code, lock=True)
     token = mint(TokenKind.CUSTOMER)
-    if window > timedelta(0):
-        customer.previous_token_hash = customer.token_hash
-        customer.previous_token_expires_at = now + window
-    else:
-        customer.previous_token_hash = None
-        customer.previous_token_expires_at = None
-    customer.token_hash = hash_token(token)
-    customer.token_issued_at = now
-    session.flush()
-    return IssuedCustomer(customer=CustomerRecord.of(customer, now), token=token)
+    keep_previous = window > timedelta(0)
+    rotated = store.set_tokens(
+        session,
+        customer.id,
+        hash_token(token),
+        now,
+        previous_token_hash=customer.token_hash if keep_previous else None,
+        previous_token_expires_at=now + window if keep_previous else None,
+    )
+    return IssuedCustomer(customer=CustomerRecord.of(rotated, now), token=token)
 
 
 def set_active(session: Session, code: str, active: bool, now: datetime) -> CustomerRecord:
@@ -203,39 +182,16 @@ def set_active(session: Session, code: str, active: bool, now: datetime) -> Cust
     """
     customer = _load(session, code, lock=True)
     if customer.is_active != active:
-        customer.is_active = active
-        session.flush()
+        customer = store.set_active(session, customer.id, active)
     return CustomerRecord.of(customer, now)
-
-
-def _customer_tables() -> list[Table]:
-    """Every table holding a customer's rows, children before parents, `customers` last.
-
-    Derived from the models, so a table added later is erased too without touching this code.
-    """
-    tables: list[Table] = []
-    for table in reversed(Base.metadata.sorted_tables):
-        if table.name != Customer.__tablename__ and "customer_id" in table.c:
-            tables.append(table)
-    return tables
 
 
 def delete_customer(session: Session, code: str) -> dict[str, int]:
     """GDPR erasure: the customer and every row of its data, in this one transaction.
 
-    Each table is deleted explicitly (rather than left to ON DELETE CASCADE) so the caller gets
-    an exact count per table for the erasure record. The customer row is locked first: a
-    concurrent push waits for the erasure and then fails instead of writing orphans.
+    The customer row is locked first (the erasure's side of the writers' guard): a concurrent
+    push waits for the erasure and then fails instead of writing orphans. The counts, per
+    table, are the erasure record.
     """
     customer = _load(session, code, lock=True)
-    counts: dict[str, int] = {}
-    for table in _customer_tables():
-        column: Column[int] = table.c.customer_id
-        result = session.execute(delete(table).where(column == customer.id))
-        counts[table.name] = int(result.rowcount)  # type: ignore[attr-defined]
-    session.expunge(customer)
-    result = session.execute(
-        delete(Customer).where(Customer.id == customer.id).execution_options(synchronize_session=False)
-    )
-    counts[Customer.__tablename__] = int(result.rowcount)  # type: ignore[attr-defined]
-    return counts
+    return store.erase(session, customer.id)

@@ -1,13 +1,8 @@
 """Ingest fairness (§6): one measurement stream per customer, and a per-customer row budget.
 
 Exclusivity must hold across every server process behind the load balancer, so it is a
-PostgreSQL session-level advisory lock `(namespace, customer_id)` held for the stream's life.
-All streams of one process share one lock connection (advisory locks are per session and
-re-entrant within it), so an in-process registry refuses a second stream of the same customer
-in this process, and the advisory lock refuses it in any other. A killed process loses its
-connection and with it its locks, so a crash never leaves a customer locked out. The lock
-connection is opened for the first stream and closed after the last, so an idle server holds
-no extra connection.
+PostgreSQL advisory lock held for the stream's life (`store.locks.StreamLocks`, which also says
+how a crash never leaves a customer locked out).
 
 The row budget is a token bucket per customer, on the injected monotonic clock (tests move it
 without sleeping). It lives in the process: since a customer's only stream lives in one
@@ -19,24 +14,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import threading
-import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
-
-import psycopg
-from sqlalchemy import Engine
 
 from fleet_server.clock import Clock
 from fleet_server.config import Settings
-from fleet_server.db.session import CONNECT_TIMEOUT_S, Database
-from fleet_server.errors import ResourceExhausted
+from fleet_server.db.session import Database
+from fleet_server.errors import Reason, ResourceExhausted
+from fleet_server.store.locks import StreamLocks
 
 _LOGGER = logging.getLogger(__name__)
-
-STREAM_LOCK_NAMESPACE = 0x464C5453  # "FLTS"; partitions use another namespace
-_INT4_SPAN = 2**31
 
 
 class TokenBucket:
@@ -79,7 +66,7 @@ class RowBudget:
             raise ResourceExhausted(
                 f"a batch of {rows} rows exceeds the per-customer burst of {self._burst} rows; "
                 "send smaller batches",
-                reason="BATCH_OVER_BURST",
+                reason=Reason.BATCH_OVER_BURST,
             )
         now = self._clock.monotonic()
         bucket = self._buckets.get(customer_id)
@@ -91,95 +78,23 @@ class RowBudget:
                 f"measurement row budget exhausted ({self._rate:g} rows/s, burst {self._burst}); "
                 f"retry in {wait_ms} ms",
                 retry_after_ms=wait_ms,
-                reason="ROW_BUDGET_EXHAUSTED",
+                reason=Reason.ROW_BUDGET_EXHAUSTED,
             )
-
-
-class StreamLocks:
-    """At most one measurement stream per customer, across every process on the database."""
-
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-        self._lock = threading.Lock()
-        self._active: set[int] = set()  # streams running in this process
-        self._held: set[int] = set()  # advisory locks held on the current connection
-        self._connection: psycopg.Connection[Any] | None = None
-
-    def try_acquire(self, customer_id: int) -> bool:
-        """Blocking (runs on a database thread): True when the caller now owns the customer's stream."""
-        with self._lock:
-            if customer_id in self._active:
-                return False
-            locked = self._run(_TRY_LOCK, customer_id)
-            if locked:
-                self._active.add(customer_id)
-                self._held.add(customer_id)
-            elif not self._active:
-                self._discard_connection()
-            return locked
-
-    def release(self, customer_id: int) -> None:
-        """Blocking: give the stream up; closes the lock connection after the last stream."""
-        with self._lock:
-            self._active.discard(customer_id)
-            if customer_id in self._held:
-                self._held.discard(customer_id)
-                try:
-                    self._run(_UNLOCK, customer_id, reconnect=False)
-                except psycopg.Error as exc:  # the connection is gone, and the lock with it
-                    _LOGGER.info("stream lock of customer %d went with its connection: %s", customer_id, exc)
-            if not self._active:
-                self._discard_connection()
-
-    def active(self) -> set[int]:
-        with self._lock:
-            return set(self._active)
-
-    def _run(self, sql: str, customer_id: int, *, reconnect: bool = True) -> bool:
-        for attempt in (1, 2):
-            conn = self._open()
-            try:
-                row = conn.execute(sql, (STREAM_LOCK_NAMESPACE, customer_id % _INT4_SPAN)).fetchone()
-                return bool(row and row[0])
-            except psycopg.OperationalError:
-                self._discard_connection()
-                if not reconnect or attempt == 2:
-                    raise
-                _LOGGER.warning("stream lock connection lost; reconnecting")
-        raise AssertionError("unreachable")
-
-    def _open(self) -> psycopg.Connection[Any]:
-        if self._connection is not None and not self._connection.closed:
-            return self._connection
-        cargs, cparams = self._engine.dialect.create_connect_args(self._engine.url)
-        cparams.setdefault("connect_timeout", CONNECT_TIMEOUT_S)
-        conn: psycopg.Connection[Any] = psycopg.connect(*cargs, **cparams, autocommit=True)
-        self._connection = conn
-        # A lost connection took the locks of the streams still running here: take them back.
-        for customer_id in sorted(self._held):
-            row = conn.execute(_TRY_LOCK, (STREAM_LOCK_NAMESPACE, customer_id % _INT4_SPAN)).fetchone()
-            if not (row and row[0]):
-                self._held.discard(customer_id)
-                _LOGGER.warning("customer %d: stream lock taken elsewhere during a reconnect", customer_id)
-        return conn
-
-    def _discard_connection(self) -> None:
-        if self._connection is not None:
-            with contextlib.suppress(psycopg.Error):
-                self._connection.close()
-        self._connection = None
-
-
-_TRY_LOCK = "SELECT pg_try_advisory_lock(%s, %s)"
-_UNLOCK = "SELECT pg_advisory_unlock(%s, %s)"
 
 
 @dataclass
 class IngestGate:
-    """The fairness state of one server process (one per `Database`)."""
+    """The fairness state of one server process and database; the app builds one."""
 
     locks: StreamLocks
     budget: RowBudget
+
+    @classmethod
+    def build(cls, db: Database, settings: Settings, clock: Clock) -> IngestGate:
+        return cls(
+            locks=StreamLocks(db.engine),
+            budget=RowBudget(settings.ingest_rows_per_s, settings.ingest_burst_rows, clock),
+        )
 
     @contextlib.asynccontextmanager
     async def exclusive_stream(self, db: Database, customer_id: int) -> AsyncIterator[None]:
@@ -187,7 +102,7 @@ class IngestGate:
         if not await db.offload(self.locks.try_acquire, customer_id):
             raise ResourceExhausted(
                 "another PushMeasurements stream of this customer is open; one stream per customer at a time",
-                reason="STREAM_ALREADY_OPEN",
+                reason=Reason.STREAM_ALREADY_OPEN,
             )
         try:
             yield
@@ -196,20 +111,3 @@ class IngestGate:
                 await db.offload(self.locks.release, customer_id)
             except Exception:  # shutting down: the closing connection releases the lock
                 _LOGGER.info("stream lock of customer %d not released explicitly", customer_id, exc_info=True)
-
-
-_gates: weakref.WeakKeyDictionary[Database, IngestGate] = weakref.WeakKeyDictionary()
-_gates_lock = threading.Lock()
-
-
-def gate_for(db: Database, settings: Settings, clock: Clock) -> IngestGate:
-    """The process's gate for `db`, built on first use."""
-    with _gates_lock:
-        gate = _gates.get(db)
-        if gate is None:
-            gate = IngestGate(
-                locks=StreamLocks(db.engine),
-                budget=RowBudget(settings.ingest_rows_per_s, settings.ingest_burst_rows, clock),
-            )
-            _gates[db] = gate
-        return gate

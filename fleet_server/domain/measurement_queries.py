@@ -1,297 +1,106 @@
-"""Reading measurements back: raw points, hour and day buckets, and the fleet summary.
+"""Reading measurements back, the use cases: one customer's points in chunks, and the fleet summary.
 
-Hour buckets come from the rollup table only and day buckets are summed from those hours (UTC),
-so a bucket query never scans raw rows. Bucket queries return whole buckets: the range is
-widened to the buckets that overlap `[start, end)` (start floored, end ceiled to the bucket),
-because a pre-aggregated hour cannot be split. Raw queries use `[start, end)` exactly.
-
-A query is one statement read through a server-side cursor in one transaction: one plan, one
-consistent snapshot, and memory bounded by the chunk size however long the range.
+A request arrives as the caller sent it (unset fields None); every problem with it is reported
+at once before anything is read. The SQL, the bucket arithmetic and the cursor are
+`store.measurement_reads`'.
 """
 
 from __future__ import annotations
 
-import enum
-import itertools
-import logging
-import struct
-import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any
-
-import psycopg
-from psycopg.abc import Buffer
-from psycopg.adapt import Loader
-from psycopg.pq import Format
-from sqlalchemy.engine import Connection
-from sqlalchemy.orm import Session
+from datetime import datetime
 
 from fleet_server.db.session import Database
-from fleet_server.domain.measurements import METRIC_PATTERN, UNIX_TO_PG_US
+from fleet_server.domain import customers
+from fleet_server.domain.measurements import METRIC_PATTERN
+from fleet_server.domain.rules import check_range
 from fleet_server.errors import Violations
-
-_LOGGER = logging.getLogger(__name__)
-
-HOUR = timedelta(hours=1)
-DAY = timedelta(days=1)
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_LATEST = datetime.max.replace(tzinfo=UTC)
-
-
-class Bucket(enum.Enum):
-    RAW = "raw"
-    HOUR = "hour"
-    DAY = "day"
+from fleet_server.store.measurement_reads import (
+    Bucket,
+    CustomerSummary,
+    MeasurementQuery,
+    Point,
+    PointCursor,
+    summarize_fleet,
+)
 
 
 @dataclass(frozen=True)
-class MeasurementQueryArgs:
-    """What a caller asks for, before the customer code is resolved; `device_ids` empty = all."""
+class PointsRequest:
+    """What a QueryMeasurements caller asked for; `bucket` None when it named none we know."""
 
-    metric: str
-    start: datetime
-    end: datetime
-    bucket: Bucket
-    device_ids: tuple[int, ...] = ()
-
-    def for_customer(self, customer_id: int) -> MeasurementQuery:
-        return MeasurementQuery(customer_id, self.metric, self.start, self.end, self.bucket, self.device_ids)
-
-
-@dataclass(frozen=True)
-class MeasurementQuery:
-    """One customer's readings of one metric; `device_ids` empty = every device."""
-
-    customer_id: int
-    metric: str
-    start: datetime
-    end: datetime
-    bucket: Bucket
-    device_ids: tuple[int, ...] = ()
-
-
-# A point: (device_id, start in microseconds since the Unix epoch, count, sum, min, max).
-Point = tuple[int, int, int, float, float, float]
-
-
-@dataclass(frozen=True)
-class CustomerSummary:
     code: str
-    devices: int
-    devices_seen: int
-    rows: int
-    sum: float
+    metric: str
+    start: datetime | None
+    end: datetime | None
+    bucket: Bucket | None
+    device_ids: tuple[int, ...] = ()
 
 
-def check_range(
+@dataclass(frozen=True)
+class SummaryRequest:
+    """What a SummarizeFleet caller asked for."""
+
+    metric: str
+    start: datetime | None
+    end: datetime | None
+
+
+def _check_metric_and_range(
     metric: str, start: datetime | None, end: datetime | None, problems: Violations
-) -> tuple[datetime, datetime] | None:
-    """Record violations of the metric and the `[start, end)` range shared by every query."""
+) -> None:
+    """The metric and `[start, end)` shared by every query; any start is allowed (old data too)."""
     if not METRIC_PATTERN.fullmatch(metric):
         problems.add("metric", "must match [a-z][a-z0-9_]{0,62}")
-    if start is None:
-        problems.add("start", "must be set")
-    if end is None:
-        problems.add("end", "must be set")
-    if start is not None and end is not None:
-        if end <= start:
-            problems.add("end", "must be after start")
-        else:
-            return start, end
-    return None
+    check_range(start, end, problems, earliest=None)
 
 
-def check_device_ids(device_ids: Sequence[int], problems: Violations) -> None:
-    for i, device_id in enumerate(device_ids):
+def check_points_request(request: PointsRequest) -> None:
+    """INVALID_ARGUMENT naming every bad field of the request, if any."""
+    problems = Violations()
+    if not request.code:
+        problems.add("code", "must be set")
+    _check_metric_and_range(request.metric, request.start, request.end, problems)
+    for i, device_id in enumerate(request.device_ids):
         if device_id <= 0:
             problems.add(f"device_ids[{i}]", "must be positive")
+    if request.bucket is None:
+        problems.add("bucket", "must be BUCKET_RAW, BUCKET_HOUR or BUCKET_DAY")
+    problems.raise_if_any()
 
 
-def floor_to(moment: datetime, bucket: Bucket) -> datetime:
-    moment = moment.astimezone(UTC)
-    if bucket is Bucket.HOUR:
-        return moment.replace(minute=0, second=0, microsecond=0)
-    if bucket is Bucket.DAY:
-        return moment.replace(hour=0, minute=0, second=0, microsecond=0)
-    return moment
+async def stream_points(
+    reader: Database, request: PointsRequest, chunk_size: int
+) -> AsyncGenerator[list[Point]]:
+    """The customer's points in chunks of at most `chunk_size`, through one server-side cursor.
 
-
-def ceil_to(moment: datetime, bucket: Bucket) -> datetime:
-    floored = floor_to(moment, bucket)
-    if floored == moment or bucket is Bucket.RAW:
-        return moment
-    step = HOUR if bucket is Bucket.HOUR else DAY
-    # The last bucket of year 9999 ends past what a datetime holds (a caller may ask that far).
-    return floored + step if floored <= _LATEST - step else _LATEST
-
-
-def bucket_range(query: MeasurementQuery) -> tuple[datetime, datetime]:
-    """The range actually read: exact for raw, widened to whole buckets otherwise."""
-    return floor_to(query.start, query.bucket), ceil_to(query.end, query.bucket)
-
-
-class _UnixMicrosLoader(Loader):
-    """Binary timestamptz → microseconds since the Unix epoch, without a `datetime` per point.
-
-    PostgreSQL sends a binary timestamptz as int64 microseconds since 2000-01-01; shifting it
-    here is cheaper than `extract(epoch …)` in SQL (numeric arithmetic, half of an hour
-    query's execution time) and than building a `datetime` per point in Python.
+    One statement in one read-only transaction: one plan, one consistent snapshot, and memory
+    bounded by the chunk whatever the range. Close the iterator (`contextlib.aclosing`) to give
+    the connection back at once when the caller stops early.
     """
-
-    format = Format.BINARY
-
-    def load(self, data: Buffer) -> int:
-        return int(_INT8.unpack(data)[0]) + UNIX_TO_PG_US
-
-
-_INT8 = struct.Struct("!q")
-
-_RAW_SQL = """
-SELECT device_id, time, 1::int8, value, value, value
-FROM fleet.measurements
-WHERE customer_id = %(customer)s AND metric = %(metric)s
-  AND time >= %(start)s AND time < %(end)s {devices}
-ORDER BY device_id, time
-"""
-
-_HOUR_SQL = """
-SELECT device_id, bucket, count, sum, min, max
-FROM fleet.measurement_rollups_hourly
-WHERE customer_id = %(customer)s AND metric = %(metric)s
-  AND bucket >= %(start)s AND bucket < %(end)s {devices}
-ORDER BY device_id, bucket
-"""
-
-_DAY_SQL = """
-SELECT device_id, day, sum(count)::int8, sum(sum), min(min), max(max)
-FROM (
-    SELECT device_id, date_bin('1 day', bucket, timestamptz '2000-01-01Z') AS day, count, sum, min, max
-    FROM fleet.measurement_rollups_hourly
-    WHERE customer_id = %(customer)s AND metric = %(metric)s
-      AND bucket >= %(start)s AND bucket < %(end)s {devices}
-) AS hours
-GROUP BY device_id, day
-ORDER BY device_id, day
-"""
-
-_SQL = {Bucket.RAW: _RAW_SQL, Bucket.HOUR: _HOUR_SQL, Bucket.DAY: _DAY_SQL}
-
-
-def point_statement(query: MeasurementQuery) -> tuple[str, dict[str, Any]]:
-    """The SQL and parameters of a point query (tests EXPLAIN it to prove what it reads)."""
-    start, end = bucket_range(query)
-    devices = "AND device_id = ANY(%(devices)s)" if query.device_ids else ""
-    params: dict[str, Any] = {
-        "customer": query.customer_id,
-        "metric": query.metric,
-        "start": start,
-        "end": end,
-        "devices": list(query.device_ids),
-    }
-    return _SQL[query.bucket].format(devices=devices), params
-
-
-class PointCursor:
-    """A point query read in chunks through a server-side cursor; every method blocks.
-
-    The servicer calls `open`, then `fetch` until it returns nothing, then `close`, each on a
-    database thread. The connection is held from `open` to `close`.
-    """
-
-    def __init__(self, db: Database, query: MeasurementQuery) -> None:
-        self._db = db
-        self._query = query
-        self._connection: Connection | None = None
-        self._driver: psycopg.Connection[Any] | None = None
-        self._cursor: psycopg.ServerCursor[Any] | None = None
-
-    def open(self) -> None:
-        sql, params = point_statement(self._query)
-        self._connection = self._db.engine.connect()
-        driver = self._connection.connection.driver_connection
-        assert isinstance(driver, psycopg.Connection)
-        self._driver = driver
-        driver.execute("SET TRANSACTION READ ONLY")
-        self._cursor = driver.cursor(name=f"points_{uuid.uuid4().hex[:12]}", binary=True)
-        self._cursor.adapters.register_loader("timestamptz", _UnixMicrosLoader)
-        self._cursor.execute(sql, params)
-
-    def fetch(self, size: int) -> list[Point]:
-        assert self._cursor is not None
-        return self._cursor.fetchmany(size)
-
-    def close(self) -> None:
-        try:
-            if self._cursor is not None:
-                self._cursor.close()
-        finally:
-            if self._driver is not None:
-                self._driver.rollback()
-            if self._connection is not None:
-                self._connection.close()
-            self._cursor = None
-            self._driver = None
-            self._connection = None
-
-
-def read_points(db: Database, query: MeasurementQuery) -> list[Point]:
-    """Every point of `query` at once (for tests and small reads)."""
-    cursor = PointCursor(db, query)
-    cursor.open()
+    check_points_request(request)
+    assert request.start is not None
+    assert request.end is not None
+    assert request.bucket is not None
+    customer_id = await reader.run(customers.customer_id_for, request.code)
+    query = MeasurementQuery(
+        customer_id, request.metric, request.start, request.end, request.bucket, request.device_ids
+    )
+    cursor = PointCursor(reader, query)
     try:
-        return list(itertools.chain.from_iterable(iter(lambda: cursor.fetch(10_000), [])))
+        await reader.offload(cursor.open)
+        while points := await reader.offload(cursor.fetch, chunk_size):
+            yield points
     finally:
-        cursor.close()
+        await reader.offload(cursor.close)
 
 
-# Full hours inside [start, end) come from the rollups; the partial hours at either edge, if
-# any, from raw rows, so the summary is exact for any range and cheap for long ones.
-_SUMMARY_SQL = """
-WITH readings AS (
-    SELECT customer_id, device_id, count AS rows, sum
-    FROM fleet.measurement_rollups_hourly
-    WHERE metric = %(metric)s AND bucket >= %(full_start)s AND bucket < %(full_end)s
-    UNION ALL
-    SELECT customer_id, device_id, 1, value
-    FROM fleet.measurements
-    WHERE metric = %(metric)s
-      AND ((time >= %(start)s AND time < %(head_end)s) OR (time >= %(tail_start)s AND time < %(end)s))
-),
-per_device AS (
-    SELECT customer_id, device_id, sum(rows) AS rows, sum(sum) AS sum
-    FROM readings GROUP BY customer_id, device_id
-),
-per_customer AS (
-    SELECT customer_id, count(*) AS seen, sum(rows) AS rows, sum(sum) AS sum
-    FROM per_device GROUP BY customer_id
-),
-devices AS (
-    SELECT customer_id, count(*) AS devices FROM fleet.devices GROUP BY customer_id
-)
-SELECT c.code, coalesce(d.devices, 0), coalesce(p.seen, 0), coalesce(p.rows, 0)::int8, coalesce(p.sum, 0)
-FROM fleet.customers c
-LEFT JOIN per_customer p ON p.customer_id = c.id
-LEFT JOIN devices d ON d.customer_id = c.id
-ORDER BY c.code
-"""
-
-
-def summary_segments(start: datetime, end: datetime) -> dict[str, datetime]:
-    """Split `[start, end)` into whole hours (rollups) and the raw edges around them."""
-    full_start, full_end = ceil_to(start, Bucket.HOUR), floor_to(end, Bucket.HOUR)
-    if full_start >= full_end:  # no whole hour inside: read the range raw
-        return {"full_start": start, "full_end": start, "head_end": end, "tail_start": end}
-    return {"full_start": full_start, "full_end": full_end, "head_end": full_start, "tail_start": full_end}
-
-
-def summarize_fleet(session: Session, metric: str, start: datetime, end: datetime) -> list[CustomerSummary]:
-    """One summary per customer (every customer, ordered by code) of `metric` over `[start, end)`."""
-    conn = session.connection().connection.driver_connection
-    assert isinstance(conn, psycopg.Connection)
-    params = {"metric": metric, "start": start, "end": end, **summary_segments(start, end)}
-    with conn.cursor(binary=True) as cursor:
-        cursor.execute(_SUMMARY_SQL, params)
-        rows = cursor.fetchall()
-    return [CustomerSummary(str(c), int(d), int(s), int(r), float(t)) for c, d, s, r, t in rows]
+async def summarize(reader: Database, request: SummaryRequest) -> list[CustomerSummary]:
+    """One summary per customer (every customer, by code) of the metric over `[start, end)`."""
+    problems = Violations()
+    _check_metric_and_range(request.metric, request.start, request.end, problems)
+    problems.raise_if_any()
+    assert request.start is not None
+    assert request.end is not None
+    return await reader.run(summarize_fleet, request.metric, request.start, request.end)

@@ -9,7 +9,6 @@ that need stored state (a device's site, a tariff's municipality) live with the 
 from __future__ import annotations
 
 import functools
-import logging
 import re
 import zoneinfo
 from collections.abc import Sequence
@@ -17,14 +16,9 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 
-from fleet_server.domain.rules import check_time
-from fleet_server.errors import FieldViolation, InvalidArgument, Violations
-
-_LOGGER = logging.getLogger(__name__)
-
-# The BadRequest detail travels in trailing metadata, which clients cap (8 KiB by default):
-# a snapshot with thousands of bad rows reports the first ones and how many more there are.
-MAX_REPORTED_VIOLATIONS = 50
+from fleet_server.domain.rules import check_range
+from fleet_server.errors import Violations
+from fleet_server.store.reference import PeriodRecord, TariffRecord
 
 _DECIMAL = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
 # Money and rates are NUMERIC without a fixed scale; a bound keeps absurd strings out of it.
@@ -90,49 +84,6 @@ class TariffItem:
     vat_percent: str
     currency: str
     periods: tuple[PeriodItem, ...]
-
-
-@dataclass(frozen=True)
-class PeriodRow:
-    """A validated period: minutes of the local day (`24:00` = 1440) and a decimal rate."""
-
-    id: int
-    name: str
-    days_of_week: int
-    start_minute: int
-    end_minute: int
-    rate: Decimal
-
-
-@dataclass(frozen=True)
-class TariffRow:
-    """A validated tariff, ready to store."""
-
-    id: int
-    municipality_id: int
-    name: str
-    is_active: bool
-    effective_from: datetime
-    effective_to: datetime | None
-    default_rate: Decimal
-    fixed_charge: Decimal
-    vat_percent: Decimal
-    currency: str
-    periods: tuple[PeriodRow, ...]
-
-
-def _raise(problems: Violations, resource: str) -> None:
-    """Reject the snapshot with at most MAX_REPORTED_VIOLATIONS listed, plus a count of the rest."""
-    if not problems:
-        return
-    items = problems.items
-    if len(items) > MAX_REPORTED_VIOLATIONS:
-        rest = len(items) - MAX_REPORTED_VIOLATIONS
-        items = [
-            *items[:MAX_REPORTED_VIOLATIONS],
-            FieldViolation(resource, f"{rest} more violations not listed"),
-        ]
-    raise InvalidArgument(items)
 
 
 def _check_id(value: int, path: str, problems: Violations) -> None:
@@ -234,7 +185,7 @@ def validate_sites(items: Sequence[SiteItem]) -> list[SiteItem]:
         _check_optional_id(site.municipality_id, f"{path}.municipality_id", problems)
         _check_optional_id(site.tariff_id, f"{path}.tariff_id", problems)
     _check_unique([s.id for s in items], "sites", problems)
-    _raise(problems, "sites")
+    problems.raise_if_any()
     return [s if s.timezone else replace(s, timezone=DEFAULT_TIMEZONE) for s in items]
 
 
@@ -248,7 +199,7 @@ def validate_devices(items: Sequence[DeviceItem]) -> list[DeviceItem]:
         _check_text(device.serial_number, f"{path}.serial_number", problems)
         _check_text(device.kind, f"{path}.kind", problems)
     _check_unique([d.id for d in items], "devices", problems)
-    _raise(problems, "devices")
+    problems.raise_if_any()
     return list(items)
 
 
@@ -260,11 +211,11 @@ def validate_municipalities(items: Sequence[MunicipalityItem]) -> list[Municipal
         _check_name(municipality.name, f"{path}.name", problems)
         _check_text(municipality.region, f"{path}.region", problems)
     _check_unique([m.id for m in items], "municipalities", problems)
-    _raise(problems, "municipalities")
+    problems.raise_if_any()
     return list(items)
 
 
-def _validate_period(period: PeriodItem, path: str, problems: Violations) -> PeriodRow:
+def _validate_period(period: PeriodItem, path: str, problems: Violations) -> PeriodRecord:
     _check_id(period.id, f"{path}.id", problems)
     _check_name(period.name, f"{path}.name", problems)
     if not 1 <= period.days_of_week <= ALL_DAYS:
@@ -276,19 +227,21 @@ def _validate_period(period: PeriodItem, path: str, problems: Violations) -> Per
     rate = parse_decimal(period.rate, f"{path}.rate", problems)
     # An end of 00:00 after a later start wraps to midnight: the same window as 24:00, which is
     # how it is stored (the schema keeps end minutes in 1..1440).
-    return PeriodRow(period.id, period.name, period.days_of_week, start, end or MINUTES_PER_DAY, rate)
+    return PeriodRecord(period.id, period.name, period.days_of_week, start, end or MINUTES_PER_DAY, rate)
 
 
-def _validate_tariff(tariff: TariffItem, path: str, now: datetime, problems: Violations) -> TariffRow:
+def _validate_tariff(tariff: TariffItem, path: str, now: datetime, problems: Violations) -> TariffRecord:
     _check_id(tariff.id, f"{path}.id", problems)
     _check_id(tariff.municipality_id, f"{path}.municipality_id", problems)
     _check_name(tariff.name, f"{path}.name", problems)
-    check_time(tariff.effective_from, now, f"{path}.effective_from", problems, allow_future=True)
-    if tariff.effective_to is not None:
-        if tariff.effective_from is not None and tariff.effective_to <= tariff.effective_from:
-            problems.add(f"{path}.effective_to", "must be after effective_from")
-        else:
-            check_time(tariff.effective_to, now, f"{path}.effective_to", problems, allow_future=True)
+    # A window may lie in the future: tariffs are published before they apply.
+    check_range(
+        tariff.effective_from,
+        tariff.effective_to,
+        problems,
+        paths=(f"{path}.effective_from", f"{path}.effective_to"),
+        end_optional=True,
+    )
     default_rate = parse_decimal(tariff.default_rate, f"{path}.default_rate", problems)
     fixed_charge = parse_decimal(tariff.fixed_charge, f"{path}.fixed_charge", problems)
     vat = parse_decimal(tariff.vat_percent, f"{path}.vat_percent", problems)
@@ -300,7 +253,7 @@ def _validate_tariff(tariff: TariffItem, path: str, now: datetime, problems: Vio
         _validate_period(p, f"{path}.periods[{j}]", problems) for j, p in enumerate(tariff.periods)
     )
     _check_unique([p.id for p in tariff.periods], f"{path}.periods", problems)
-    return TariffRow(
+    return TariffRecord(
         id=tariff.id,
         municipality_id=tariff.municipality_id,
         name=tariff.name,
@@ -315,10 +268,10 @@ def _validate_tariff(tariff: TariffItem, path: str, now: datetime, problems: Vio
     )
 
 
-def validate_tariffs(items: Sequence[TariffItem], now: datetime) -> list[TariffRow]:
+def validate_tariffs(items: Sequence[TariffItem], now: datetime) -> list[TariffRecord]:
     """Validated tariffs with parsed money and period minutes, or InvalidArgument listing every problem."""
     problems = Violations()
     rows = [_validate_tariff(t, f"tariffs[{i}]", now, problems) for i, t in enumerate(items)]
     _check_unique([t.id for t in items], "tariffs", problems)
-    _raise(problems, "tariffs")
+    problems.raise_if_any()
     return rows

@@ -1,4 +1,4 @@
-"""Validation rules shared by every kind of pushed data (§10)."""
+"""The time rules shared by every kind of data and query (§10): one check for an instant, one for a range."""
 
 from __future__ import annotations
 
@@ -14,20 +14,59 @@ MAX_FUTURE = timedelta(days=1)
 
 def check_time(
     value: datetime | None,
-    now: datetime,
     path: str,
     problems: Violations,
     *,
-    allow_future: bool = False,
-) -> None:
-    """Record a violation when `value` is unset, before 2000-01-01 or more than a day ahead of `now`.
+    now: datetime | None = None,
+    earliest: datetime | None = EARLIEST_TIME,
+) -> bool:
+    """Record why `value` is unusable — unset, before `earliest`, or more than a day ahead of `now`.
 
-    `allow_future` drops the upper bound for dates that are legitimately ahead of the clock,
-    such as a tariff's effective window (published before it applies, ending at a year end).
+    `now` None drops the upper bound, for times that are legitimately ahead of the clock (a
+    tariff's window, published before it applies; a bill for a month still running); `earliest`
+    None drops the lower one. True when `value` passed.
     """
     if value is None:
         problems.add(path, "must be set")
-    elif value < EARLIEST_TIME:
-        problems.add(path, "must not be before 2000-01-01T00:00:00Z")
-    elif not allow_future and value > now + MAX_FUTURE:
-        problems.add(path, "must not be more than 1 day in the future")
+    elif earliest is not None and value < earliest:
+        problems.add(path, f"must not be before {earliest:%Y-%m-%dT%H:%M:%SZ}")
+    elif now is not None and value > now + MAX_FUTURE:
+        problems.add(path, f"must not be more than {MAX_FUTURE.days} day in the future")
+    else:
+        return True
+    return False
+
+
+def check_range(
+    start: datetime | None,
+    end: datetime | None,
+    problems: Violations,
+    *,
+    paths: tuple[str, str] = ("start", "end"),
+    earliest: datetime | None = EARLIEST_TIME,
+    end_optional: bool = False,
+    max_span: timedelta | None = None,
+) -> bool:
+    """Record why `[start, end)` is unusable; True when it passed.
+
+    Each end is checked as `check_time` checks an instant, except that an end at or before the
+    start is named as such ("must be after start"), the more useful message. The span limit is
+    checked only for a range whose ends both passed. `end_optional` lets `end` be unset (an
+    open range, such as a tariff still in force).
+    """
+    start_path, end_path = paths
+    start_ok = check_time(start, start_path, problems, earliest=earliest)
+    if end is None and end_optional:
+        return start_ok
+    if start is not None and end is not None and end <= start:
+        problems.add(end_path, f"must be after {start_path.rsplit('.', 1)[-1]}")
+        return False
+    end_ok = check_time(end, end_path, problems, earliest=earliest)
+    if not (start_ok and end_ok):
+        return False
+    assert start is not None
+    assert end is not None
+    if max_span is not None and end - start > max_span:
+        problems.add(end_path, f"range must not span more than {max_span.days} days")
+        return False
+    return True

@@ -1,14 +1,14 @@
-"""The pricing rules of §9 as pure functions: period matching, kWh and money rounding, fixed-charge pro-rata.
+"""The pricing arithmetic of §9, pure: kWh and money rounding, period lines, fixed-charge pro-rata.
 
-The database does the heavy lifting of `ComputeCosts` (it groups millions of readings into a few
-hundred slots); these functions are the rules themselves, shared by the SQL path's final
-arithmetic and readable on their own. Everything here is exact: `Decimal` for money and kWh,
-`Fraction` for the pro-rata shares, so a bill never depends on float rounding.
+The database does the heavy lifting of `ComputeCosts`: it converts each reading to kWh and
+matches it to its TOU period while grouping millions of readings into a few hundred slots
+(`store.costs`). These functions do the arithmetic on those slots. Everything here is exact:
+`Decimal` for money and kWh, `Fraction` for the pro-rata shares, so a bill never depends on
+float rounding.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -17,11 +17,6 @@ from fractions import Fraction
 from math import floor
 from zoneinfo import ZoneInfo
 
-_LOGGER = logging.getLogger(__name__)
-
-MINUTES_PER_DAY = 1440
-# Portals write "23:59" for "until midnight": a stored end of 1439 is billed as 24:00.
-_END_OF_DAY_AS_PUSHED = 1439
 KWH_PLACES = Decimal("0.000001")
 MONEY_PLACES = Decimal("0.01")
 DEFAULT_PERIOD_ID = 0
@@ -30,65 +25,6 @@ DEFAULT_PERIOD_NAME = "default"
 # rounding §9 prescribes (kWh with 6 places times rates with any scale a tariff carries).
 _EXACT = Context(prec=60, rounding=ROUND_HALF_UP)
 _ONE_MICROSECOND = timedelta(microseconds=1)
-
-
-@dataclass(frozen=True)
-class Period:
-    """A TOU window as stored: minutes of the local day, `end_minute` exactly as pushed."""
-
-    id: int
-    name: str
-    days_of_week: int
-    start_minute: int
-    end_minute: int
-    rate: Decimal
-
-
-def billed_end(end_minute: int) -> int:
-    """The end minute used for pricing: `23:59` (1439) means the end of the day (1440)."""
-    return MINUTES_PER_DAY if end_minute == _END_OF_DAY_AS_PUSHED else end_minute
-
-
-def period_covers(period: Period, weekday: int, minute: int) -> bool:
-    """Whether `period` contains local `minute` (0..1439) of a day with `weekday` (0 = Monday).
-
-    A wrapping period (end before start) is the union of `[start, 24:00)` and `[00:00, end)` on
-    each listed day itself, literally as §9 words it: "22:00-06:00 on Monday" covers Monday 00:00-06:00 and
-    Monday 22:00-24:00, not Tuesday morning.
-    """
-    if not (period.days_of_week >> weekday) & 1:
-        return False
-    start, end = period.start_minute, billed_end(period.end_minute)
-    if end > start:
-        return start <= minute < end
-    return minute >= start or minute < end
-
-
-def match_period(periods: Iterable[Period], weekday: int, minute: int) -> Period | None:
-    """The period a local weekday/minute is billed under: the lowest id among those covering it."""
-    for period in sorted(periods, key=lambda p: p.id):
-        if period_covers(period, weekday, minute):
-            return period
-    return None
-
-
-def local_slot(moment: datetime, timezone: str) -> tuple[int, int]:
-    """(weekday 0 = Monday, minute of the day) of `moment` on the wall clock of `timezone` ('' = UTC).
-
-    Periods start and end on whole minutes, so a reading's seconds never change its period.
-    """
-    local = moment.astimezone(ZoneInfo(timezone or "UTC"))
-    return local.weekday(), local.hour * 60 + local.minute
-
-
-def kwh(value: float) -> Decimal:
-    """A reading as billed kWh: the double's shortest round-trip decimal, rounded half-up to 6 places.
-
-    The shortest round-trip form (Python's `repr`, PostgreSQL's float8 text output) is the decimal
-    the portal meant; rounding the exact binary expansion instead would let binary noise decide
-    ties, and PostgreSQL's direct float8→numeric cast keeps only 15 significant digits.
-    """
-    return Decimal(repr(value)).quantize(KWH_PLACES, rounding=ROUND_HALF_UP)
 
 
 def round_kwh(value: Decimal) -> Decimal:

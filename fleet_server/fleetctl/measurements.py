@@ -11,7 +11,7 @@ from fleet.v1 import query_service_pb2 as pb
 
 from fleet_server.fleetctl.connection import Connection
 from fleet_server.fleetctl.render import message_dict, print_json, table, time_argument
-from fleet_server.services.wire import to_timestamp
+from fleet_server.rpc.wellknown import to_timestamp
 
 _LOGGER = logging.getLogger(__name__)
 

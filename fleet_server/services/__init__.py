@@ -1,1 +1,1 @@
-"""gRPC servicers: one module per service, translating wire ⇄ domain and nothing else."""
+"""gRPC servicers: one module per service, each method decodes, calls one use case, encodes."""

@@ -9,10 +9,10 @@ from fleet.v1 import admin_service_pb2 as pb
 from fleet.v1 import admin_service_pb2_grpc
 
 from fleet_server.app import App
-from fleet_server.auth.identity import CallContext
+from fleet_server.auth.call_context import CallContext
 from fleet_server.domain import customers
+from fleet_server.rpc.translate import translate_errors
 from fleet_server.services import admin_wire as wire
-from fleet_server.services.status import translate_errors
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from fleet.v1 import resources_pb2
 
 from fleet_server.domain.customers import CODE_PATTERN, CustomerRecord
 from fleet_server.errors import InvalidArgument
-from fleet_server.services.wire import to_timedelta, to_timestamp
+from fleet_server.rpc.wellknown import to_timedelta, to_timestamp
 
 # Bumped if the token's content ever changes, so an old client's token fails clearly.
 _PAGE_TOKEN_VERSION = 1

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import logging
-
 from fleet.v1 import query_service_pb2 as pb
 
 from fleet_server.domain.costs import CostQuery, CostReport, CustomerCost, SiteCost
 from fleet_server.domain.tou import PeriodLine
-from fleet_server.services.wire import decimal_text, optional_datetime
-
-_LOGGER = logging.getLogger(__name__)
+from fleet_server.rpc.wellknown import decimal_text, optional_datetime
 
 
 def to_query(request: pb.ComputeCostsRequest) -> CostQuery:

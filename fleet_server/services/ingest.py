@@ -1,9 +1,8 @@
-"""FleetIngestService: customer pushes, wire ⇄ domain."""
+"""FleetIngestService: customer pushes; each method decodes, calls one use case, encodes."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
@@ -11,15 +10,13 @@ from fleet.v1 import ingest_service_pb2 as pb
 from fleet.v1 import ingest_service_pb2_grpc
 
 from fleet_server.app import App
-from fleet_server.auth.identity import CallContext
-from fleet_server.domain import fairness, measurements, reference
-from fleet_server.domain.measurements import BatchResult
+from fleet_server.auth.call_context import CallContext
+from fleet_server.domain import reference
 from fleet_server.domain.reference import SyncSummary
-from fleet_server.services import measurement_stream, measurement_wire, reference_wire
+from fleet_server.rpc.translate import translate_errors
+from fleet_server.services import ingest_wire, measurement_stream
 from fleet_server.services.snapshot_stream import SnapshotStream
-from fleet_server.services.status import translate_errors
-
-_LOGGER = logging.getLogger(__name__)
+from fleet_server.store.measurements import BatchResult
 
 
 class FleetIngestServicer(ingest_service_pb2_grpc.FleetIngestServiceServicer):
@@ -49,7 +46,7 @@ class FleetIngestServicer(ingest_service_pb2_grpc.FleetIngestServiceServicer):
         summary = await self._push_snapshot(
             context, lambda stream: stream.sites(request_iterator), reference.apply_sites
         )
-        return pb.PushSitesResponse(summary=reference_wire.summary_message(summary))
+        return pb.PushSitesResponse(summary=ingest_wire.summary_message(summary))
 
     @translate_errors
     async def PushDevices(
@@ -58,7 +55,7 @@ class FleetIngestServicer(ingest_service_pb2_grpc.FleetIngestServiceServicer):
         summary = await self._push_snapshot(
             context, lambda stream: stream.devices(request_iterator), reference.apply_devices
         )
-        return pb.PushDevicesResponse(summary=reference_wire.summary_message(summary))
+        return pb.PushDevicesResponse(summary=ingest_wire.summary_message(summary))
 
     @translate_errors
     async def PushMunicipalities(
@@ -67,7 +64,7 @@ class FleetIngestServicer(ingest_service_pb2_grpc.FleetIngestServiceServicer):
         summary = await self._push_snapshot(
             context, lambda stream: stream.municipalities(request_iterator), reference.apply_municipalities
         )
-        return pb.PushMunicipalitiesResponse(summary=reference_wire.summary_message(summary))
+        return pb.PushMunicipalitiesResponse(summary=ingest_wire.summary_message(summary))
 
     @translate_errors
     async def PushTariffs(
@@ -77,7 +74,7 @@ class FleetIngestServicer(ingest_service_pb2_grpc.FleetIngestServiceServicer):
             context, lambda stream: stream.tariffs(request_iterator), reference.apply_tariffs
         )
         return pb.PushTariffsResponse(
-            summary=reference_wire.summary_message(summary), periods_written=summary.periods_written
+            summary=ingest_wire.summary_message(summary), periods_written=summary.periods_written
         )
 
     @translate_errors
@@ -87,31 +84,17 @@ class FleetIngestServicer(ingest_service_pb2_grpc.FleetIngestServiceServicer):
         """Each request is one batch: validated, committed on its own, acknowledged in order.
 
         While batch N is in the database, the next batch is read, decoded and validated, so this
-        process's Python work overlaps PostgreSQL's; a write queue starts N+1 the moment N
-        committed (never if N failed), and N's acknowledgement goes out at once. A bad or
-        over-budget batch is refused after the acknowledgements of the batches before it.
+        process's Python work overlaps PostgreSQL's; the stream's write queue starts N+1 the
+        moment N committed (never if N failed), and N's acknowledgement goes out at once. A bad
+        or over-budget batch is refused after the acknowledgements of the batches before it.
         """
-        app = self._app
-        customer_id = context.customer().customer_id
-        gate = fairness.gate_for(app.db, app.settings, app.clock)
-        async with gate.exclusive_stream(app.db, customer_id):
-            writes = measurement_stream.OrderedWrites(app.db, customer_id)
-
-            async def release_connections() -> None:
-                await app.db.offload(writes.release)
+        async with self._app.ingest.stream(context.customer().customer_id) as stream:
 
             def accept(request: pb.PushMeasurementsRequest) -> asyncio.Future[BatchResult]:
-                batch = measurement_wire.decode_batch(request)
-                now = app.clock.now()
-                measurements.validate_batch(batch, now)
-                gate.budget.admit(customer_id, len(batch))
+                batch = ingest_wire.decode_batch(request)
+                written = stream.accept(batch)
                 context.add_rows(len(batch))
-                return writes.submit(batch, now)
+                return written
 
-            try:
-                async for request, result in measurement_stream.pipelined(
-                    request_iterator, accept, release_connections
-                ):
-                    yield measurement_wire.ack(request, result)
-            finally:
-                await app.db.offload(writes.release)
+            async for request, result in measurement_stream.pipelined(request_iterator, accept, stream.idle):
+                yield ingest_wire.ack(request, result)

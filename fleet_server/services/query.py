@@ -1,23 +1,20 @@
-"""FleetQueryService: operator reads across customers, wire ⇄ domain."""
+"""FleetQueryService: operator reads across customers; each method decodes, calls one use case, encodes."""
 
 from __future__ import annotations
 
-import logging
+import contextlib
 from collections.abc import AsyncIterator
 
 from fleet.v1 import query_service_pb2 as pb
 from fleet.v1 import query_service_pb2_grpc
 
 from fleet_server.app import App
-from fleet_server.auth.identity import CallContext
-from fleet_server.domain import customers, measurement_queries
+from fleet_server.auth.call_context import CallContext
+from fleet_server.domain import measurement_queries
 from fleet_server.domain.costs import compute_costs
 from fleet_server.domain.detail import load_customer_detail
-from fleet_server.services import cost_wire, measurement_wire
-from fleet_server.services.reference_wire import detail_message
-from fleet_server.services.status import translate_errors
-
-_LOGGER = logging.getLogger(__name__)
+from fleet_server.rpc.translate import translate_errors
+from fleet_server.services import cost_wire, query_wire
 
 
 class FleetQueryServicer(query_service_pb2_grpc.FleetQueryServiceServicer):
@@ -30,34 +27,29 @@ class FleetQueryServicer(query_service_pb2_grpc.FleetQueryServiceServicer):
     ) -> pb.GetCustomerDetailResponse:
         context.admin()
         detail = await self._app.reader.run(load_customer_detail, request.code, self._app.clock.now())
-        return detail_message(detail)
+        return query_wire.detail_message(detail)
 
     @translate_errors
     async def QueryMeasurements(
         self, request: pb.QueryMeasurementsRequest, context: CallContext
     ) -> AsyncIterator[pb.QueryMeasurementsResponse]:
         context.admin()
-        reader = self._app.reader
-        code, args = measurement_wire.decode_query(request)
-        customer_id = await reader.run(customers.customer_id_for, code)
-        cursor = measurement_queries.PointCursor(reader, args.for_customer(customer_id))
-        try:
-            await reader.offload(cursor.open)
-            while points := await reader.offload(cursor.fetch, measurement_wire.POINTS_PER_CHUNK):
+        chunks = measurement_queries.stream_points(
+            self._app.reader, query_wire.points_request(request), query_wire.POINTS_PER_CHUNK
+        )
+        async with contextlib.aclosing(chunks):  # a caller that goes away frees the cursor at once
+            async for points in chunks:
                 context.add_rows(len(points))
-                yield measurement_wire.points_response(points)
-        finally:
-            await reader.offload(cursor.close)
+                yield query_wire.points_response(points)
 
     @translate_errors
     async def SummarizeFleet(
         self, request: pb.SummarizeFleetRequest, context: CallContext
     ) -> pb.SummarizeFleetResponse:
         context.admin()
-        metric, start, end = measurement_wire.decode_summary(request)
-        summaries = await self._app.reader.run(measurement_queries.summarize_fleet, metric, start, end)
+        summaries = await measurement_queries.summarize(self._app.reader, query_wire.summary_request(request))
         context.add_rows(len(summaries))
-        return measurement_wire.summary_response(summaries)
+        return query_wire.summary_response(summaries)
 
     @translate_errors
     async def ComputeCosts(

@@ -20,26 +20,18 @@ import threading
 from collections.abc import AsyncIterable, Callable, Sequence
 from typing import TypeVar
 
-import grpc
 from fleet.v1 import ingest_service_pb2 as pb
 from fleet.v1 import resources_pb2
 
-from fleet_server.auth.identity import CallContext
+from fleet_server.auth.call_context import CallContext
 from fleet_server.domain.reference_validation import DeviceItem, MunicipalityItem, SiteItem, TariffItem
-from fleet_server.errors import FleetError, ResourceExhausted
-from fleet_server.services import reference_wire
+from fleet_server.errors import Reason, ResourceExhausted, StreamBroken
+from fleet_server.services import ingest_wire
 
 _LOGGER = logging.getLogger(__name__)
 
 M = TypeVar("M")
 P = TypeVar("P")
-
-
-class StreamBroken(FleetError):
-    """The call ended before the snapshot was committed; the transaction is rolled back."""
-
-    code = grpc.StatusCode.CANCELLED
-    reason = "STREAM_BROKEN"
 
 
 def _one_row(_: object) -> int:
@@ -80,7 +72,7 @@ class SnapshotStream:
             if rows > self._limit:
                 raise ResourceExhausted(
                     f"snapshot exceeds {self._limit} rows (the server's --max-snapshot-rows)",
-                    reason="SNAPSHOT_TOO_LARGE",
+                    reason=Reason.SNAPSHOT_TOO_LARGE,
                 )
             items.extend(batch)
         await asyncio.sleep(0)  # a broken stream's cancellation lands here, before any write
@@ -88,18 +80,18 @@ class SnapshotStream:
 
     async def sites(self, messages: AsyncIterable[pb.PushSitesRequest]) -> list[SiteItem]:
         collected = await self._read(messages, lambda m: m.sites, _one_row)
-        return [reference_wire.site_item(s) for s in collected]
+        return [ingest_wire.site_item(s) for s in collected]
 
     async def devices(self, messages: AsyncIterable[pb.PushDevicesRequest]) -> list[DeviceItem]:
         collected = await self._read(messages, lambda m: m.devices, _one_row)
-        return [reference_wire.device_item(d) for d in collected]
+        return [ingest_wire.device_item(d) for d in collected]
 
     async def municipalities(
         self, messages: AsyncIterable[pb.PushMunicipalitiesRequest]
     ) -> list[MunicipalityItem]:
         collected = await self._read(messages, lambda m: m.municipalities, _one_row)
-        return [reference_wire.municipality_item(m) for m in collected]
+        return [ingest_wire.municipality_item(m) for m in collected]
 
     async def tariffs(self, messages: AsyncIterable[pb.PushTariffsRequest]) -> list[TariffItem]:
         collected = await self._read(messages, lambda m: m.tariffs, _tariff_rows)
-        return [reference_wire.tariff_item(t) for t in collected]
+        return [ingest_wire.tariff_item(t) for t in collected]

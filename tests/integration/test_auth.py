@@ -28,12 +28,12 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from sqlalchemy import text
 
 from fleet_server.app import App
-from fleet_server.auth.tokens import TokenKind, mint
 from fleet_server.clock import SystemClock
 from fleet_server.config import Settings
 from fleet_server.db.session import Database
 from fleet_server.domain.admin_tokens import create_admin_token, revoke_admin_token
 from fleet_server.domain.customers import create_customer
+from fleet_server.domain.tokens import TokenKind, mint
 from tests.support.clients import Stubs
 from tests.support.database import TABLES, truncate_all
 from tests.support.inprocess import InProcessServer

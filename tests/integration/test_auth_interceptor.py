@@ -16,11 +16,11 @@ import grpc.aio
 import pytest
 from fleet.v1 import admin_service_pb2, ingest_service_pb2, ingest_service_pb2_grpc, query_service_pb2
 
-from fleet_server.auth.identity import CallContext, CustomerIdentity
+from fleet_server.auth.call_context import CallContext
 from fleet_server.auth.interceptor import AuthInterceptor
-from fleet_server.auth.lookup import SqlTokenStore
 from fleet_server.auth.policy import POLICY, Requirement, requirement_for
 from fleet_server.clock import SystemClock
+from fleet_server.domain.authentication import CustomerIdentity, SqlTokenStore
 from tests.support.clients import bearer
 
 

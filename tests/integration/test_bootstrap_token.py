@@ -6,10 +6,9 @@ from dataclasses import replace
 
 import pytest
 
-from fleet_server.auth.identity import AdminIdentity
-from fleet_server.auth.lookup import find_identity
 from fleet_server.cli import _bootstrap_admin_token, admin_token_file
 from fleet_server.clock import SystemClock
+from fleet_server.domain.authentication import AdminIdentity, find_identity
 from fleet_server.errors import Unauthenticated
 
 

@@ -16,7 +16,7 @@ from sqlalchemy import Engine, insert
 from fleet_client import portal_schema as t
 from fleet_client.client import token_fingerprint
 from fleet_client.pusher import Outcome
-from fleet_server.auth.tokens import TokenKind, mint
+from fleet_server.domain.tokens import TokenKind, mint
 from tests.support.client_sync import (
     Portal,
     Rig,

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from fleet.v1 import query_service_pb2 as pb
 
-from fleet_server.services.wire import to_timestamp
+from fleet_server.rpc.wellknown import to_timestamp
 from tests.support.clients import Stubs, bearer
 from tests.support.costs import (
     PEAK_OFF_PEAK,
@@ -277,6 +277,33 @@ def test_sites_without_a_billable_tariff_report_unpriced_kwh(
     }
     assert by_id[0].site_name == "(readings of unknown devices)"
     assert [(t.currency, t.total) for t in customer.totals] == [("USD", "0.00")]
+
+
+# Each reading is billed from the double's shortest decimal form, rounded half-up to 6 places.
+KWH_CONVERSIONS = [
+    (1.5, "1.500000"),
+    (0.1234565, "0.123457"),  # binary 0.12345649999…: rounded from its shortest decimal form
+    (5e-07, "0.000001"),
+    (4e-07, "0.000000"),
+    (12.34567849999999, "12.345678"),  # 16 digits: a 15-digit conversion would say 12.345679
+    (-0.0000015, "-0.000002"),  # half-up rounds ties away from zero
+    (1234567890.1234567, "1234567890.123457"),
+]
+
+
+def test_each_reading_is_converted_once_to_6_places(db, stubs, admin_token, new_customer, cost_partitions):
+    acme = new_customer("ACME")
+    cost_partitions.cover(datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 4, 1, tzinfo=UTC))
+    when = datetime(2026, 3, 2, 12, tzinfo=UTC)
+
+    def seed(session):
+        for site_id, (value, _) in enumerate(KWH_CONVERSIONS, start=1):  # one reading per site
+            add_site(session, acme.id, site_id, devices=[site_id])
+            add_readings(session, acme.id, site_id, [(when, value)])
+
+    db.transaction(seed)
+    (customer,) = compute(stubs, admin_token, datetime(2026, 3, 1), datetime(2026, 4, 1)).customers
+    assert [site.unpriced_kwh for site in customer.sites] == [expected for _, expected in KWH_CONVERSIONS]
 
 
 def test_fixed_charge_is_pro_rated_across_a_month_boundary(

@@ -10,8 +10,8 @@ import pytest
 from fleet.v1 import query_service_pb2 as pb
 from sqlalchemy import text
 
-from fleet_server.domain.costs import database_unknown_timezones
-from fleet_server.services.wire import to_timestamp
+from fleet_server.rpc.wellknown import to_timestamp
+from fleet_server.store.costs import database_unknown_timezones
 from tests.support.clients import Stubs, bad_request_fields, bearer, error_reason
 from tests.support.costs import (
     PEAK_OFF_PEAK,

@@ -8,7 +8,8 @@ import grpc
 import pytest
 
 from fleet_server.clock import FakeClock
-from fleet_server.domain.sync_status import record_push
+from fleet_server.resources import Resource
+from fleet_server.store.sync_status import record_push
 from tests.support.clients import Stubs, customer_detail, error_reason
 from tests.support.reference_data import (
     WEEKDAYS,
@@ -93,7 +94,7 @@ def test_detail_returns_the_whole_tree_ordered_by_id(stubs, new_customer, admin_
 def test_detail_maps_the_measurement_high_water_mark(stubs, db, new_customer, admin_token):
     acme = new_customer("ACME")
     high_water = NOW - timedelta(minutes=3)
-    db.transaction(record_push, acme.id, "measurements", 500, NOW, high_water)
+    db.transaction(record_push, acme.id, Resource.MEASUREMENTS, 500, NOW, high_water)
     (status,) = customer_detail(stubs, admin_token, "ACME").sync
     assert (status.resource, status.last_received) == ("measurements", 500)
     assert status.last_push_at.ToDatetime(tzinfo=UTC) == NOW

@@ -13,7 +13,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
 from fleet_server.db.session import Database
-from fleet_server.domain import measurement_queries as mq
+from fleet_server.store import measurement_reads as mq
 from tests.support.clients import Stubs, bad_request_fields, bearer, error_reason
 from tests.support.measurements import push, reading, request, ts
 

@@ -77,7 +77,7 @@ def _start(settings: Settings, url: str, query_url: str | None = None) -> InProc
     app = App(
         settings=replace(settings, database_url=url, health_poll_s=0.05),
         db=Database.from_url(url, pool_size=2),
-        query_db=Database.from_url(query_url, pool_size=2) if query_url else None,
+        reader=Database.from_url(query_url, pool_size=2) if query_url else None,
     )
     return InProcessServer(app).start()
 

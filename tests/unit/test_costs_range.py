@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from fleet_server.domain.costs import CostQuery, check_range
+from fleet_server.domain.costs import CostQuery, check_query
 from fleet_server.errors import InvalidArgument
 
 START = datetime(2026, 3, 1, tzinfo=UTC)
@@ -14,12 +14,12 @@ START = datetime(2026, 3, 1, tzinfo=UTC)
 
 def problems(query: CostQuery, max_span_days: int = 400) -> list[str]:
     with pytest.raises(InvalidArgument) as err:
-        check_range(query, max_span_days)
+        check_query(query, max_span_days)
     return [str(v) for v in err.value.violations]
 
 
 def test_a_valid_range_is_returned():
-    assert check_range(CostQuery((), START, START + timedelta(days=400)), 400) == (
+    assert check_query(CostQuery((), START, START + timedelta(days=400)), 400) == (
         START,
         START + timedelta(days=400),
     )
@@ -55,4 +55,4 @@ def test_malformed_codes_are_named_with_their_index():
 def test_a_range_reaching_into_the_future_is_allowed():
     """A month's bill while the month runs: nothing in the range has to have happened yet."""
     future = datetime(2099, 1, 1, tzinfo=UTC)
-    assert check_range(CostQuery(("ACME",), future, future + timedelta(days=31)), 400)[0] == future
+    assert check_query(CostQuery(("ACME",), future, future + timedelta(days=31)), 400)[0] == future

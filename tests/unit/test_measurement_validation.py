@@ -7,15 +7,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from fleet_server.domain import partitions
-from fleet_server.domain.measurements import (
-    MeasurementBatch,
-    from_pg_micros,
-    months_of,
-    to_pg_micros,
-    validate_batch,
-)
-from fleet_server.errors import InvalidArgument
+from fleet_server.domain.measurements import validate_batch
+from fleet_server.errors import MAX_LISTED_VIOLATIONS, InvalidArgument
+from fleet_server.store import partitions
+from fleet_server.store.measurements import MeasurementBatch, months_of
+from fleet_server.store.timestamps import from_pg_micros, to_pg_micros
 
 NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 T = datetime(2025, 6, 1, tzinfo=UTC)
@@ -93,12 +89,17 @@ def test_finite_values_whose_sum_overflows_are_accepted():
     validate_batch(batch([(1, "m", T, 1e308, T), (2, "m", T, 1e308, T)]), NOW)
 
 
-def test_many_bad_rows_list_ten_and_count_all():
-    rows = [(i + 1, "m", T, math.inf, T) for i in range(25)]
+def test_many_bad_rows_list_the_first_and_count_all():
+    rows = [(i + 1, "m", T, math.inf, T) for i in range(MAX_LISTED_VIOLATIONS + 15)]
     with pytest.raises(InvalidArgument) as raised:
         validate_batch(batch(rows), NOW)
-    assert len(raised.value.violations) == 10
-    assert raised.value.message == "measurements[0].value: must be finite (and 24 more)"
+    assert [v.field for v in raised.value.violations] == [
+        f"measurements[{i}].value" for i in range(MAX_LISTED_VIOLATIONS)
+    ]
+    assert (
+        raised.value.message
+        == f"measurements[0].value: must be finite (and {MAX_LISTED_VIOLATIONS + 14} more)"
+    )
 
 
 def test_months_touched_by_a_batch():

@@ -10,8 +10,8 @@ import pytest
 from fleet.v1 import ingest_service_pb2 as ingest_pb
 from fleet.v1 import resources_pb2 as res
 
-from fleet_server.errors import ResourceExhausted
-from fleet_server.services.snapshot_stream import SnapshotStream, StreamBroken
+from fleet_server.errors import ResourceExhausted, StreamBroken
+from fleet_server.services.snapshot_stream import SnapshotStream
 
 
 class _Call:

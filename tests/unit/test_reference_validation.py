@@ -10,7 +10,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fleet_server.domain.reference_validation import (
-    MAX_REPORTED_VIOLATIONS,
     DeviceItem,
     PeriodItem,
     SiteItem,
@@ -22,7 +21,7 @@ from fleet_server.domain.reference_validation import (
     validate_sites,
     validate_tariffs,
 )
-from fleet_server.errors import InvalidArgument, Violations
+from fleet_server.errors import MAX_LISTED_VIOLATIONS, InvalidArgument, Violations
 
 NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 
@@ -154,10 +153,11 @@ def test_every_repeat_of_an_id_is_named_with_its_first_position():
 
 def test_violations_beyond_the_cap_are_counted_not_listed():
     with pytest.raises(InvalidArgument) as error:
-        validate_devices([DeviceItem(-i, 1, "m", "", "") for i in range(MAX_REPORTED_VIOLATIONS + 7)])
-    assert len(error.value.violations) == MAX_REPORTED_VIOLATIONS + 1
-    assert error.value.violations[-1].field == "devices"
-    assert error.value.violations[-1].description.startswith("7 more violations")
+        validate_devices([DeviceItem(-i, 1, "m", "", "") for i in range(MAX_LISTED_VIOLATIONS + 7)])
+    assert [v.field for v in error.value.violations] == [
+        f"devices[{i}].id" for i in range(MAX_LISTED_VIOLATIONS)
+    ]
+    assert error.value.message == f"devices[0].id: must be > 0 (and {MAX_LISTED_VIOLATIONS + 6} more)"
 
 
 def test_a_valid_tariff_parses_money_and_minutes():

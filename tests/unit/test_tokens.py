@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fleet_server.auth.tokens import _ALPHABET, _BODY_LEN, TokenKind, hash_token, kind_of, mint
+from fleet_server.domain.tokens import _ALPHABET, _BODY_LEN, TokenKind, hash_token, kind_of, mint
 
 
 @pytest.mark.parametrize("kind", list(TokenKind))

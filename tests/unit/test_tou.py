@@ -1,4 +1,8 @@
-"""The pure pricing rules of §9: period edges, wrapping, overlaps, rounding, fixed-charge pro-rata."""
+"""The pure pricing arithmetic of §9: rounding, period lines, VAT, fixed-charge pro-rata.
+
+Period matching and the per-reading kWh conversion happen in SQL; `test_costs_compute` checks
+their edges against the database and `test_costs_property` against a slow reference.
+"""
 
 from __future__ import annotations
 
@@ -10,94 +14,6 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from fleet_server.domain import tou
-
-WEEKDAYS, WEEKEND, EVERY_DAY, MONDAY = 0b0011111, 0b1100000, 0b1111111, 0b0000001
-MON, TUE, SAT, SUN = 0, 1, 5, 6
-
-
-def period(
-    pid: int = 1, days: int = EVERY_DAY, start: str = "00:00", end: str = "23:59", rate: str = "1"
-) -> tou.Period:
-    return tou.Period(pid, f"P{pid}", days, at(start), at(end), Decimal(rate))
-
-
-def at(hhmm: str) -> int:
-    return int(hhmm[:2]) * 60 + int(hhmm[3:])
-
-
-@pytest.mark.parametrize(
-    ("weekday", "time", "covered"),
-    [
-        (MON, "17:00", True),  # start is inclusive
-        (MON, "16:59", False),
-        (MON, "19:59", True),
-        (MON, "20:00", False),  # end is exclusive
-        (SAT, "17:00", False),  # not a listed day
-    ],
-)
-def test_peak_edges(weekday, time, covered):
-    assert tou.period_covers(period(days=WEEKDAYS, start="17:00", end="20:00"), weekday, at(time)) is covered
-
-
-def test_23_59_means_the_end_of_the_day():
-    off_peak = period(days=WEEKEND, start="00:00", end="23:59")
-    assert tou.period_covers(off_peak, SAT, at("23:59"))
-    assert tou.period_covers(off_peak, SUN, at("23:59"))
-    assert not tou.period_covers(off_peak, MON, at("00:00"))
-    assert tou.billed_end(1439) == 1440
-    assert tou.billed_end(1440) == 1440
-    assert tou.billed_end(1200) == 1200
-
-
-@pytest.mark.parametrize(
-    ("weekday", "time", "covered"),
-    [
-        (MON, "22:00", True),
-        (MON, "23:59", True),
-        (MON, "00:00", True),  # the after-midnight part belongs to the listed day itself
-        (MON, "05:59", True),
-        (MON, "06:00", False),
-        (MON, "21:59", False),
-        (TUE, "02:00", False),  # Tuesday is not listed, even right after Monday night
-        (SUN, "23:00", False),
-    ],
-)
-def test_overnight_period_wraps_on_each_listed_day(weekday, time, covered):
-    night = period(days=MONDAY, start="22:00", end="06:00")
-    assert tou.period_covers(night, weekday, at(time)) is covered
-
-
-def test_overlapping_periods_the_lowest_id_wins_whatever_the_order():
-    late = period(pid=9, start="08:00", end="12:00")
-    early = period(pid=4, start="10:00", end="14:00")
-    assert tou.match_period([late, early], MON, at("11:00")) == early
-    assert tou.match_period([late, early], MON, at("09:00")) == late
-    assert tou.match_period([late, early], MON, at("15:00")) is None
-
-
-def test_local_slot_follows_dst_in_amsterdam():
-    # Sunday 2026-03-29: 02:00 CET jumps to 03:00 CEST.
-    assert tou.local_slot(datetime(2026, 3, 29, 0, 59, tzinfo=UTC), "Europe/Amsterdam") == (SUN, at("01:59"))
-    assert tou.local_slot(datetime(2026, 3, 29, 1, 0, tzinfo=UTC), "Europe/Amsterdam") == (SUN, at("03:00"))
-    assert tou.local_slot(datetime(2026, 3, 29, 22, 0, tzinfo=UTC), "Europe/Amsterdam") == (MON, 0)
-    assert tou.local_slot(datetime(2026, 3, 29, 1, 0, tzinfo=UTC), "") == (SUN, at("01:00"))
-    assert tou.local_slot(datetime(2026, 3, 2, 0, 0, tzinfo=UTC), "Asia/Kolkata") == (MON, at("05:30"))
-
-
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [
-        (1.5, "1.500000"),
-        (0.1234565, "0.123457"),  # binary 0.12345649999…: rounded from its shortest decimal form
-        (5e-07, "0.000001"),
-        (4e-07, "0.000000"),
-        (12.34567849999999, "12.345678"),  # 16 digits: a 15-digit conversion would say 12.345679
-        (-0.0000015, "-0.000002"),  # half-up rounds ties away from zero
-        (1234567890.1234567, "1234567890.123457"),
-    ],
-)
-def test_kwh_is_converted_once_to_6_places(value, expected):
-    assert str(tou.kwh(value)) == expected
 
 
 @pytest.mark.parametrize(

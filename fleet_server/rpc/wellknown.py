@@ -1,4 +1,4 @@
-"""Conversions every servicer shares: protobuf well-known types ⇄ Python values."""
+"""Protobuf well-known types ⇄ Python values, for the servicers and for fleetctl alike."""
 
 from __future__ import annotations
 

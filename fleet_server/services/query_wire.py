@@ -1,87 +1,82 @@
-"""Reference data wire ⇄ domain: pushed snapshots in, sync summaries and the customer detail out."""
+"""FleetQueryService on the wire: queries in as domain requests, records out as messages.
+
+Points and summaries for QueryMeasurements and SummarizeFleet, and the customer detail view
+(ComputeCosts has its own module, `cost_wire`).
+"""
 
 from __future__ import annotations
 
-import logging
+from collections.abc import Sequence
 
 from fleet.v1 import query_service_pb2 as query_pb
 from fleet.v1 import resources_pb2
+from google.protobuf import timestamp_pb2
 
-from fleet_server.db.models import Site
-from fleet_server.domain import sync_status
 from fleet_server.domain.detail import CustomerDetail, TariffDetail
-from fleet_server.domain.reference import SyncSummary
-from fleet_server.domain.reference_validation import (
-    DeviceItem,
-    MunicipalityItem,
-    PeriodItem,
-    SiteItem,
-    TariffItem,
-)
+from fleet_server.domain.measurement_queries import PointsRequest, SummaryRequest
+from fleet_server.rpc.wellknown import decimal_text, optional_datetime, to_timestamp
 from fleet_server.services.admin_wire import customer_message
-from fleet_server.services.wire import decimal_text, optional_datetime, to_timestamp
+from fleet_server.store.measurement_reads import Bucket, CustomerSummary, Point
+from fleet_server.store.reference import SiteRecord
+from fleet_server.store.sync_status import SyncRecord
 
-_LOGGER = logging.getLogger(__name__)
+# Points per QueryMeasurementsResponse: about 200 KB, far below any message limit.
+POINTS_PER_CHUNK = 5_000
 
-
-def site_item(site: resources_pb2.Site) -> SiteItem:
-    return SiteItem(
-        id=site.id,
-        name=site.name,
-        address=site.address,
-        timezone=site.timezone,
-        municipality_id=site.municipality_id if site.HasField("municipality_id") else None,
-        tariff_id=site.tariff_id if site.HasField("tariff_id") else None,
-    )
+BUCKETS = {
+    query_pb.BUCKET_RAW: Bucket.RAW,
+    query_pb.BUCKET_HOUR: Bucket.HOUR,
+    query_pb.BUCKET_DAY: Bucket.DAY,
+}
 
 
-def device_item(device: resources_pb2.Device) -> DeviceItem:
-    return DeviceItem(
-        id=device.id,
-        site_id=device.site_id,
-        name=device.name,
-        serial_number=device.serial_number,
-        kind=device.kind,
-    )
-
-
-def municipality_item(municipality: resources_pb2.Municipality) -> MunicipalityItem:
-    return MunicipalityItem(id=municipality.id, name=municipality.name, region=municipality.region)
-
-
-def tariff_item(tariff: resources_pb2.Tariff) -> TariffItem:
-    return TariffItem(
-        id=tariff.id,
-        municipality_id=tariff.municipality_id,
-        name=tariff.name,
-        is_active=tariff.is_active,
-        effective_from=optional_datetime(tariff, "effective_from"),
-        effective_to=optional_datetime(tariff, "effective_to"),
-        default_rate=tariff.default_rate,
-        fixed_charge=tariff.fixed_charge,
-        vat_percent=tariff.vat_percent,
-        currency=tariff.currency,
-        periods=tuple(
-            PeriodItem(
-                id=p.id,
-                name=p.name,
-                days_of_week=p.days_of_week,
-                start_time=p.start_time,
-                end_time=p.end_time,
-                rate=p.rate,
+def points_response(points: Sequence[Point]) -> query_pb.QueryMeasurementsResponse:
+    """One chunk of the query stream."""
+    point = query_pb.MeasurementPoint
+    stamp = timestamp_pb2.Timestamp
+    return query_pb.QueryMeasurementsResponse(
+        points=[
+            point(
+                device_id=d,
+                bucket_start=stamp(seconds=us // 1_000_000, nanos=us % 1_000_000 * 1000),
+                count=c,
+                sum=total,
+                min=low,
+                max=high,
             )
-            for p in tariff.periods
-        ),
+            for d, us, c, total, low, high in points
+        ]
     )
 
 
-def summary_message(summary: SyncSummary) -> resources_pb2.SyncSummary:
-    return resources_pb2.SyncSummary(
-        received=summary.received,
-        inserted=summary.inserted,
-        updated=summary.updated,
-        deleted=summary.deleted,
-        unchanged=summary.unchanged,
+def points_request(request: query_pb.QueryMeasurementsRequest) -> PointsRequest:
+    """The request as the domain checks it: unset timestamps and unknown buckets become None."""
+    return PointsRequest(
+        code=request.code,
+        metric=request.metric,
+        start=optional_datetime(request, "start"),
+        end=optional_datetime(request, "end"),
+        bucket=BUCKETS.get(request.bucket),
+        device_ids=tuple(request.device_ids),
+    )
+
+
+def summary_request(request: query_pb.SummarizeFleetRequest) -> SummaryRequest:
+    return SummaryRequest(
+        metric=request.metric,
+        start=optional_datetime(request, "start"),
+        end=optional_datetime(request, "end"),
+    )
+
+
+def summary_response(summaries: Sequence[CustomerSummary]) -> query_pb.SummarizeFleetResponse:
+    return query_pb.SummarizeFleetResponse(
+        customers=[
+            query_pb.CustomerSummary(
+                code=s.code, devices=s.devices, devices_seen=s.devices_seen, rows=s.rows, sum=s.sum
+            )
+            for s in summaries
+        ]
     )
 
 
@@ -90,7 +85,7 @@ def clock_text(minute: int) -> str:
     return f"{minute // 60:02d}:{minute % 60:02d}"
 
 
-def _site_message(site: Site) -> resources_pb2.Site:
+def _site_message(site: SiteRecord) -> resources_pb2.Site:
     message = resources_pb2.Site(id=site.id, name=site.name, address=site.address, timezone=site.timezone)
     if site.municipality_id is not None:
         message.municipality_id = site.municipality_id
@@ -120,7 +115,7 @@ def _tariff_view(detail: TariffDetail) -> query_pb.TariffView:
                 end_time=clock_text(p.end_minute),
                 rate=decimal_text(p.rate),
             )
-            for p in detail.periods
+            for p in t.periods
         ],
     )
     if t.effective_to is not None:
@@ -128,9 +123,9 @@ def _tariff_view(detail: TariffDetail) -> query_pb.TariffView:
     return query_pb.TariffView(tariff=tariff, municipality_name=detail.municipality_name)
 
 
-def _sync_message(record: sync_status.SyncRecord) -> query_pb.SyncStatus:
+def _sync_message(record: SyncRecord) -> query_pb.SyncStatus:
     message = query_pb.SyncStatus(
-        resource=record.resource,
+        resource=record.resource.value,
         last_push_at=to_timestamp(record.last_push_at),
         last_received=record.last_received,
     )

@@ -6,9 +6,9 @@ lock on the parent, so a back-fill that opens an old month never blocks other cu
 inserts or queries (`CREATE TABLE … PARTITION OF` would take ACCESS EXCLUSIVE on the parent
 and queue behind every in-flight batch). Creators serialise on a transaction-level advisory
 lock and re-check the catalogue under it, so concurrent batches of several server processes
-create each month exactly once. Months known to exist are cached per database URL; a stale
-cache (a partition dropped behind the server's back) is detected by the insert failing and
-healed by `forget`.
+create each month exactly once. Months known to exist are remembered by a `Partitions` object,
+one per process and database (the app builds it); a stale memory (a partition dropped behind the
+server's back) is detected by the insert failing and healed by `forget`.
 """
 
 from __future__ import annotations
@@ -23,17 +23,13 @@ from sqlalchemy.orm import Session
 
 from fleet_server.db.base import PARTITION_SCHEMA, SCHEMA
 from fleet_server.db.session import Database
+from fleet_server.store.locks import lock_partition_creation
 
 _LOGGER = logging.getLogger(__name__)
 
 PARENT = f"{SCHEMA}.measurements"
-# pg_advisory_xact_lock(namespace, 0) serialises partition creators across processes.
-LOCK_NAMESPACE = 0x464C5450  # "FLTP"
 _UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _DAY_US = 86_400_000_000
-
-_known_lock = threading.Lock()
-_known: dict[str, set[int]] = {}
 
 
 def month_of(micros: int) -> int:
@@ -63,31 +59,35 @@ def partition_name(month: int) -> str:
     return f"measurements_p{start.year:04d}{start.month:02d}"
 
 
-def _cache_key(db: Database) -> str:
-    return db.engine.url.render_as_string(hide_password=True)
+class Partitions:
+    """The partitions of one database, and the months this process knows to exist already.
 
+    Every method blocks (run them on a database thread); concurrent callers are safe.
+    """
 
-def ensure(db: Database, months: Iterable[int]) -> None:
-    """Make sure a partition exists for each month; cheap when the process already knows them."""
-    key = _cache_key(db)
-    with _known_lock:
-        known = _known.setdefault(key, set())
-        missing = sorted(set(months) - known)
-    if not missing:
-        return
-    db.transaction(_create_missing, missing)
-    with _known_lock:
-        _known.setdefault(key, set()).update(missing)
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._lock = threading.Lock()
+        self._known: set[int] = set()
 
+    def ensure(self, months: Iterable[int]) -> None:
+        """Make sure a partition exists for each month; cheap when the process already knows them."""
+        with self._lock:
+            missing = sorted(set(months) - self._known)
+        if not missing:
+            return
+        self._db.transaction(_create_missing, missing)
+        with self._lock:
+            self._known.update(missing)
 
-def forget(db: Database) -> None:
-    """Drop what this process believes exists (after an insert found a month without partition)."""
-    with _known_lock:
-        _known.pop(_cache_key(db), None)
+    def forget(self) -> None:
+        """Drop what this process believes exists (after an insert found a month without partition)."""
+        with self._lock:
+            self._known.clear()
 
 
 def _create_missing(session: Session, months: list[int]) -> None:
-    session.execute(text("SELECT pg_advisory_xact_lock(:ns, 0)"), {"ns": LOCK_NAMESPACE})
+    lock_partition_creation(session)
     for month in months:
         name = partition_name(month)
         qualified = f"{PARTITION_SCHEMA}.{name}"

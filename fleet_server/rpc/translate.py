@@ -1,10 +1,12 @@
 """The one error translator: domain errors → `google.rpc.Status`, everything else → sanitised INTERNAL.
 
-Every servicer method is wrapped in `@translate_errors`. A `FleetError` becomes its status code
-with the public message, an `ErrorInfo{reason, domain, metadata}` detail and, for invalid
-arguments, a `BadRequest` listing every field violation. An aborted call (`context.abort`) is
-re-raised untouched. Anything else is logged with a correlation id and answered as INTERNAL
-carrying only that id: no stack trace or SQL reaches the caller.
+It sits below both the servicers and the auth interceptor, so neither imports the other. Every
+servicer method is wrapped in `@translate_errors`; the interceptor's refusals go through
+`abort_with`. A `FleetError` becomes its status code with the public message, an
+`ErrorInfo{reason, domain, metadata}` detail and, for invalid arguments, a `BadRequest` listing
+the field violations. An aborted call (`context.abort`) is re-raised untouched. Anything else is
+logged with a correlation id and answered as INTERNAL carrying only that id: no stack trace or
+SQL reaches the caller.
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""Per customer and resource: when the last successful push ended and how much it carried."""
+"""The sync_status table: per customer and resource, when the last successful push ended and its size.
+
+A push records its status in its own transaction, so the record is true exactly when the data
+is. (The measurement batch statement inlines the same upsert, to stay one statement.)
+"""
 
 from __future__ import annotations
 
@@ -10,13 +14,12 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from fleet_server.db.models import SyncStatus
-
-RESOURCES = ("sites", "devices", "municipalities", "tariffs", "measurements")
+from fleet_server.resources import Resource
 
 
 @dataclass(frozen=True)
 class SyncRecord:
-    resource: str
+    resource: Resource
     last_push_at: datetime
     last_received: int
     high_water_received_at: datetime | None
@@ -25,21 +28,18 @@ class SyncRecord:
 def record_push(
     session: Session,
     customer_id: int,
-    resource: str,
+    resource: Resource,
     received: int,
     now: datetime,
     high_water_received_at: datetime | None = None,
 ) -> None:
-    """Note a successful push, in the push's own transaction (so it is true exactly when the data is).
+    """Note a successful push of `received` rows; the measurement high-water mark only moves forward.
 
-    The measurement high-water mark only ever moves forward: a back-fill of old rows does not
-    pull it back.
+    A back-fill of old rows does not pull the high-water mark back.
     """
-    if resource not in RESOURCES:
-        raise ValueError(f"unknown resource {resource!r}")
     stmt = insert(SyncStatus).values(
         customer_id=customer_id,
-        resource=resource,
+        resource=Resource(resource).value,
         last_push_at=now,
         last_received=received,
         high_water_received_at=high_water_received_at,
@@ -60,8 +60,9 @@ def record_push(
 def list_status(session: Session, customer_id: int) -> list[SyncRecord]:
     """Every resource the customer has pushed at least once, in push order of the pipeline."""
     rows = session.execute(select(SyncStatus).where(SyncStatus.customer_id == customer_id)).scalars()
-    order = {name: i for i, name in enumerate(RESOURCES)}
+    order = list(Resource)
     records = [
-        SyncRecord(r.resource, r.last_push_at, r.last_received, r.high_water_received_at) for r in rows
+        SyncRecord(Resource(r.resource), r.last_push_at, r.last_received, r.high_water_received_at)
+        for r in rows
     ]
-    return sorted(records, key=lambda r: order[r.resource])
+    return sorted(records, key=lambda r: order.index(r.resource))

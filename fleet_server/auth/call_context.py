@@ -1,37 +1,13 @@
-"""Who is calling: the identity the interceptor proved, handed to the handler explicitly."""
+"""The call as a servicer sees it: the identity the interceptor proved, handed over explicitly."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import grpc.aio
 
+from fleet_server.domain.authentication import AdminIdentity, CustomerIdentity, Identity
 from fleet_server.errors import PermissionDenied
-
-
-@dataclass(frozen=True)
-class CustomerIdentity:
-    """A portal. `customer_id` is the only customer id any write may use.
-
-    `previous_token` is true when the call used the token in its rotation grace window; the
-    access log says so, letting an operator see which portals still have to switch.
-    """
-
-    customer_id: int
-    code: str
-    previous_token: bool = False
-
-
-@dataclass(frozen=True)
-class AdminIdentity:
-    """An operator, by the name of the admin token used."""
-
-    token_id: int
-    name: str
-
-
-Identity = CustomerIdentity | AdminIdentity
 
 
 class CallContext:

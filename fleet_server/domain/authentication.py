@@ -1,0 +1,79 @@
+"""Who is calling: a bearer token resolved to a customer or an operator identity, or refused saying why.
+
+The interceptor depends only on the `TokenStore` protocol; `SqlTokenStore` is the one the app
+builds. No cache: one indexed lookup per call (per stream, for the streaming RPCs) is cheap, and
+it makes rotation, deactivation, revocation and deletion take effect on the very next call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from sqlalchemy.orm import Session
+
+from fleet_server.clock import Clock
+from fleet_server.db.session import Database
+from fleet_server.domain.tokens import TokenKind, hash_token, kind_of
+from fleet_server.errors import Reason, Unauthenticated
+from fleet_server.store import admin_tokens, customers
+
+
+@dataclass(frozen=True)
+class CustomerIdentity:
+    """A portal. `customer_id` is the only customer id any write may use.
+
+    `previous_token` is true when the call used the token in its rotation grace window; the
+    access log says so, letting an operator see which portals still have to switch.
+    """
+
+    customer_id: int
+    code: str
+    previous_token: bool = False
+
+
+@dataclass(frozen=True)
+class AdminIdentity:
+    """An operator, by the name of the admin token used."""
+
+    token_id: int
+    name: str
+
+
+Identity = CustomerIdentity | AdminIdentity
+
+
+class TokenStore(Protocol):
+    """Resolves a bearer token to an identity, or raises `Unauthenticated` saying why."""
+
+    async def authenticate(self, token: str) -> Identity: ...
+
+
+def find_identity(session: Session, token: str, clock: Clock) -> Identity:
+    """The identity behind `token`; raises `Unauthenticated` with a message safe to show."""
+    kind = kind_of(token)
+    if kind is None:
+        raise Unauthenticated("malformed token", reason=Reason.TOKEN_MALFORMED)
+    digest = hash_token(token)
+    if kind is TokenKind.ADMIN:
+        admin = admin_tokens.find_unrevoked_by_hash(session, digest)
+        if admin is None:
+            raise Unauthenticated("unknown or revoked admin token", reason=Reason.TOKEN_UNKNOWN)
+        return AdminIdentity(token_id=admin.id, name=admin.name)
+    owner = customers.find_by_token_hash(session, digest, clock.now())
+    if owner is None:
+        raise Unauthenticated("unknown or expired token", reason=Reason.TOKEN_UNKNOWN)
+    if not owner.is_active:
+        raise Unauthenticated(f"customer {owner.code} is deactivated", reason=Reason.CUSTOMER_INACTIVE)
+    return CustomerIdentity(customer_id=owner.id, code=owner.code, previous_token=not owner.current)
+
+
+class SqlTokenStore:
+    """`TokenStore` over the central database."""
+
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self._db = db
+        self._clock = clock
+
+    async def authenticate(self, token: str) -> Identity:
+        return await self._db.run(find_identity, token, self._clock)

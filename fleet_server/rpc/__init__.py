@@ -1,0 +1,1 @@
+"""What every gRPC-facing layer shares: the error translator and the well-known type conversions."""

@@ -1,0 +1,121 @@
+"""FleetIngestService on the wire: pushed messages in as domain items and column batches, results out.
+
+Measurements are decoded in bulk: a request becomes columns, never row objects. Reading
+protobuf fields from Python costs a few hundred nanoseconds per access, so the decode pulls
+each row's five fields with one `attrgetter` call and transposes with `zip`, which is about
+twice as fast as a Python loop over the rows (measured on upb 7.x; see DESIGN.md).
+"""
+
+from __future__ import annotations
+
+from operator import attrgetter
+
+from fleet.v1 import ingest_service_pb2 as ingest_pb
+from fleet.v1 import resources_pb2
+
+from fleet_server.domain.measurements import FIELD_RECEIVED_AT, FIELD_TIME
+from fleet_server.domain.reference import SyncSummary
+from fleet_server.domain.reference_validation import (
+    DeviceItem,
+    MunicipalityItem,
+    PeriodItem,
+    SiteItem,
+    TariffItem,
+)
+from fleet_server.rpc.wellknown import optional_datetime
+from fleet_server.store.measurements import BatchResult, MeasurementBatch
+from fleet_server.store.timestamps import pg_micros_from_unix
+
+_ROW_FIELDS = attrgetter("device_id", "metric", "value", "time", "received_at")
+_STAMP_FIELDS = attrgetter("seconds", "nanos")
+
+
+def site_item(site: resources_pb2.Site) -> SiteItem:
+    return SiteItem(
+        id=site.id,
+        name=site.name,
+        address=site.address,
+        timezone=site.timezone,
+        municipality_id=site.municipality_id if site.HasField("municipality_id") else None,
+        tariff_id=site.tariff_id if site.HasField("tariff_id") else None,
+    )
+
+
+def device_item(device: resources_pb2.Device) -> DeviceItem:
+    return DeviceItem(
+        id=device.id,
+        site_id=device.site_id,
+        name=device.name,
+        serial_number=device.serial_number,
+        kind=device.kind,
+    )
+
+
+def municipality_item(municipality: resources_pb2.Municipality) -> MunicipalityItem:
+    return MunicipalityItem(id=municipality.id, name=municipality.name, region=municipality.region)
+
+
+def tariff_item(tariff: resources_pb2.Tariff) -> TariffItem:
+    return TariffItem(
+        id=tariff.id,
+        municipality_id=tariff.municipality_id,
+        name=tariff.name,
+        is_active=tariff.is_active,
+        effective_from=optional_datetime(tariff, "effective_from"),
+        effective_to=optional_datetime(tariff, "effective_to"),
+        default_rate=tariff.default_rate,
+        fixed_charge=tariff.fixed_charge,
+        vat_percent=tariff.vat_percent,
+        currency=tariff.currency,
+        periods=tuple(
+            PeriodItem(
+                id=p.id,
+                name=p.name,
+                days_of_week=p.days_of_week,
+                start_time=p.start_time,
+                end_time=p.end_time,
+                rate=p.rate,
+            )
+            for p in tariff.periods
+        ),
+    )
+
+
+def summary_message(summary: SyncSummary) -> resources_pb2.SyncSummary:
+    return resources_pb2.SyncSummary(
+        received=summary.received,
+        inserted=summary.inserted,
+        updated=summary.updated,
+        deleted=summary.deleted,
+        unchanged=summary.unchanged,
+    )
+
+
+def decode_batch(request: ingest_pb.PushMeasurementsRequest) -> MeasurementBatch:
+    """The request's rows as columns (times in microseconds since 2000-01-01, see the domain)."""
+    rows = request.measurements
+    if not rows:
+        return MeasurementBatch([], [], [], [], [])
+    devices, metrics, values, times, received = zip(*map(_ROW_FIELDS, rows), strict=True)
+
+    def is_unset(index: int, field: str) -> bool:
+        if field not in (FIELD_TIME, FIELD_RECEIVED_AT):
+            return False
+        return not rows[index].HasField(field)
+
+    return MeasurementBatch(
+        device_ids=list(devices),
+        metrics=list(metrics),
+        times=pg_micros_from_unix(map(_STAMP_FIELDS, times)),
+        values=list(values),
+        received=pg_micros_from_unix(map(_STAMP_FIELDS, received)),
+        is_unset=is_unset,
+    )
+
+
+def ack(
+    request: ingest_pb.PushMeasurementsRequest, result: BatchResult
+) -> ingest_pb.PushMeasurementsResponse:
+    return ingest_pb.PushMeasurementsResponse(
+        batch_id=request.batch_id, accepted=result.accepted, duplicates=result.duplicates
+    )

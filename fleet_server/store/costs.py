@@ -1,0 +1,177 @@
+"""Pricing reads across customers: every reading of a range grouped into billing slots, in one statement.
+
+The database groups the raw `energy_kwh` readings of the range into slots — (customer, site,
+priced or not, period) — with the period chosen in SQL from each reading's local weekday and
+time of day (`time AT TIME ZONE site.timezone`, DST-correct). The domain then does the exact
+decimal arithmetic over that small result (`domain.costs`, `domain.tou`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import bindparam, text
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
+from sqlalchemy.types import BigInteger, Text
+
+ENERGY_METRIC = "energy_kwh"
+_INVALID_PARAMETER_VALUE = "22023"  # SQLSTATE raised by AT TIME ZONE for a zone it does not know
+
+
+class UnconvertibleTimezones(Exception):
+    """PostgreSQL's timezone data lacks some sites' zones: (code, site id, timezone) of each."""
+
+    def __init__(self, sites: list[tuple[str, int, str]]) -> None:
+        super().__init__(f"{len(sites)} sites in unknown timezones")
+        self.sites = sites
+
+
+@dataclass(frozen=True)
+class EnergySlot:
+    """Readings of one site grouped by what they are billed under."""
+
+    customer_id: int
+    site_id: int | None
+    priced: bool
+    period_id: int | None  # None = default rate (when priced)
+    kwh: Decimal
+    readings: int
+
+
+# The whole pricing match in one pass over the range's partitions. Readings are first grouped by
+# site and local minute of the week — at most 7 * 1440 groups per site whatever the number of
+# readings — and only then is the period looked up, lowest id first, once per group. A wrapping
+# period (end before start) covers both ends of each listed day itself, and an end of 23:59 means
+# the end of the day. Each reading is converted to 6-place kWh before summing, from the double's
+# shortest round-trip text (float8 -> text -> numeric, rounded half away from zero): that is the
+# decimal the portal meant; rounding the exact binary expansion would let binary noise decide
+# ties, and the direct float8 -> numeric cast keeps only 15 significant digits. `OFFSET 0` keeps
+# `readings` a separate subquery so each reading's local time is computed once, not once per
+# expression that uses it (that alone halves the query's time).
+_AGGREGATE = text(
+    """
+    WITH readings AS (
+        SELECT m.customer_id,
+               d.site_id,
+               s.tariff_id,
+               coalesce(t.is_active
+                        AND m.time >= t.effective_from
+                        AND (t.effective_to IS NULL OR m.time < t.effective_to), false) AS priced,
+               m.time AT TIME ZONE coalesce(nullif(s.timezone, ''), 'UTC') AS local_time,
+               round(m.value::text::numeric, 6) AS kwh
+        FROM fleet.measurements AS m
+        LEFT JOIN fleet.devices AS d ON d.customer_id = m.customer_id AND d.id = m.device_id
+        LEFT JOIN fleet.sites AS s ON s.customer_id = d.customer_id AND s.id = d.site_id
+        LEFT JOIN fleet.tariffs AS t ON t.customer_id = s.customer_id AND t.id = s.tariff_id
+        WHERE m.customer_id = ANY(:customer_ids)
+          AND m.metric = :metric
+          AND m.time >= :start AND m.time < :end
+        OFFSET 0
+    ),
+    slots AS (
+        SELECT customer_id, site_id, tariff_id, priced,
+               CASE WHEN priced
+                    THEN (date_part('isodow', local_time)::int - 1) * 1440
+                         + date_part('hour', local_time)::int * 60
+                         + date_part('minute', local_time)::int
+               END AS minute_of_week,
+               sum(kwh) AS kwh,
+               count(*) AS readings
+        FROM readings
+        GROUP BY customer_id, site_id, tariff_id, priced, minute_of_week
+    )
+    SELECT sl.customer_id, sl.site_id, sl.priced, p.id AS period_id,
+           sum(sl.kwh) AS kwh, sum(sl.readings)::bigint AS readings
+    FROM slots AS sl
+    LEFT JOIN LATERAL (
+        SELECT tp.id
+        FROM fleet.tariff_periods AS tp
+        CROSS JOIN LATERAL (
+            SELECT sl.minute_of_week / 1440 AS weekday,
+                   sl.minute_of_week % 1440 AS minute,
+                   CASE WHEN tp.end_minute = 1439 THEN 1440 ELSE tp.end_minute END AS end_minute
+        ) AS slot
+        WHERE sl.priced
+          AND tp.customer_id = sl.customer_id
+          AND tp.tariff_id = sl.tariff_id
+          AND (tp.days_of_week & (1 << slot.weekday)) <> 0
+          AND CASE WHEN slot.end_minute > tp.start_minute
+                   THEN slot.minute >= tp.start_minute AND slot.minute < slot.end_minute
+                   ELSE slot.minute >= tp.start_minute OR slot.minute < slot.end_minute
+              END
+        ORDER BY tp.id
+        LIMIT 1
+    ) AS p ON true
+    GROUP BY sl.customer_id, sl.site_id, sl.priced, p.id
+    """
+).bindparams(bindparam("customer_ids", type_=ARRAY(BigInteger)), bindparam("metric", type_=Text))
+
+
+def energy_slots(
+    session: Session, customer_ids: list[int], start: datetime, end: datetime
+) -> list[EnergySlot]:
+    """The `energy_kwh` readings of `[start, end)` of the customers, grouped into billing slots.
+
+    Raises `UnconvertibleTimezones` when PostgreSQL cannot convert to a site's timezone.
+    """
+    if not customer_ids:
+        return []
+    # float8 -> text must be the shortest round-trip form whatever the server's default. JIT is
+    # off because the planner cannot foresee how far the grouping shrinks the rows and compiles
+    # for the raw row count: ~0.9 s of compiling for a ~0.3 s query. The hash aggregate over the
+    # raw readings gets memory enough not to spill.
+    session.execute(text("SET LOCAL extra_float_digits = 1"))
+    session.execute(text("SET LOCAL jit = off"))
+    session.execute(text("SET LOCAL work_mem = '64MB'"))
+    params = {"customer_ids": customer_ids, "metric": ENERGY_METRIC, "start": start, "end": end}
+    try:
+        with session.begin_nested():
+            rows = session.execute(_AGGREGATE, params).all()
+    except DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) == _INVALID_PARAMETER_VALUE:
+            unknown = database_unknown_timezones(session, customer_ids)
+            if unknown:
+                raise UnconvertibleTimezones(unknown) from exc
+        raise
+    return [
+        EnergySlot(
+            customer_id=row.customer_id,
+            site_id=row.site_id,
+            priced=row.priced,
+            period_id=row.period_id,
+            kwh=row.kwh,
+            readings=row.readings,
+        )
+        for row in rows
+    ]
+
+
+def database_unknown_timezones(session: Session, customer_ids: list[int]) -> list[tuple[str, int, str]]:
+    """(code, site id, timezone) of the sites whose timezone PostgreSQL cannot convert to.
+
+    Each distinct zone is tried for real (`AT TIME ZONE`) in its own savepoint: the catalogue view
+    `pg_timezone_names` omits some zones that conversions accept (`right/UTC`).
+    """
+    rows = session.execute(
+        text(
+            """
+            SELECT c.code, s.id, s.timezone
+            FROM fleet.sites AS s JOIN fleet.customers AS c ON c.id = s.customer_id
+            WHERE s.customer_id = ANY(:customer_ids) AND s.timezone <> ''
+            ORDER BY c.code, s.id
+            """
+        ).bindparams(bindparam("customer_ids", type_=ARRAY(BigInteger))),
+        {"customer_ids": customer_ids},
+    ).all()
+    rejected: set[str] = set()
+    for zone in sorted({row.timezone for row in rows}):
+        try:
+            with session.begin_nested():
+                session.execute(text("SELECT now() AT TIME ZONE :zone"), {"zone": zone})
+        except DBAPIError:
+            rejected.add(zone)
+    return [(row.code, row.id, row.timezone) for row in rows if row.timezone in rejected]

@@ -1,0 +1,221 @@
+"""The customers table: tenants, their token hashes, erasure, and the one "still active" guard of writers.
+
+Every write of a customer's data starts with `HOLD_ACTIVE_CUSTOMER` (snapshots through
+`hold_active`, the measurement batch statement inlines the same text as its `owner` step): it
+locks the customer row FOR KEY SHARE, so an erasure — which locks the row FOR UPDATE before
+deleting — and a write queue on one lock in one order instead of deadlocking, and a write that
+waited for an erasure or a deactivation finds no active customer and writes nothing
+(`customer_gone`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Column, Table, and_, delete, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from fleet_server.db.base import Base
+from fleet_server.db.models import Customer
+from fleet_server.errors import Reason, Unauthenticated
+
+# psycopg's parameter style: the measurement write embeds this text, snapshots execute it.
+HOLD_ACTIVE_CUSTOMER = "SELECT id FROM fleet.customers WHERE id = %(customer)s AND is_active FOR KEY SHARE"
+
+
+@dataclass(frozen=True)
+class StoredCustomer:
+    """A customer row as stored, token hashes included (they never leave the domain)."""
+
+    id: int
+    code: str
+    name: str
+    is_active: bool
+    created_at: datetime
+    token_hash: str
+    token_issued_at: datetime
+    previous_token_hash: str | None
+    previous_token_expires_at: datetime | None
+
+
+@dataclass(frozen=True)
+class TokenOwner:
+    """The customer a token belongs to; `current` is false for a token in its grace window."""
+
+    id: int
+    code: str
+    is_active: bool
+    current: bool
+
+
+def customer_gone() -> Unauthenticated:
+    """The refusal of a write whose customer was deactivated or erased after authentication."""
+    return Unauthenticated("the customer was deactivated or deleted", reason=Reason.CUSTOMER_INACTIVE)
+
+
+def hold_active(session: Session, customer_id: int) -> None:
+    """Lock the active customer's row (FOR KEY SHARE) before touching any of its rows, or refuse."""
+    held = session.connection().exec_driver_sql(HOLD_ACTIVE_CUSTOMER, {"customer": customer_id}).first()
+    if held is None:
+        raise customer_gone()
+
+
+_COLUMNS = (
+    Customer.id,
+    Customer.code,
+    Customer.name,
+    Customer.is_active,
+    Customer.created_at,
+    Customer.token_hash,
+    Customer.token_issued_at,
+    Customer.previous_token_hash,
+    Customer.previous_token_expires_at,
+)
+
+
+def _stored(row: Any) -> StoredCustomer:
+    return StoredCustomer(*row)
+
+
+def code_taken(session: Session, code: str) -> bool:
+    return session.scalar(select(Customer.id).where(Customer.code == code)) is not None
+
+
+def insert_customer(
+    session: Session, code: str, name: str, token_hash: str, now: datetime
+) -> StoredCustomer | None:
+    """The new customer, or None when a concurrent create of the same code won the race."""
+    statement = (
+        insert(Customer)
+        .values(
+            code=code,
+            name=name,
+            is_active=True,
+            created_at=now,
+            token_hash=token_hash,
+            token_issued_at=now,
+        )
+        .returning(*_COLUMNS)
+    )
+    try:
+        with session.begin_nested():
+            row = session.execute(statement).one()
+    except IntegrityError as exc:
+        if "uq_customers_code" in str(exc.orig):
+            return None
+        raise
+    return _stored(row)
+
+
+def load(session: Session, code: str, *, lock: bool = False) -> StoredCustomer | None:
+    """The customer named `code`; `lock` takes its row FOR UPDATE until the transaction ends."""
+    query = select(*_COLUMNS).where(Customer.code == code)
+    if lock:
+        query = query.with_for_update()
+    row = session.execute(query).one_or_none()
+    return None if row is None else _stored(row)
+
+
+def page(session: Session, after_code: str | None, limit: int) -> list[StoredCustomer]:
+    """Up to `limit` customers ordered by code, after `after_code` (keyset: stable under inserts)."""
+    query = select(*_COLUMNS).order_by(Customer.code).limit(limit)
+    if after_code is not None:
+        query = query.where(Customer.code > after_code)
+    return [_stored(row) for row in session.execute(query)]
+
+
+def ids_by_code(session: Session, codes: list[str]) -> list[tuple[int, str]]:
+    """(id, code) of the customers among `codes`, by code; every customer when `codes` is empty."""
+    statement = select(Customer.id, Customer.code).order_by(Customer.code)
+    if codes:
+        statement = statement.where(Customer.code.in_(codes))
+    return [(row.id, row.code) for row in session.execute(statement)]
+
+
+def set_tokens(
+    session: Session,
+    customer_id: int,
+    token_hash: str,
+    issued_at: datetime,
+    previous_token_hash: str | None,
+    previous_token_expires_at: datetime | None,
+) -> StoredCustomer:
+    """Store a rotation's token slots; the customer's row as it is now."""
+    row = session.execute(
+        update(Customer)
+        .where(Customer.id == customer_id)
+        .values(
+            token_hash=token_hash,
+            token_issued_at=issued_at,
+            previous_token_hash=previous_token_hash,
+            previous_token_expires_at=previous_token_expires_at,
+        )
+        .returning(*_COLUMNS)
+        .execution_options(synchronize_session=False)
+    ).one()
+    return _stored(row)
+
+
+def set_active(session: Session, customer_id: int, active: bool) -> StoredCustomer:
+    row = session.execute(
+        update(Customer)
+        .where(Customer.id == customer_id)
+        .values(is_active=active)
+        .returning(*_COLUMNS)
+        .execution_options(synchronize_session=False)
+    ).one()
+    return _stored(row)
+
+
+def find_by_token_hash(session: Session, digest: str, now: datetime) -> TokenOwner | None:
+    """The customer whose current token, or previous token still in its grace window, hashes to `digest`."""
+    row = session.execute(
+        select(
+            Customer.id, Customer.code, Customer.is_active, (Customer.token_hash == digest).label("current")
+        ).where(
+            or_(
+                Customer.token_hash == digest,
+                and_(
+                    Customer.previous_token_hash == digest,
+                    Customer.previous_token_expires_at > now,
+                ),
+            )
+        )
+    ).first()
+    if row is None:
+        return None
+    return TokenOwner(id=row.id, code=row.code, is_active=row.is_active, current=bool(row.current))
+
+
+def _customer_tables() -> list[Table]:
+    """Every table holding a customer's rows, children before parents, `customers` excluded.
+
+    Derived from the models, so a table added later is erased too without touching this code.
+    """
+    tables: list[Table] = []
+    for table in reversed(Base.metadata.sorted_tables):
+        if table.name != Customer.__tablename__ and "customer_id" in table.c:
+            tables.append(table)
+    return tables
+
+
+def erase(session: Session, customer_id: int) -> dict[str, int]:
+    """Delete the customer and every row of its data; the rows deleted per table.
+
+    Each table is deleted explicitly (rather than left to ON DELETE CASCADE) so the caller gets
+    an exact count per table for the erasure record. The caller holds the customer row FOR
+    UPDATE (`load(lock=True)`), so a concurrent push waits and then writes nothing.
+    """
+    counts: dict[str, int] = {}
+    for table in _customer_tables():
+        column: Column[int] = table.c.customer_id
+        result = session.execute(delete(table).where(column == customer_id))
+        counts[table.name] = int(result.rowcount)  # type: ignore[attr-defined]
+    result = session.execute(
+        delete(Customer).where(Customer.id == customer_id).execution_options(synchronize_session=False)
+    )
+    counts[Customer.__tablename__] = int(result.rowcount)  # type: ignore[attr-defined]
+    return counts
