@@ -50,6 +50,9 @@ class Settings:
         1_000_000, "largest reference-data snapshot accepted per stream, in rows (tariff periods count)"
     )
     db_pool_size: int = _setting(10, "database connections per process (and threads running database work)")
+    db_queue_timeout_s: float = _setting(
+        5.0, "longest a call waits for its database turn before it is refused as UNAVAILABLE (retry hint)"
+    )
     token_grace_s: float = _setting(
         24 * 3600.0, "default grace window of a rotated customer token, in seconds"
     )

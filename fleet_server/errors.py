@@ -54,6 +54,11 @@ class Reason(StrEnum):
     ROW_BUDGET_EXHAUSTED = "ROW_BUDGET_EXHAUSTED"
     # Costs.
     UNKNOWN_TIMEZONE = "UNKNOWN_TIMEZONE"
+    # The database: busy (no turn in time), gone, or too slow; always with a retry hint.
+    DATABASE_BUSY = "DATABASE_BUSY"
+    DATABASE_UNAVAILABLE = "DATABASE_UNAVAILABLE"
+    DATABASE_TIMEOUT = "DATABASE_TIMEOUT"
+    SHUTTING_DOWN = "SHUTTING_DOWN"
 
 
 @dataclass(frozen=True)
@@ -79,12 +84,15 @@ class FleetError(Exception):
         *,
         reason: Reason | None = None,
         metadata: Mapping[str, str] | None = None,
+        retry_after_ms: int | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         if reason is not None:
             self.reason = reason
         self.metadata: dict[str, str] = dict(metadata or {})
+        # When set, the same call may succeed after this long: sent as RetryInfo and `retry-after-ms`.
+        self.retry_after_ms = retry_after_ms
 
 
 class InvalidArgument(FleetError):
@@ -134,16 +142,10 @@ class FailedPrecondition(FleetError):
 
 
 class ResourceExhausted(FleetError):
-    """A limit was hit; `retry_after_ms`, when known, goes out as trailing metadata."""
+    """A limit was hit; `retry_after_ms`, when known, says when the caller may come back."""
 
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
     reason = Reason.RESOURCE_EXHAUSTED
-
-    def __init__(
-        self, message: str, *, retry_after_ms: int | None = None, reason: Reason | None = None
-    ) -> None:
-        super().__init__(message, reason=reason)
-        self.retry_after_ms = retry_after_ms
 
 
 class Unauthenticated(FleetError):

@@ -99,6 +99,7 @@ def check_settings(settings: Settings) -> None:
         "--max-concurrent-rpcs": settings.max_concurrent_rpcs,
         "--db-pool-size": settings.db_pool_size,
         "--health-poll-s": settings.health_poll_s,
+        "--db-queue-timeout-s": settings.db_queue_timeout_s,
     }
     for flag, value in positive.items():
         if value <= 0:
@@ -275,9 +276,13 @@ def serve(settings: Settings) -> None:
     """One serving process on an already-migrated `settings.database_url`, until signalled."""
     if not settings.database_url:
         raise ConfigurationError("serve needs a database URL")
-    db = Database.from_url(settings.database_url, settings.db_pool_size)
+    db = Database.from_url(
+        settings.database_url, settings.db_pool_size, queue_timeout_s=settings.db_queue_timeout_s
+    )
     reader = (
-        Database.from_url(settings.query_database_url, settings.db_pool_size)
+        Database.from_url(
+            settings.query_database_url, settings.db_pool_size, queue_timeout_s=settings.db_queue_timeout_s
+        )
         if settings.query_database_url
         else None
     )

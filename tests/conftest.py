@@ -68,11 +68,11 @@ def make_server(db: Database, settings: Settings) -> Iterator[Callable[..., InPr
     started: list[InProcessServer] = []
 
     def factory(clock: Clock | None = None, **overrides: Any) -> InProcessServer:
-        app = App(
-            settings=replace(settings, **overrides),
-            db=Database.from_url(settings.database_url or "", pool_size=settings.db_pool_size),
-            clock=clock or SystemClock(),
+        chosen = replace(settings, **overrides)
+        database = Database.from_url(
+            chosen.database_url or "", chosen.db_pool_size, queue_timeout_s=chosen.db_queue_timeout_s
         )
+        app = App(settings=chosen, db=database, clock=clock or SystemClock())
         server = InProcessServer(app).start()
         started.append(server)
         return server

@@ -6,6 +6,7 @@ from typing import Any
 
 import grpc.aio
 
+from fleet_server.db.scheduler import Turn
 from fleet_server.domain.authentication import AdminIdentity, CustomerIdentity, Identity
 from fleet_server.errors import PermissionDenied
 
@@ -33,6 +34,13 @@ class CallContext:
         if not isinstance(self.identity, AdminIdentity):
             raise PermissionDenied("this method needs an admin token")
         return self.identity
+
+    @property
+    def turn(self) -> Turn:
+        """This caller's place in the database queues: its customer's own, or the operators' lane."""
+        if isinstance(self.identity, CustomerIdentity):
+            return Turn.ingest(self.identity.customer_id)
+        return Turn.operator(self.identity.name)
 
     def add_rows(self, count: int) -> None:
         """Count rows (items) this call received or wrote, for the access log."""

@@ -13,6 +13,7 @@ from typing import Protocol
 from sqlalchemy.orm import Session
 
 from fleet_server.clock import Clock
+from fleet_server.db.scheduler import CONTROL
 from fleet_server.db.session import Database
 from fleet_server.domain.tokens import TokenKind, hash_token, kind_of
 from fleet_server.errors import Reason, Unauthenticated
@@ -76,4 +77,4 @@ class SqlTokenStore:
         self._clock = clock
 
     async def authenticate(self, token: str) -> Identity:
-        return await self._db.run(find_identity, token, self._clock)
+        return await self._db.run(CONTROL, find_identity, token, self._clock)

@@ -11,6 +11,7 @@ process, that process's bucket is the customer's budget.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import math
@@ -97,9 +98,9 @@ class IngestGate:
         )
 
     @contextlib.asynccontextmanager
-    async def exclusive_stream(self, db: Database, customer_id: int) -> AsyncIterator[None]:
+    async def exclusive_stream(self, customer_id: int) -> AsyncIterator[None]:
         """Own the customer's measurement stream for the `async with` body, or raise RESOURCE_EXHAUSTED."""
-        if not await db.offload(self.locks.try_acquire, customer_id):
+        if not await self.locks.try_acquire(customer_id):
             raise ResourceExhausted(
                 "another PushMeasurements stream of this customer is open; one stream per customer at a time",
                 reason=Reason.STREAM_ALREADY_OPEN,
@@ -108,6 +109,6 @@ class IngestGate:
             yield
         finally:
             try:
-                await db.offload(self.locks.release, customer_id)
+                await asyncio.shield(self.locks.release(customer_id))
             except Exception:  # shutting down: the closing connection releases the lock
                 _LOGGER.info("stream lock of customer %d not released explicitly", customer_id, exc_info=True)

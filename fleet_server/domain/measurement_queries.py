@@ -1,7 +1,7 @@
 """Reading measurements back, the use cases: one customer's points in chunks, and the fleet summary.
 
 A request arrives as the caller sent it (unset fields None); every problem with it is reported
-at once before anything is read. The SQL, the bucket arithmetic and the cursor are
+at once before anything is read. The SQL, the bucket arithmetic and the chunked reads are
 `store.measurement_reads`'.
 """
 
@@ -11,6 +11,7 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from datetime import datetime
 
+from fleet_server.db.scheduler import Turn
 from fleet_server.db.session import Database
 from fleet_server.domain import customers
 from fleet_server.domain.measurements import METRIC_PATTERN
@@ -21,7 +22,9 @@ from fleet_server.store.measurement_reads import (
     CustomerSummary,
     MeasurementQuery,
     Point,
-    PointCursor,
+    PointKey,
+    chunk_end,
+    read_chunk,
     summarize_fleet,
 )
 
@@ -71,36 +74,36 @@ def check_points_request(request: PointsRequest) -> None:
 
 
 async def stream_points(
-    reader: Database, request: PointsRequest, chunk_size: int
+    reader: Database, turn: Turn, request: PointsRequest, chunk_size: int
 ) -> AsyncGenerator[list[Point]]:
-    """The customer's points in chunks of at most `chunk_size`, through one server-side cursor.
+    """The customer's points in chunks of at most `chunk_size`, each chunk one database turn.
 
-    One statement in one read-only transaction: one plan, one consistent snapshot, and memory
-    bounded by the chunk whatever the range. Close the iterator (`contextlib.aclosing`) to give
-    the connection back at once when the caller stops early.
+    No connection is held between chunks (the caller may be slow to take them), and memory is
+    bounded by the chunk whatever the range.
     """
     check_points_request(request)
     assert request.start is not None
     assert request.end is not None
     assert request.bucket is not None
-    customer_id = await reader.run(customers.customer_id_for, request.code)
+    customer_id = await reader.run(turn, customers.customer_id_for, request.code)
     query = MeasurementQuery(
         customer_id, request.metric, request.start, request.end, request.bucket, request.device_ids
     )
-    cursor = PointCursor(reader, query)
-    try:
-        await reader.offload(cursor.open)
-        while points := await reader.offload(cursor.fetch, chunk_size):
+    after: PointKey | None = None
+    while True:
+        points = await reader.run_blocking(turn, read_chunk, reader, query, after, chunk_size)
+        if points:
             yield points
-    finally:
-        await reader.offload(cursor.close)
+        if len(points) < chunk_size:
+            return
+        after = chunk_end(points)
 
 
-async def summarize(reader: Database, request: SummaryRequest) -> list[CustomerSummary]:
+async def summarize(reader: Database, turn: Turn, request: SummaryRequest) -> list[CustomerSummary]:
     """One summary per customer (every customer, by code) of the metric over `[start, end)`."""
     problems = Violations()
     _check_metric_and_range(request.metric, request.start, request.end, problems)
     problems.raise_if_any()
     assert request.start is not None
     assert request.end is not None
-    return await reader.run(summarize_fleet, request.metric, request.start, request.end)
+    return await reader.run(turn, summarize_fleet, request.metric, request.start, request.end)

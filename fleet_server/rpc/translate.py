@@ -23,7 +23,7 @@ import grpc.aio
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
-from fleet_server.errors import ERROR_DOMAIN, FleetError, InvalidArgument, ResourceExhausted
+from fleet_server.errors import ERROR_DOMAIN, FleetError, InvalidArgument
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def to_status(error: FleetError) -> status_pb2.Status:
             ]
         )
         status.details.append(_pack(bad))
-    if isinstance(error, ResourceExhausted) and error.retry_after_ms is not None:
+    if error.retry_after_ms is not None:
         delay = duration_pb2.Duration()
         delay.FromMilliseconds(error.retry_after_ms)
         status.details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
@@ -61,7 +61,7 @@ async def abort_with(context: grpc.aio.ServicerContext, error: FleetError) -> No
     """End the call with `error`'s status; raises (as `context.abort` does)."""
     status = to_status(error)
     trailing: list[tuple[str, str | bytes]] = [("grpc-status-details-bin", status.SerializeToString())]
-    if isinstance(error, ResourceExhausted) and error.retry_after_ms is not None:
+    if error.retry_after_ms is not None:
         trailing.append((RETRY_AFTER_KEY, str(error.retry_after_ms)))
     await context.abort(error.code, error.message, trailing_metadata=tuple(trailing))
 

@@ -26,7 +26,7 @@ class FleetAdminServicer(admin_service_pb2_grpc.FleetAdminServiceServicer):
         self, request: pb.CreateCustomerRequest, context: CallContext
     ) -> pb.CreateCustomerResponse:
         issued = await self._app.db.run(
-            customers.create_customer, request.code, request.name, self._app.clock.now()
+            context.turn, customers.create_customer, request.code, request.name, self._app.clock.now()
         )
         _audit(context, "created customer", issued.customer.code)
         context.add_rows(1)
@@ -38,7 +38,7 @@ class FleetAdminServicer(admin_service_pb2_grpc.FleetAdminServiceServicer):
     ) -> pb.ListCustomersResponse:
         after = wire.decode_page_token(request.page_token)
         page = await self._app.db.run(
-            customers.list_customers, request.page_size, after, self._app.clock.now()
+            context.turn, customers.list_customers, request.page_size, after, self._app.clock.now()
         )
         context.add_rows(len(page.customers))
         return pb.ListCustomersResponse(
@@ -50,7 +50,9 @@ class FleetAdminServicer(admin_service_pb2_grpc.FleetAdminServiceServicer):
     async def GetCustomer(
         self, request: pb.GetCustomerRequest, context: CallContext
     ) -> pb.GetCustomerResponse:
-        record = await self._app.db.run(customers.get_customer, request.code, self._app.clock.now())
+        record = await self._app.db.run(
+            context.turn, customers.get_customer, request.code, self._app.clock.now()
+        )
         context.add_rows(1)
         return pb.GetCustomerResponse(customer=wire.customer_message(record))
 
@@ -60,6 +62,7 @@ class FleetAdminServicer(admin_service_pb2_grpc.FleetAdminServiceServicer):
     ) -> pb.RotateCustomerTokenResponse:
         grace = wire.requested_grace(request)
         issued = await self._app.db.run(
+            context.turn,
             customers.rotate_token,
             request.code,
             grace,
@@ -78,7 +81,9 @@ class FleetAdminServicer(admin_service_pb2_grpc.FleetAdminServiceServicer):
     async def ActivateCustomer(
         self, request: pb.ActivateCustomerRequest, context: CallContext
     ) -> pb.ActivateCustomerResponse:
-        record = await self._app.db.run(customers.set_active, request.code, True, self._app.clock.now())
+        record = await self._app.db.run(
+            context.turn, customers.set_active, request.code, True, self._app.clock.now()
+        )
         _audit(context, "activated", record.code)
         context.add_rows(1)
         return pb.ActivateCustomerResponse(customer=wire.customer_message(record))
@@ -87,7 +92,9 @@ class FleetAdminServicer(admin_service_pb2_grpc.FleetAdminServiceServicer):
     async def DeactivateCustomer(
         self, request: pb.DeactivateCustomerRequest, context: CallContext
     ) -> pb.DeactivateCustomerResponse:
-        record = await self._app.db.run(customers.set_active, request.code, False, self._app.clock.now())
+        record = await self._app.db.run(
+            context.turn, customers.set_active, request.code, False, self._app.clock.now()
+        )
         _audit(context, "deactivated", record.code)
         context.add_rows(1)
         return pb.DeactivateCustomerResponse(customer=wire.customer_message(record))
@@ -96,7 +103,7 @@ class FleetAdminServicer(admin_service_pb2_grpc.FleetAdminServiceServicer):
     async def DeleteCustomer(
         self, request: pb.DeleteCustomerRequest, context: CallContext
     ) -> pb.DeleteCustomerResponse:
-        counts = await self._app.db.run(customers.delete_customer, request.code)
+        counts = await self._app.db.run(context.turn, customers.delete_customer, request.code)
         _audit(context, "erased", request.code, f" ({_summary(counts)})")
         context.add_rows(sum(counts.values()))
         return wire.deleted_rows_message(counts)

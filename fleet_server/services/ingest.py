@@ -37,7 +37,7 @@ class FleetIngestServicer(ingest_service_pb2_grpc.FleetIngestServiceServicer):
         snapshot = await read(stream)
         context.add_rows(len(snapshot))
         now = self._app.clock.now()
-        return await self._app.db.run(apply, customer_id, snapshot, now, stream.confirm_open)
+        return await self._app.db.run(context.turn, apply, customer_id, snapshot, now, stream.confirm_open)
 
     @translate_errors
     async def PushSites(
@@ -96,5 +96,5 @@ class FleetIngestServicer(ingest_service_pb2_grpc.FleetIngestServiceServicer):
                 context.add_rows(len(batch))
                 return written
 
-            async for request, result in measurement_stream.pipelined(request_iterator, accept, stream.idle):
+            async for request, result in measurement_stream.pipelined(request_iterator, accept):
                 yield ingest_wire.ack(request, result)

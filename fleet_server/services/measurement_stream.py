@@ -10,15 +10,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 _LOGGER = logging.getLogger(__name__)
 
 Req = TypeVar("Req")
 Res = TypeVar("Res")
-# A stream that waits this long for its next batch gives its database connection back.
-IDLE_RELEASE_S = 0.05
 # Batches of one stream accepted ahead of their acknowledgement: one writing, one waiting.
 MAX_QUEUED_BATCHES = 2
 
@@ -43,10 +41,8 @@ def log_orphaned_write(future: asyncio.Future[Any]) -> None:
 async def pipelined(
     requests: AsyncIterator[Req],
     accept: Callable[[Req], asyncio.Future[Res]],
-    on_idle: Callable[[], Awaitable[None]],
     *,
     max_queued: int = MAX_QUEUED_BATCHES,
-    idle_after_s: float = IDLE_RELEASE_S,
 ) -> AsyncIterator[tuple[Req, Res]]:
     """Each request with its result, in request order, as soon as the result is there.
 
@@ -54,24 +50,17 @@ async def pipelined(
     The next request is read while earlier ones are worked on (at most `max_queued` at once),
     and a finished result goes out at once even while the client is still sending. When a
     request is refused, the results of the requests before it that succeeded go out first,
-    then the error. `on_idle` runs when nothing is in progress and the client has sent nothing
-    for `idle_after_s` (PushMeasurements gives its database connection back then).
+    then the error.
     """
     iterator = aiter(requests)
     reading: asyncio.Future[Req] | None = asyncio.ensure_future(anext(iterator))
     queue: collections.deque[tuple[Req, asyncio.Future[Res]]] = collections.deque()
-    idle = True
     try:
         while reading is not None or queue:
             waiting: set[asyncio.Future[Any]] = {queue[0][1]} if queue else set()
             if reading is not None and len(queue) < max_queued:
                 waiting.add(reading)
-            done, _ = await asyncio.wait(waiting, timeout=idle_after_s, return_when=asyncio.FIRST_COMPLETED)
-            if not done:
-                if not queue and not idle:
-                    idle = True
-                    await on_idle()
-                continue
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
             if queue and queue[0][1].done():
                 request, work = queue.popleft()
                 yield request, work.result()
@@ -83,7 +72,6 @@ async def pipelined(
                 reading = None
                 continue
             reading = asyncio.ensure_future(anext(iterator))
-            idle = False
             try:
                 queue.append((request, accept(request)))
             except Exception:

@@ -26,7 +26,9 @@ class FleetQueryServicer(query_service_pb2_grpc.FleetQueryServiceServicer):
         self, request: pb.GetCustomerDetailRequest, context: CallContext
     ) -> pb.GetCustomerDetailResponse:
         context.admin()
-        detail = await self._app.reader.run(load_customer_detail, request.code, self._app.clock.now())
+        detail = await self._app.reader.run(
+            context.turn, load_customer_detail, request.code, self._app.clock.now()
+        )
         return query_wire.detail_message(detail)
 
     @translate_errors
@@ -35,9 +37,9 @@ class FleetQueryServicer(query_service_pb2_grpc.FleetQueryServiceServicer):
     ) -> AsyncIterator[pb.QueryMeasurementsResponse]:
         context.admin()
         chunks = measurement_queries.stream_points(
-            self._app.reader, query_wire.points_request(request), query_wire.POINTS_PER_CHUNK
+            self._app.reader, context.turn, query_wire.points_request(request), query_wire.POINTS_PER_CHUNK
         )
-        async with contextlib.aclosing(chunks):  # a caller that goes away frees the cursor at once
+        async with contextlib.aclosing(chunks):
             async for points in chunks:
                 context.add_rows(len(points))
                 yield query_wire.points_response(points)
@@ -47,7 +49,9 @@ class FleetQueryServicer(query_service_pb2_grpc.FleetQueryServiceServicer):
         self, request: pb.SummarizeFleetRequest, context: CallContext
     ) -> pb.SummarizeFleetResponse:
         context.admin()
-        summaries = await measurement_queries.summarize(self._app.reader, query_wire.summary_request(request))
+        summaries = await measurement_queries.summarize(
+            self._app.reader, context.turn, query_wire.summary_request(request)
+        )
         context.add_rows(len(summaries))
         return query_wire.summary_response(summaries)
 
@@ -57,7 +61,7 @@ class FleetQueryServicer(query_service_pb2_grpc.FleetQueryServiceServicer):
     ) -> pb.ComputeCostsResponse:
         context.admin()
         report = await self._app.reader.run(
-            compute_costs, cost_wire.to_query(request), self._app.settings.max_cost_span_days
+            context.turn, compute_costs, cost_wire.to_query(request), self._app.settings.max_cost_span_days
         )
         context.add_rows(report.readings)
         return cost_wire.to_response(report)

@@ -12,9 +12,9 @@ second key is the customer (or 0 for process-wide work), folded into int4 by `cu
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
-import threading
 from enum import IntEnum
 from typing import Any
 
@@ -23,6 +23,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
 from fleet_server.db.session import CONNECT_TIMEOUT_S
+from fleet_server.errors import Reason, Unavailable
 from fleet_server.resources import Resource
 
 _LOGGER = logging.getLogger(__name__)
@@ -71,6 +72,9 @@ def lock_snapshot(session: Session, customer_id: int, resource: Resource, *, sha
     )
 
 
+# A stream lock statement is instant on a live database; this long means it is not answering.
+LOCK_TIMEOUT_S = 5.0
+LOCK_RETRY_MS = 2_000
 _TRY_LOCK = "SELECT pg_try_advisory_lock(%s, %s)"
 _UNLOCK = "SELECT pg_advisory_unlock(%s, %s)"
 
@@ -85,79 +89,92 @@ class StreamLocks:
     loses its connection and with it its locks, so a crash never leaves a customer locked out.
     The connection is opened for the first stream and closed after the last, so an idle server
     holds no extra connection.
+
+    The connection is an async one, used on the event loop: taking or giving back a stream
+    lock never needs a database thread, so it can neither wait behind database work nor hold
+    a thread that database work waits for (see `db/scheduler.py`). Each statement is bounded
+    by `LOCK_TIMEOUT_S`: a database that stops answering refuses new streams as UNAVAILABLE.
     """
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        self._lock = threading.Lock()
+        self._lock = asyncio.Lock()
         self._active: set[int] = set()  # streams running in this process
         self._held: set[int] = set()  # advisory locks held on the current connection
-        self._connection: psycopg.Connection[Any] | None = None
+        self._connection: psycopg.AsyncConnection[Any] | None = None
 
-    def try_acquire(self, customer_id: int) -> bool:
-        """Blocking (runs on a database thread): True when the caller now owns the customer's stream."""
-        with self._lock:
+    async def try_acquire(self, customer_id: int) -> bool:
+        """True when the caller now owns the customer's stream."""
+        async with self._lock:
             if customer_id in self._active:
                 return False
-            locked = self._run(_TRY_LOCK, customer_id)
+            locked = await self._run(_TRY_LOCK, customer_id)
             if locked:
                 self._active.add(customer_id)
                 self._held.add(customer_id)
             elif not self._active:
-                self._discard_connection()
+                await self._discard_connection()
             return locked
 
-    def release(self, customer_id: int) -> None:
-        """Blocking: give the stream up; closes the lock connection after the last stream."""
-        with self._lock:
+    async def release(self, customer_id: int) -> None:
+        """Give the stream up; closes the lock connection after the last stream."""
+        async with self._lock:
             self._active.discard(customer_id)
             if customer_id in self._held:
                 self._held.discard(customer_id)
                 try:
-                    self._run(_UNLOCK, customer_id, reconnect=False)
-                except psycopg.Error as exc:  # the connection is gone, and the lock with it
+                    await self._run(_UNLOCK, customer_id, reconnect=False)
+                except Unavailable as exc:  # the connection is gone, and the lock with it
                     _LOGGER.info("stream lock of customer %d went with its connection: %s", customer_id, exc)
             if not self._active:
-                self._discard_connection()
+                await self._discard_connection()
 
     def active(self) -> set[int]:
-        with self._lock:
-            return set(self._active)
+        return set(self._active)
 
-    def _run(self, sql: str, customer_id: int, *, reconnect: bool = True) -> bool:
+    async def _run(self, sql: str, customer_id: int, *, reconnect: bool = True) -> bool:
         for attempt in (1, 2):
-            conn = self._open()
             try:
-                row = conn.execute(
-                    sql, (int(LockSpace.MEASUREMENT_STREAM), customer_key(customer_id))
-                ).fetchone()
+                async with asyncio.timeout(LOCK_TIMEOUT_S):
+                    conn = await self._open()
+                    cursor = await conn.execute(
+                        sql, (int(LockSpace.MEASUREMENT_STREAM), customer_key(customer_id))
+                    )
+                    row = await cursor.fetchone()
                 return bool(row and row[0])
-            except psycopg.OperationalError:
-                self._discard_connection()
+            except (psycopg.OperationalError, TimeoutError) as exc:
+                await self._discard_connection()
                 if not reconnect or attempt == 2:
-                    raise
+                    raise Unavailable(
+                        "the database did not answer the stream lock; retry later",
+                        reason=Reason.DATABASE_UNAVAILABLE,
+                        retry_after_ms=LOCK_RETRY_MS,
+                    ) from exc
                 _LOGGER.warning("stream lock connection lost; reconnecting")
         raise AssertionError("unreachable")
 
-    def _open(self) -> psycopg.Connection[Any]:
+    async def _open(self) -> psycopg.AsyncConnection[Any]:
         if self._connection is not None and not self._connection.closed:
             return self._connection
         cargs, cparams = self._engine.dialect.create_connect_args(self._engine.url)
         cparams.setdefault("connect_timeout", CONNECT_TIMEOUT_S)
-        conn: psycopg.Connection[Any] = psycopg.connect(*cargs, **cparams, autocommit=True)
+        conn: psycopg.AsyncConnection[Any] = await psycopg.AsyncConnection.connect(
+            *cargs, **cparams, autocommit=True
+        )
         self._connection = conn
         # A lost connection took the locks of the streams still running here: take them back.
         for customer_id in sorted(self._held):
-            row = conn.execute(
+            cursor = await conn.execute(
                 _TRY_LOCK, (int(LockSpace.MEASUREMENT_STREAM), customer_key(customer_id))
-            ).fetchone()
+            )
+            row = await cursor.fetchone()
             if not (row and row[0]):
                 self._held.discard(customer_id)
                 _LOGGER.warning("customer %d: stream lock taken elsewhere during a reconnect", customer_id)
         return conn
 
-    def _discard_connection(self) -> None:
-        if self._connection is not None:
+    async def _discard_connection(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
             with contextlib.suppress(psycopg.Error):
-                self._connection.close()
-        self._connection = None
+                await connection.close()

@@ -5,15 +5,18 @@ so a bucket query never scans raw rows. Bucket queries return whole buckets: the
 widened to the buckets that overlap `[start, end)` (start floored, end ceiled to the bucket),
 because a pre-aggregated hour cannot be split. Raw queries use `[start, end)` exactly.
 
-A query is one statement read through a server-side cursor in one transaction: one plan, one
-consistent snapshot, and memory bounded by the chunk size however long the range.
+A query is read in keyset chunks: each chunk is one short statement that starts after the last
+point of the chunk before, in (device, time) order, on a connection held for that chunk only.
+A client that reads slowly then holds no database connection (see `db/scheduler.py`), and
+memory stays bounded by the chunk size however long the range. The price: each chunk is its
+own snapshot, so a point written while a long query runs may show in a later chunk (never
+twice, never half an hour's aggregate — each point is one row or one rollup row).
 """
 
 from __future__ import annotations
 
 import enum
 import struct
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,7 +25,6 @@ import psycopg
 from psycopg.abc import Buffer
 from psycopg.adapt import Loader
 from psycopg.pq import Format
-from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from fleet_server.db.session import Database
@@ -108,7 +110,9 @@ SELECT device_id, time, 1::int8, value, value, value
 FROM fleet.measurements
 WHERE customer_id = %(customer)s AND metric = %(metric)s
   AND time >= %(start)s AND time < %(end)s {devices}
+  {after}
 ORDER BY device_id, time
+{limit}
 """
 
 _HOUR_SQL = """
@@ -116,7 +120,9 @@ SELECT device_id, bucket, count, sum, min, max
 FROM fleet.measurement_rollups_hourly
 WHERE customer_id = %(customer)s AND metric = %(metric)s
   AND bucket >= %(start)s AND bucket < %(end)s {devices}
+  {after}
 ORDER BY device_id, bucket
+{limit}
 """
 
 _DAY_SQL = """
@@ -126,16 +132,36 @@ FROM (
     FROM fleet.measurement_rollups_hourly
     WHERE customer_id = %(customer)s AND metric = %(metric)s
       AND bucket >= %(start)s AND bucket < %(end)s {devices}
+      {after}
 ) AS hours
 GROUP BY device_id, day
 ORDER BY device_id, day
+{limit}
 """
 
 _SQL = {Bucket.RAW: _RAW_SQL, Bucket.HOUR: _HOUR_SQL, Bucket.DAY: _DAY_SQL}
+# Where the next chunk starts: after the last point's (device, time). The metric sits between
+# device and time in both primary keys, so the row comparison names it too and stays one index
+# range. A day point stands for its whole day: the next chunk starts at the following day.
+_AFTER = {
+    Bucket.RAW: "AND (device_id, metric, time) > (%(after_device)s, %(metric)s, %(after_time)s)",
+    Bucket.HOUR: "AND (device_id, metric, bucket) > (%(after_device)s, %(metric)s, %(after_time)s)",
+    Bucket.DAY: "AND (device_id, metric, bucket) >= "
+    "(%(after_device)s, %(metric)s, %(after_time)s + interval '1 day')",
+}
+_UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+# Where a chunk ended: (device_id, start in microseconds since the Unix epoch) of its last point.
+PointKey = tuple[int, int]
 
 
-def point_statement(query: MeasurementQuery) -> tuple[str, dict[str, Any]]:
-    """The SQL and parameters of a point query (tests EXPLAIN it to prove what it reads)."""
+def point_statement(
+    query: MeasurementQuery, after: PointKey | None = None, limit: int | None = None
+) -> tuple[str, dict[str, Any]]:
+    """The SQL and parameters of a point query, or of its chunk of `limit` points after `after`.
+
+    (Tests EXPLAIN it to prove what it reads; the benchmark times it.)
+    """
     start, end = bucket_range(query)
     devices = "AND device_id = ANY(%(devices)s)" if query.device_ids else ""
     params: dict[str, Any] = {
@@ -145,50 +171,39 @@ def point_statement(query: MeasurementQuery) -> tuple[str, dict[str, Any]]:
         "end": end,
         "devices": list(query.device_ids),
     }
-    return _SQL[query.bucket].format(devices=devices), params
+    if after is not None:
+        params["after_device"] = after[0]
+        params["after_time"] = _UNIX_EPOCH + timedelta(microseconds=after[1])
+    if limit is not None:
+        params["limit"] = limit
+    sql = _SQL[query.bucket].format(
+        devices=devices,
+        after=_AFTER[query.bucket] if after is not None else "",
+        limit="LIMIT %(limit)s" if limit is not None else "",
+    )
+    return sql, params
 
 
-class PointCursor:
-    """A point query read in chunks through a server-side cursor; every method blocks.
+def read_chunk(db: Database, query: MeasurementQuery, after: PointKey | None, limit: int) -> list[Point]:
+    """Up to `limit` points of `query` after `after`, in key order; blocking, one short read.
 
-    The caller runs `open`, then `fetch` until it returns nothing, then `close`, each on a
-    database thread. The connection is held from `open` to `close`.
+    The connection is checked out for this chunk only, read-only, and given back before the
+    points go to the client.
     """
-
-    def __init__(self, db: Database, query: MeasurementQuery) -> None:
-        self._db = db
-        self._query = query
-        self._connection: Connection | None = None
-        self._driver: psycopg.Connection[Any] | None = None
-        self._cursor: psycopg.ServerCursor[Any] | None = None
-
-    def open(self) -> None:
-        sql, params = point_statement(self._query)
-        self._connection = self._db.engine.connect()
-        driver = self._connection.connection.driver_connection
+    sql, params = point_statement(query, after, limit)
+    with db.engine.connect().execution_options(postgresql_readonly=True) as connection:
+        driver = connection.connection.driver_connection
         assert isinstance(driver, psycopg.Connection)
-        self._driver = driver
-        driver.execute("SET TRANSACTION READ ONLY")
-        self._cursor = driver.cursor(name=f"points_{uuid.uuid4().hex[:12]}", binary=True)
-        self._cursor.adapters.register_loader("timestamptz", _UnixMicrosLoader)
-        self._cursor.execute(sql, params)
+        with driver.cursor(binary=True) as cursor:
+            cursor.adapters.register_loader("timestamptz", _UnixMicrosLoader)
+            cursor.execute(sql, params)
+            points: list[Point] = cursor.fetchall()
+    return points
 
-    def fetch(self, size: int) -> list[Point]:
-        assert self._cursor is not None
-        return self._cursor.fetchmany(size)
 
-    def close(self) -> None:
-        try:
-            if self._cursor is not None:
-                self._cursor.close()
-        finally:
-            if self._driver is not None:
-                self._driver.rollback()
-            if self._connection is not None:
-                self._connection.close()
-            self._cursor = None
-            self._driver = None
-            self._connection = None
+def chunk_end(points: list[Point]) -> PointKey:
+    """The key the chunk after `points` starts after."""
+    return points[-1][0], points[-1][1]
 
 
 # Full hours inside [start, end) come from the rollups; the partial hours at either edge, if

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import struct
-import threading
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,7 +23,6 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg.adapt import Dumper
 from psycopg.pq import Format
-from sqlalchemy.engine import Connection
 
 from fleet_server.db.session import Database
 from fleet_server.resources import Resource
@@ -274,23 +272,22 @@ def months_of(batch: MeasurementBatch) -> set[int]:
 
 
 class BatchWriter:
-    """Writes one stream's batches, in order, on one autocommit connection.
+    """Writes one stream's batches, in order, each on a pooled connection in autocommit mode.
 
     Partitions are created before a batch's statement, in their own transaction, never inside
     it: attaching one while the batch holds locks on the parent could wait on itself.
 
-    The connection is checked out for the first batch and kept while batches keep coming:
-    a back-fill then pays no pool checkout and liveness ping per batch (about a fifth of a
-    500-row batch's time). The stream gives it back (`release`) as soon as it waits for the
-    client, so an idle stream holds no connection. Every method blocks (call them on a
-    database thread); a `release` during a `write` waits for the write to finish.
+    Holds no connection between batches: each `write` checks one out and gives it back before
+    it returns, so a stream that waits for its client holds nothing another caller needs (see
+    `db/scheduler.py`; the pool has no liveness ping, which was a fifth of a 500-row batch).
+    What it keeps is what the next batch should know: whether the stream is re-sending stored
+    rows, and how many rows the stream delivered so far. Every method blocks (call them on a
+    database thread), one at a time.
     """
 
     def __init__(self, db: Database, partitions: Partitions) -> None:
         self._db = db
         self._partitions = partitions
-        self._connection: Connection | None = None
-        self._lock = threading.Lock()
         # A stream re-sending stored rows would fail the fast form batch after batch.
         self._expect_duplicates = False
         self._stream_rows = 0
@@ -299,10 +296,6 @@ class BatchWriter:
         """Create the batch's missing partitions, then store it atomically."""
         if not len(batch):
             return BatchResult(0, 0)
-        with self._lock:
-            return self._write_with_partitions(customer_id, batch, now)
-
-    def _write_with_partitions(self, customer_id: int, batch: MeasurementBatch, now: datetime) -> BatchResult:
         months = months_of(batch)
         self._partitions.ensure(months)
         try:
@@ -315,34 +308,22 @@ class BatchWriter:
             self._partitions.ensure(months)
             return self._write(customer_id, batch, now)
 
-    def release(self) -> None:
-        """Give the connection back to the pool (a later `write` checks out another)."""
-        with self._lock:
-            self._close()
-
-    def _close(self) -> None:
-        connection, self._connection = self._connection, None
-        if connection is not None:
-            connection.close()
-
     def _write(self, customer_id: int, batch: MeasurementBatch, now: datetime) -> BatchResult:
-        if self._connection is None:
-            self._connection = self._db.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-        driver = self._connection.connection.driver_connection
-        assert isinstance(driver, psycopg.Connection)
-        try:
-            result = write_batch(
-                driver,
-                customer_id,
-                batch,
-                now,
-                expect_duplicates=self._expect_duplicates,
-                stream_rows=self._stream_rows + len(batch),
-            )
-        except psycopg.OperationalError:
-            self._connection.invalidate()
-            self._close()
-            raise
+        with self._db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            driver = connection.connection.driver_connection
+            assert isinstance(driver, psycopg.Connection)
+            try:
+                result = write_batch(
+                    driver,
+                    customer_id,
+                    batch,
+                    now,
+                    expect_duplicates=self._expect_duplicates,
+                    stream_rows=self._stream_rows + len(batch),
+                )
+            except psycopg.OperationalError:
+                connection.invalidate()  # driver-level: SQLAlchemy did not see the connection die
+                raise
         self._expect_duplicates = result.duplicates > 0
         self._stream_rows += len(batch)
         return result

@@ -302,7 +302,6 @@ def test_writes_need_an_active_customer_even_after_authentication(new_customer, 
         with pytest.raises(Unauthenticated) as raised:
             writer.write(customer.id, batch, NOW)
     finally:
-        writer.release()
         database.close()
     assert raised.value.reason == "CUSTOMER_INACTIVE"
     assert count_rows(engine) == 0

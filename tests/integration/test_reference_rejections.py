@@ -17,6 +17,7 @@ from fleet_server.domain.reference import apply_sites
 from fleet_server.domain.reference_validation import SiteItem
 from fleet_server.errors import MAX_LISTED_VIOLATIONS, StreamBroken
 from tests.support.clients import Stubs, bad_request_fields, bearer, error_reason, rejected
+from tests.support.inprocess import InProcessServer
 from tests.support.reference_data import (
     counts,
     db_state,
@@ -211,10 +212,17 @@ def test_a_stream_that_breaks_before_half_close_writes_nothing(
             assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         release.set()
         _wait_for_access_line(caplog, "PushSites", 2)
-        server.run(server.app.db.run(lambda session: None))  # queued behind any write of the broken call
+        _wait_until_no_database_work(server)  # any write of the broken call has ended
         assert db_state(engine) == before
     finally:
         stubs.close()
+
+
+def _wait_until_no_database_work(server: InProcessServer) -> None:
+    deadline = time.monotonic() + 10
+    while any(running or queued for running, queued in server.app.db.turns.load().values()):
+        assert time.monotonic() < deadline, "database work never ended"
+        time.sleep(0.01)
 
 
 def test_apply_rolls_back_when_the_call_can_no_longer_vouch_for_the_snapshot(db, new_customer, engine):

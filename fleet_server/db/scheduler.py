@@ -1,0 +1,357 @@
+"""Database turns: a fixed set of threads shared fairly between lanes of work and the customers in them.
+
+Why this exists (the fleet deadlock): database work is blocking SQLAlchemy/psycopg code, so it
+runs on threads. The first version let a measurement stream keep its pooled connection between
+batches and hand it back through the same thread pool that the streams waiting for a connection
+had filled: twenty portals at once waited 30 s for each other and failed as INTERNAL. The rules
+that make that impossible, by construction:
+
+1. Only these threads check connections out of the pool, each at most one at a time, and each
+   gives its connection back before its job ends. The pool has as many connections as there
+   are threads, so a checkout never waits: nothing waits for a connection while holding one,
+   and giving one back needs no thread at all.
+2. Work that is not running waits in the event loop, in a queue per lane and customer, never
+   in a thread. A job that cannot start within `queue_timeout_s` is refused as UNAVAILABLE
+   with a retry hint (the caller backs off), so saturation is a status, never a stall.
+3. Turns are fair: within a lane, customers take turns round robin, and a customer runs at
+   most `per_tenant` jobs at once (a stream's batches one at a time, in order), so one
+   customer's back-fill delays another's live batch by at most about one batch. The control
+   lane (token lookups) and the operator lane (admin and query calls) have threads that
+   ingest can never take, so an operator is never starved by a fleet pushing, and
+   authentication never waits behind bulk work.
+
+A thread that picks the next job itself (no hop through the event loop) keeps a stream's
+back-to-back batches as fast as a connection held for the whole stream was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import enum
+import functools
+import logging
+import threading
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import Any, Generic, ParamSpec, TypeVar
+
+from fleet_server.errors import FleetError, Reason, Unavailable
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+_LOGGER = logging.getLogger(__name__)
+
+# What a refused caller is told to wait before trying again.
+BUSY_RETRY_MS = 1_000
+
+
+class Lane(enum.Enum):
+    """What kind of work a job is; each lane has its own queue and its own share of threads."""
+
+    CONTROL = "control"  # token lookups: tiny, and every other call waits for them
+    OPERATOR = "operator"  # admin and query calls
+    INGEST = "ingest"  # customer pushes: snapshots and measurement batches
+
+
+@dataclass(frozen=True)
+class Turn:
+    """Whose work a job is: its lane, the tenant (customer id, admin name) it is fair among, and
+    optionally a `serial` key: jobs sharing one run one at a time, oldest first (a stream's
+    batches, which must be written in order)."""
+
+    lane: Lane
+    tenant: Hashable
+    serial: Hashable | None = None
+
+    def serialised(self, key: Hashable) -> Turn:
+        return Turn(self.lane, self.tenant, key)
+
+    @classmethod
+    def ingest(cls, customer_id: int) -> Turn:
+        return cls(Lane.INGEST, customer_id)
+
+    @classmethod
+    def operator(cls, name: str) -> Turn:
+        return cls(Lane.OPERATOR, name)
+
+
+# Token lookups: every call's first database work, tiny, from no customer in particular.
+CONTROL = Turn(Lane.CONTROL, "control")
+
+
+@dataclass(frozen=True)
+class TurnPolicy:
+    """How the threads are shared.
+
+    `threads` is also the connection pool's size. Ingest may use at most `threads -
+    control_reserve - operator_reserve` threads at once and the operator lane at most
+    `threads - control_reserve - ingest_reserve`, so each lane always finds a thread the
+    others cannot hold.
+    """
+
+    threads: int
+    control_reserve: int = 1
+    operator_reserve: int = 1
+    ingest_reserve: int = 1
+    per_tenant: int = 2
+    queue_timeout_s: float = 5.0
+    max_queued: int = 10_000
+
+    @classmethod
+    def for_threads(cls, threads: int, **overrides: Any) -> TurnPolicy:
+        """Reserves that fit `threads`; fewer than four threads share without reserves."""
+        if threads < 4:
+            return cls(threads, control_reserve=0, operator_reserve=0, ingest_reserve=0, **overrides)
+        reserve = max(1, threads // 5)
+        return cls(threads, operator_reserve=reserve, ingest_reserve=reserve, **overrides)
+
+    def cap(self, lane: Lane) -> int:
+        if lane is Lane.INGEST:
+            return max(1, self.threads - self.control_reserve - self.operator_reserve)
+        if lane is Lane.OPERATOR:
+            return max(1, self.threads - self.control_reserve - self.ingest_reserve)
+        return self.threads
+
+
+class _Job(Generic[T]):
+    """One unit of database work and the future its caller awaits."""
+
+    __slots__ = ("call", "future", "lane", "loop", "serial", "started", "tenant")
+
+    def __init__(
+        self,
+        turn: Turn,
+        call: Callable[[], T],
+        future: asyncio.Future[T],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.lane = turn.lane
+        self.tenant = turn.tenant
+        self.serial = turn.serial
+        self.call = call
+        self.future = future
+        self.loop = loop
+        self.started = False
+
+
+class _FairQueue:
+    """Queued jobs of one lane: FIFO per tenant, tenants served round robin, each under a cap.
+
+    A job whose serial key has a running job is passed over (the tenant's next job that may
+    run goes instead), so a stream's next batch waits for its previous one without holding up
+    the same customer's other work.
+    """
+
+    def __init__(self, per_tenant: int) -> None:
+        self._per_tenant = per_tenant
+        self._queues: dict[Hashable, collections.deque[_Job[Any]]] = {}
+        self._ring: list[Hashable] = []  # tenants with queued jobs, in turn order
+        self.running: collections.Counter[Hashable] = collections.Counter()
+        self._serials: set[Hashable] = set()  # serial keys with a running job
+        self.queued = 0
+        self.running_total = 0
+
+    def push(self, job: _Job[Any]) -> None:
+        queue = self._queues.get(job.tenant)
+        if queue is None:
+            queue = self._queues[job.tenant] = collections.deque()
+            self._ring.append(job.tenant)
+        queue.append(job)
+        self.queued += 1
+
+    def pop(self) -> _Job[Any] | None:
+        """The next tenant's oldest job, skipping tenants already at their cap; None if none may run."""
+        for index, tenant in enumerate(self._ring):
+            if self.running[tenant] >= self._per_tenant:
+                continue
+            queue = self._queues[tenant]
+            job = next((j for j in queue if j.serial is None or j.serial not in self._serials), None)
+            if job is None:
+                continue
+            queue.remove(job)
+            if job.serial is not None:
+                self._serials.add(job.serial)
+            del self._ring[index]
+            if queue:
+                self._ring.append(tenant)  # its next job waits for everyone else's turn
+            else:
+                del self._queues[tenant]
+            self.queued -= 1
+            self.running[tenant] += 1
+            self.running_total += 1
+            return job
+        return None
+
+    def withdraw(self, job: _Job[Any]) -> bool:
+        """Take a job that has not started out of the queue; False if it already started."""
+        queue = self._queues.get(job.tenant)
+        if job.started or queue is None:
+            return False
+        try:
+            queue.remove(job)
+        except ValueError:
+            return False
+        self.queued -= 1
+        if not queue:
+            del self._queues[job.tenant]
+            self._ring.remove(job.tenant)
+        return True
+
+    def drain(self) -> list[_Job[Any]]:
+        """Every queued job, taken out of the queue (shutdown)."""
+        jobs = [job for queue in self._queues.values() for job in queue]
+        self._queues.clear()
+        self._ring.clear()
+        self.queued = 0
+        return jobs
+
+    def finished(self, job: _Job[Any]) -> None:
+        self._serials.discard(job.serial)
+        self.running[job.tenant] -= 1
+        if self.running[job.tenant] <= 0:
+            del self.running[job.tenant]
+        self.running_total -= 1
+
+
+class Scheduler:
+    """Runs blocking database work on `policy.threads` threads, fairly, and never stalls a caller.
+
+    `fault` maps an exception raised by a job to the `FleetError` its caller should see instead
+    (a lost or timed-out database becomes UNAVAILABLE); None keeps the exception.
+    """
+
+    def __init__(
+        self,
+        policy: TurnPolicy,
+        *,
+        name: str = "fleet-db",
+        fault: Callable[[BaseException], FleetError | None] = lambda exc: None,
+    ) -> None:
+        self.policy = policy
+        self._fault = fault
+        self._cond = threading.Condition()
+        # Control jobs come from no customer in particular: only the lane's share limits them.
+        self._lanes = {
+            lane: _FairQueue(policy.threads if lane is Lane.CONTROL else policy.per_tenant) for lane in Lane
+        }
+        self._prefer_operator = True
+        self._closed = False
+        self._threads = [
+            threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True)
+            for i in range(policy.threads)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    async def run(self, turn: Turn, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """`fn(*args, **kwargs)` on a database thread when `turn` comes.
+
+        Raises UNAVAILABLE (with a retry hint) when the turn does not come within the queue
+        timeout or the queue is full. A caller that goes away before its job started takes the
+        job with it; a started job runs to its end (its result is dropped).
+        """
+        loop = asyncio.get_running_loop()
+        call = functools.partial(fn, *args, **kwargs)
+        job: _Job[T] = _Job(turn, call, loop.create_future(), loop)
+        queue = self._lanes[turn.lane]
+        with self._cond:
+            if self._closed:
+                raise Unavailable(
+                    "the server is shutting down", reason=Reason.SHUTTING_DOWN, retry_after_ms=BUSY_RETRY_MS
+                )
+            if queue.queued >= self.policy.max_queued:
+                raise _busy(f"{queue.queued} database jobs are already waiting")
+            queue.push(job)
+            self._cond.notify()
+        try:
+            await asyncio.wait({job.future}, timeout=self.policy.queue_timeout_s)
+        except asyncio.CancelledError:
+            self._withdraw(job)
+            raise
+        if not job.future.done() and self._withdraw(job):
+            raise _busy(f"no database turn within {self.policy.queue_timeout_s:g} s")
+        return await job.future
+
+    def _withdraw(self, job: _Job[Any]) -> bool:
+        with self._cond:
+            return self._lanes[job.lane].withdraw(job)
+
+    def load(self) -> dict[str, tuple[int, int]]:
+        """(running, queued) per lane, for logs and metrics."""
+        with self._cond:
+            return {lane.value: (q.running_total, q.queued) for lane, q in self._lanes.items()}
+
+    def close(self) -> None:
+        """Stop taking work; queued jobs fail as UNAVAILABLE, running ones finish."""
+        with self._cond:
+            self._closed = True
+            leftovers = [job for queue in self._lanes.values() for job in queue.drain()]
+            self._cond.notify_all()
+        for job in leftovers:
+            _settle(job, error=Unavailable("the server is shutting down", reason=Reason.SHUTTING_DOWN))
+
+    # --- the threads -------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                job = self._pick()
+                while job is None:
+                    if self._closed:
+                        return
+                    self._cond.wait()
+                    job = self._pick()
+                job.started = True
+            try:
+                result = job.call()
+            except BaseException as exc:
+                _settle(job, error=self._fault(exc) or exc)
+            else:
+                _settle(job, result=result)
+            finally:
+                with self._cond:
+                    self._lanes[job.lane].finished(job)
+                    # A finished job can unblock a capped tenant or lane that another thread skipped.
+                    self._cond.notify_all()
+
+    def _pick(self) -> _Job[Any] | None:
+        """The next job a free thread should run: control first, then operator and ingest in turn."""
+        control = self._lanes[Lane.CONTROL]
+        if control.queued and (job := control.pop()) is not None:
+            return job
+        lanes = (Lane.OPERATOR, Lane.INGEST) if self._prefer_operator else (Lane.INGEST, Lane.OPERATOR)
+        for lane in lanes:
+            queue = self._lanes[lane]
+            if queue.queued and queue.running_total < self.policy.cap(lane):
+                job = queue.pop()
+                if job is not None:
+                    self._prefer_operator = lane is Lane.INGEST
+                    return job
+        return None
+
+
+def _busy(detail: str) -> Unavailable:
+    return Unavailable(
+        f"the database is busy ({detail}); retry later",
+        reason=Reason.DATABASE_BUSY,
+        retry_after_ms=BUSY_RETRY_MS,
+    )
+
+
+def _settle(job: _Job[Any], result: Any = None, error: BaseException | None = None) -> None:
+    """Hand a job's outcome to its event loop (from any thread); a gone caller is fine."""
+
+    def settle() -> None:
+        if job.future.done():
+            return
+        if error is not None:
+            job.future.set_exception(error)
+        else:
+            job.future.set_result(result)
+
+    try:
+        job.loop.call_soon_threadsafe(settle)
+    except RuntimeError:  # the loop is closed: nobody is waiting any more
+        _LOGGER.debug("dropped the outcome of a job whose event loop is closed")

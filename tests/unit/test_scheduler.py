@@ -1,0 +1,253 @@
+"""The database turn scheduler: fair turns, reserved lanes, refusals instead of stalls."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import threading
+from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import replace
+from typing import Any
+
+import grpc
+import pytest
+
+from fleet_server.db.scheduler import Lane, Scheduler, Turn, TurnPolicy
+from fleet_server.errors import Reason, Unavailable
+
+
+class Gate:
+    """Blocks jobs until released, and records the order in which they ran."""
+
+    def __init__(self) -> None:
+        self.order: list[str] = []
+        self._lock = threading.Lock()
+        self.open = threading.Event()
+
+    def job(self, name: str, *, wait: bool = True) -> str:
+        with self._lock:
+            self.order.append(name)
+        if wait:
+            assert self.open.wait(10)
+        return name
+
+
+@pytest.fixture
+def gate() -> Iterator[Gate]:
+    g = Gate()
+    yield g
+    g.open.set()
+
+
+def run_async(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
+    """A plain test around an async body (each test gets a fresh event loop)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        asyncio.run(fn(*args, **kwargs))
+
+    return wrapper
+
+
+def _scheduler(threads: int, **overrides: Any) -> Scheduler:
+    """No reserves, one job per customer at a time, unless overridden."""
+    policy = TurnPolicy(threads, control_reserve=0, operator_reserve=0, ingest_reserve=0, per_tenant=1)
+    return Scheduler(replace(policy, **overrides))
+
+
+async def _until(predicate, timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition never held"
+        await asyncio.sleep(0.005)
+
+
+@run_async
+async def test_customers_take_turns_round_robin(gate: Gate) -> None:
+    """A customer with many queued jobs does not go before others that queued later."""
+    scheduler = _scheduler(1)
+    try:
+        first = asyncio.ensure_future(scheduler.run(Turn(Lane.INGEST, "busy"), gate.job, "busy-0"))
+        await _until(lambda: gate.order == ["busy-0"])
+        backlog = [
+            asyncio.ensure_future(scheduler.run(Turn(Lane.INGEST, "busy"), gate.job, f"busy-{i}", wait=False))
+            for i in (1, 2, 3)
+        ]
+        await _until(lambda: scheduler.load()["ingest"][1] == 3)
+        live = [
+            asyncio.ensure_future(scheduler.run(Turn(Lane.INGEST, name), gate.job, name, wait=False))
+            for name in ("a", "b")
+        ]
+        await _until(lambda: scheduler.load()["ingest"][1] == 5)
+        gate.open.set()
+        await asyncio.gather(first, *backlog, *live)
+        # The busy customer had its turn first (it queued first); then each other customer
+        # before its second job.
+        assert gate.order == ["busy-0", "busy-1", "a", "b", "busy-2", "busy-3"]
+    finally:
+        scheduler.close()
+
+
+@run_async
+async def test_one_customer_runs_at_most_its_share_of_threads(gate: Gate) -> None:
+    scheduler = _scheduler(4)  # per_tenant=1
+    try:
+        jobs = [
+            asyncio.ensure_future(scheduler.run(Turn(Lane.INGEST, "c"), gate.job, f"c-{i}")) for i in range(3)
+        ]
+        other = asyncio.ensure_future(scheduler.run(Turn(Lane.INGEST, "d"), gate.job, "d-0"))
+        await _until(lambda: len(gate.order) == 2)
+        await asyncio.sleep(0.05)
+        assert sorted(gate.order) == ["c-0", "d-0"]
+        assert scheduler.load()["ingest"] == (2, 2)
+        gate.open.set()
+        assert list(await asyncio.gather(*jobs, other)) == ["c-0", "c-1", "c-2", "d-0"]
+    finally:
+        scheduler.close()
+
+
+@run_async
+async def test_a_serial_key_runs_one_job_at_a_time_in_order(gate: Gate) -> None:
+    """A stream's batches wait for each other; the same customer's other work does not."""
+    scheduler = _scheduler(4, per_tenant=3)
+    stream = Turn(Lane.INGEST, "c").serialised("stream-1")
+    try:
+        batches = [asyncio.ensure_future(scheduler.run(stream, gate.job, f"batch-{i}")) for i in range(3)]
+        await _until(lambda: gate.order == ["batch-0"])
+        snapshot = await asyncio.wait_for(
+            scheduler.run(Turn(Lane.INGEST, "c"), gate.job, "snapshot", wait=False), 5
+        )
+        assert snapshot == "snapshot"
+        await asyncio.sleep(0.05)
+        assert gate.order == ["batch-0", "snapshot"]  # batch-1 waits for batch-0
+        gate.open.set()
+        assert list(await asyncio.gather(*batches)) == ["batch-0", "batch-1", "batch-2"]
+        assert gate.order == ["batch-0", "snapshot", "batch-1", "batch-2"]
+    finally:
+        scheduler.close()
+
+
+@run_async
+async def test_ingest_cannot_take_the_operator_and_control_threads(gate: Gate) -> None:
+    scheduler = Scheduler(TurnPolicy(4, control_reserve=1, operator_reserve=1, ingest_reserve=1))
+    try:
+        pushes = [
+            asyncio.ensure_future(scheduler.run(Turn(Lane.INGEST, f"c{i}"), gate.job, f"push-{i}"))
+            for i in range(4)
+        ]
+        await _until(lambda: len(gate.order) == 2)
+        admin = await asyncio.wait_for(
+            scheduler.run(Turn(Lane.OPERATOR, "admin"), gate.job, "admin", wait=False), 5
+        )
+        token = await asyncio.wait_for(
+            scheduler.run(Turn(Lane.CONTROL, "auth"), gate.job, "auth", wait=False), 5
+        )
+        assert (admin, token) == ("admin", "auth")
+        assert scheduler.load()["ingest"] == (2, 2)
+        gate.open.set()
+        await asyncio.gather(*pushes)
+    finally:
+        scheduler.close()
+
+
+@run_async
+async def test_no_turn_in_time_is_unavailable_with_a_retry_hint(gate: Gate) -> None:
+    scheduler = _scheduler(1, queue_timeout_s=0.1)
+    try:
+        holder = asyncio.ensure_future(scheduler.run(Turn(Lane.INGEST, "a"), gate.job, "holder"))
+        await _until(lambda: gate.order == ["holder"])
+        with pytest.raises(Unavailable) as refused:
+            await scheduler.run(Turn(Lane.INGEST, "b"), gate.job, "late")
+        assert refused.value.code is grpc.StatusCode.UNAVAILABLE
+        assert refused.value.reason is Reason.DATABASE_BUSY
+        assert refused.value.retry_after_ms is not None
+        assert refused.value.retry_after_ms > 0
+        assert "no database turn within 0.1 s" in refused.value.message
+        gate.open.set()
+        await holder
+        assert gate.order == ["holder"]  # the refused job never ran
+        await _until(lambda: scheduler.load()["ingest"] == (0, 0))
+    finally:
+        scheduler.close()
+
+
+@run_async
+async def test_a_full_queue_refuses_at_once(gate: Gate) -> None:
+    scheduler = _scheduler(1, max_queued=1)
+    try:
+        holder = asyncio.ensure_future(scheduler.run(Turn(Lane.INGEST, "a"), gate.job, "holder"))
+        await _until(lambda: gate.order == ["holder"])
+        queued = asyncio.ensure_future(scheduler.run(Turn(Lane.INGEST, "b"), gate.job, "queued", wait=False))
+        await _until(lambda: scheduler.load()["ingest"][1] == 1)
+        with pytest.raises(Unavailable, match="1 database jobs are already waiting"):
+            await scheduler.run(Turn(Lane.INGEST, "c"), gate.job, "refused")
+        gate.open.set()
+        assert list(await asyncio.gather(holder, queued)) == ["holder", "queued"]
+    finally:
+        scheduler.close()
+
+
+@run_async
+async def test_a_caller_that_leaves_takes_its_queued_job_along(gate: Gate) -> None:
+    scheduler = _scheduler(1)
+    try:
+        holder = asyncio.ensure_future(scheduler.run(Turn(Lane.INGEST, "a"), gate.job, "holder"))
+        await _until(lambda: gate.order == ["holder"])
+        leaving = asyncio.ensure_future(scheduler.run(Turn(Lane.INGEST, "b"), gate.job, "gone"))
+        await _until(lambda: scheduler.load()["ingest"][1] == 1)
+        leaving.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await leaving
+        assert scheduler.load()["ingest"] == (1, 0)
+        gate.open.set()
+        await holder
+        assert gate.order == ["holder"]
+    finally:
+        scheduler.close()
+
+
+@run_async
+async def test_faults_are_mapped_and_other_errors_pass_through() -> None:
+    def fault(exc: BaseException) -> Unavailable | None:
+        return (
+            Unavailable("database gone", reason=Reason.DATABASE_UNAVAILABLE)
+            if isinstance(exc, OSError)
+            else None
+        )
+
+    scheduler = Scheduler(TurnPolicy(2), fault=fault)
+
+    def boom(exc: BaseException) -> None:
+        raise exc
+
+    try:
+        with pytest.raises(Unavailable, match="database gone"):
+            await scheduler.run(Turn(Lane.OPERATOR, "admin"), boom, OSError("socket closed"))
+        with pytest.raises(KeyError):
+            await scheduler.run(Turn(Lane.OPERATOR, "admin"), boom, KeyError("bug"))
+        assert await scheduler.run(Turn(Lane.OPERATOR, "admin"), lambda: 7) == 7
+    finally:
+        scheduler.close()
+
+
+@run_async
+async def test_close_refuses_queued_work(gate: Gate) -> None:
+    scheduler = _scheduler(1)
+    holder = asyncio.ensure_future(scheduler.run(Turn(Lane.INGEST, "a"), gate.job, "holder"))
+    await _until(lambda: gate.order == ["holder"])
+    queued = asyncio.ensure_future(scheduler.run(Turn(Lane.INGEST, "a"), gate.job, "queued"))
+    await _until(lambda: scheduler.load()["ingest"][1] == 1)
+    scheduler.close()
+    with pytest.raises(Unavailable, match="shutting down"):
+        await queued
+    gate.open.set()
+    assert await holder == "holder"
+    with pytest.raises(Unavailable, match="shutting down"):
+        await scheduler.run(Turn(Lane.INGEST, "a"), gate.job, "after")
+
+
+def test_policy_reserves_fit_the_thread_count() -> None:
+    small = TurnPolicy.for_threads(2)
+    assert (small.cap(Lane.INGEST), small.cap(Lane.OPERATOR)) == (2, 2)
+    ten = TurnPolicy.for_threads(10)
+    assert (ten.cap(Lane.INGEST), ten.cap(Lane.OPERATOR), ten.cap(Lane.CONTROL)) == (7, 7, 10)
