@@ -50,11 +50,17 @@ class Listing(StrEnum):
     TARIFFS = "ListTariffs"
 
 
-def _describe(listing: Listing, scope: str) -> str:
-    return f"{listing} for {scope}" if scope else str(listing)
+_LISTINGS = frozenset(str(listing) for listing in Listing)
 
 
-def _refusal(description: str) -> InvalidArgument:
+def _of(listing: str, scope: str) -> str:
+    """`ListDevices for ACME`, or `ListCustomers` for a list that belongs to no customer."""
+    return f"{listing} for {scope}" if scope else listing
+
+
+def _refusal(listing: Listing, scope: str, detail: str = "") -> InvalidArgument:
+    issuer = f"a previous {listing} response" + (f" for {scope}" if scope else "")
+    description = f"is not a page token from {issuer}{detail}"
     return InvalidArgument([FieldViolation("page_token", description)], reason=Reason.PAGE_TOKEN_INVALID)
 
 
@@ -67,7 +73,7 @@ def encode_token(listing: Listing, scope: str, after: str | int) -> str:
 
 def _decode(token: str, listing: Listing, scope: str) -> object:
     """The `after` of a token issued by `listing` of `scope`, not yet checked for its type."""
-    never_issued = _refusal(f"is not a page token from a previous {_describe(listing, scope)} response")
+    never_issued = _refusal(listing, scope)
     if len(token) > _MAX_TOKEN_LENGTH:
         raise never_issued
     try:
@@ -78,13 +84,20 @@ def _decode(token: str, listing: Listing, scope: str) -> object:
     if not isinstance(payload, dict) or set(payload) != {"v", "list", "of", "after"}:
         raise never_issued
     issued_by, issued_for = payload["list"], payload["of"]
-    if payload["v"] != _TOKEN_VERSION or not isinstance(issued_by, str) or not isinstance(issued_for, str):
+    # Only a well-formed list and customer are named back in the refusal, never arbitrary text.
+    if (
+        payload["v"] != _TOKEN_VERSION
+        or issued_by not in _LISTINGS
+        or not isinstance(issued_for, str)
+        or (issued_for and not CODE_PATTERN.fullmatch(issued_for))
+    ):
         raise never_issued
     if (issued_by, issued_for) != (str(listing), scope):
         raise _refusal(
-            f"is not a page token from a previous {_describe(listing, scope)} response "
-            f"(it continues {issued_by or '?'}{f' for {issued_for}' if issued_for else ''}); "
-            "send it with the request that returned it, or start again without one"
+            listing,
+            scope,
+            f" (it continues {_of(issued_by, issued_for)}); "
+            "send it with the request that returned it, or start again without one",
         )
     return payload["after"]
 
@@ -95,7 +108,7 @@ def decode_code_token(token: str, listing: Listing) -> str | None:
         return None
     after = _decode(token, listing, "")
     if not isinstance(after, str) or not CODE_PATTERN.fullmatch(after):
-        raise _refusal(f"is not a page token from a previous {listing} response")
+        raise _refusal(listing, "")
     return after
 
 
@@ -106,7 +119,7 @@ def decode_id_token(token: str, listing: Listing, code: str) -> int | None:
     after = _decode(token, listing, code)
     # bool is an int to Python, never to the encoder.
     if type(after) is not int or not 0 < after <= _MAX_ID:
-        raise _refusal(f"is not a page token from a previous {_describe(listing, code)} response")
+        raise _refusal(listing, code)
     return after
 
 
