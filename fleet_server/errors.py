@@ -44,6 +44,8 @@ class Reason(StrEnum):
     CUSTOMER_NOT_FOUND = "CUSTOMER_NOT_FOUND"
     CUSTOMER_CODE_TAKEN = "CUSTOMER_CODE_TAKEN"
     ADMIN_TOKEN_NOT_FOUND = "ADMIN_TOKEN_NOT_FOUND"
+    # Lists: a page token the server did not issue for this listing; start again without one.
+    PAGE_TOKEN_INVALID = "PAGE_TOKEN_INVALID"
     # Pushes.
     SITE_NOT_FOUND = "SITE_NOT_FOUND"
     MUNICIPALITY_NOT_FOUND = "MUNICIPALITY_NOT_FOUND"

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
+from fleet_server.domain.paging import CUSTOMER_PAGES, Page, cut
 from fleet_server.domain.tokens import TokenKind, hash_token, mint
 from fleet_server.errors import AlreadyExists, InvalidArgument, NotFound, Reason, Violations
 from fleet_server.store import customers as store
@@ -20,8 +21,6 @@ from fleet_server.store.customers import StoredCustomer
 
 CODE_PATTERN = re.compile(r"[A-Z0-9_-]{2,32}")
 MAX_NAME_LENGTH = 200
-DEFAULT_PAGE_SIZE = 50
-MAX_PAGE_SIZE = 1000
 # A grace window is a hand-over period, not a second permanent credential: a rotation whose old
 # token outlives a month has not really rotated anything.
 MAX_GRACE = timedelta(days=30)
@@ -60,14 +59,6 @@ class IssuedCustomer:
 
     customer: CustomerRecord
     token: str
-
-
-@dataclass(frozen=True)
-class CustomerPage:
-    """One page of customers by code; `last_code` is set when more customers follow."""
-
-    customers: list[CustomerRecord]
-    last_code: str | None
 
 
 def check_code(code: str, path: str, problems: Violations) -> None:
@@ -122,22 +113,13 @@ def customer_id_for(session: Session, code: str) -> int:
     return _load(session, code).id
 
 
-def page_size_or_default(page_size: int) -> int:
-    """AIP-158: 0 means the default, too large is clamped, negative is the caller's mistake."""
-    if page_size < 0:
-        raise InvalidArgument.single("page_size", "must not be negative")
-    if page_size == 0:
-        return DEFAULT_PAGE_SIZE
-    return min(page_size, MAX_PAGE_SIZE)
-
-
-def list_customers(session: Session, page_size: int, after_code: str | None, now: datetime) -> CustomerPage:
+def list_customers(
+    session: Session, page_size: int, after_code: str | None, now: datetime
+) -> Page[CustomerRecord]:
     """Customers ordered by code, starting after `after_code` (keyset: stable under inserts)."""
-    size = page_size_or_default(page_size)
+    size = CUSTOMER_PAGES.size(page_size)
     rows = store.page(session, after_code, size + 1)
-    more = len(rows) > size
-    page = [CustomerRecord.of(row, now) for row in rows[:size]]
-    return CustomerPage(customers=page, last_code=page[-1].code if more else None)
+    return cut([CustomerRecord.of(row, now) for row in rows], size)
 
 
 def check_grace(grace: timedelta) -> None:

@@ -29,6 +29,10 @@ _CLOCK_TIME = re.compile(r"([0-9]{2}):([0-9]{2})")
 MINUTES_PER_DAY = 1440
 ALL_DAYS = 127
 DEFAULT_TIMEZONE = "UTC"
+# A time-of-use schedule with a period for every quarter hour of every weekday has 672; more is
+# no schedule but a flood. The bound keeps one tariff — which a view must show whole, periods
+# and all — far below gRPC's message limit (ListTariffs, GetCustomerDetail).
+MAX_PERIODS_PER_TARIFF = 1000
 
 
 @dataclass(frozen=True)
@@ -249,6 +253,11 @@ def _validate_tariff(tariff: TariffItem, path: str, now: datetime, problems: Vio
         problems.add(f"{path}.vat_percent", "must be between 0 and 100")
     if not _CURRENCY.fullmatch(tariff.currency):
         problems.add(f"{path}.currency", "must be an ISO 4217 code of three capital letters, e.g. ZAR")
+    if len(tariff.periods) > MAX_PERIODS_PER_TARIFF:
+        problems.add(
+            f"{path}.periods",
+            f"must hold at most {MAX_PERIODS_PER_TARIFF} periods (has {len(tariff.periods)})",
+        )
     periods = tuple(
         _validate_period(p, f"{path}.periods[{j}]", problems) for j, p in enumerate(tariff.periods)
     )

@@ -1,4 +1,8 @@
-"""`fleetctl customers show CODE`: a customer's sites, devices, tariff cards and sync status."""
+"""`fleetctl customers show CODE`: counts, first pages of sites and devices, tariff cards, sync status.
+
+The detail carries the first page of each list (however large the customer); each section says
+how many more there are and which command lists them all (`fleetctl/listings.py`).
+"""
 
 from __future__ import annotations
 
@@ -24,8 +28,44 @@ def _yes_no(flag: bool) -> str:
     return "yes" if flag else "no"
 
 
+SITE_COLUMNS = ("ID", "Name", "Timezone", "Municipality", "Tariff", "Address")
+DEVICE_COLUMNS = ("ID", "Site", "Name", "Serial", "Kind")
+MUNICIPALITY_COLUMNS = ("ID", "Name", "Region")
+
+
+def site_row(s: resources_pb2.Site) -> tuple[Any, ...]:
+    return (
+        s.id,
+        s.name,
+        s.timezone,
+        s.municipality_id if s.HasField("municipality_id") else "-",
+        s.tariff_id if s.HasField("tariff_id") else "-",
+        s.address,
+    )
+
+
+def device_row(d: resources_pb2.Device) -> tuple[Any, ...]:
+    return (d.id, d.site_id, d.name, d.serial_number, d.kind)
+
+
+def municipality_row(m: resources_pb2.Municipality) -> tuple[Any, ...]:
+    return (m.id, m.name, m.region)
+
+
 def _section(title: str, count: int, body: str, empty: str) -> str:
-    return f"{title} ({count})\n{body if count else empty}"
+    return f"{title} ({count:,})\n{body if count else empty}"
+
+
+def _paged_section(code: str, noun: str, count: int, shown: int, body: str) -> str:
+    """A section of the detail: the total in the title, the first page, then how many more and where.
+
+    An older server sends no counts; the items it sent are then all there is.
+    """
+    total = max(count, shown)
+    text = _section(noun.capitalize(), total, body, f"No {noun} synced yet.")
+    if total > shown:
+        text += f"\n… and {total - shown:,} more {noun} (fleetctl customers {noun} {code})"
+    return text
 
 
 def _effective(tariff: resources_pb2.Tariff) -> str:
@@ -64,34 +104,16 @@ def tariff_card(view: pb.TariffView) -> str:
 
 
 def render_detail(detail: pb.GetCustomerDetailResponse) -> str:
-    """The whole detail view as plain text."""
+    """The detail view as plain text: counts, first pages, tariff cards, sync status."""
     c = detail.customer
     header = (
         f"Customer {c.code}: {c.name} (id {c.id})\n"
         f"Active: {_yes_no(c.is_active)}   Created: {when(c.created_at)}   "
         f"Token issued: {when(c.token_issued_at)}"
     )
-    sites = table(
-        ("ID", "Name", "Timezone", "Municipality", "Tariff", "Address"),
-        [
-            (
-                s.id,
-                s.name,
-                s.timezone,
-                s.municipality_id if s.HasField("municipality_id") else "-",
-                s.tariff_id if s.HasField("tariff_id") else "-",
-                s.address,
-            )
-            for s in detail.sites
-        ],
-    )
-    devices = table(
-        ("ID", "Site", "Name", "Serial", "Kind"),
-        [(d.id, d.site_id, d.name, d.serial_number, d.kind) for d in detail.devices],
-    )
-    municipalities = table(
-        ("ID", "Name", "Region"), [(m.id, m.name, m.region) for m in detail.municipalities]
-    )
+    sites = table(SITE_COLUMNS, [site_row(s) for s in detail.sites])
+    devices = table(DEVICE_COLUMNS, [device_row(d) for d in detail.devices])
+    municipalities = table(MUNICIPALITY_COLUMNS, [municipality_row(m) for m in detail.municipalities])
     tariffs = "\n\n".join(tariff_card(view) for view in detail.tariffs)
     sync = table(
         ("Resource", "Last push", "Received", "High-water received_at"),
@@ -107,12 +129,12 @@ def render_detail(detail: pb.GetCustomerDetailResponse) -> str:
     )
     parts = [
         header,
-        _section("Sites", len(detail.sites), sites, "No sites synced yet."),
-        _section("Devices", len(detail.devices), devices, "No devices synced yet."),
-        _section(
-            "Municipalities", len(detail.municipalities), municipalities, "No municipalities synced yet."
+        _paged_section(c.code, "sites", detail.site_count, len(detail.sites), sites),
+        _paged_section(c.code, "devices", detail.device_count, len(detail.devices), devices),
+        _paged_section(
+            c.code, "municipalities", detail.municipality_count, len(detail.municipalities), municipalities
         ),
-        _section("Tariffs", len(detail.tariffs), tariffs, "No tariffs synced yet."),
+        _paged_section(c.code, "tariffs", detail.tariff_count, len(detail.tariffs), tariffs),
         _section("Sync status", len(detail.sync), sync, "Nothing pushed yet."),
     ]
     return "\n\n".join(parts)
@@ -131,7 +153,8 @@ def _show(args: argparse.Namespace, connection: Connection) -> int:
 
 def register(cli: Any) -> None:
     show: argparse.ArgumentParser = cli.group("customers").add_parser(
-        "show", help="one customer's sites, devices, tariffs (as cards) and sync status"
+        "show",
+        help="one customer's counts, first pages of sites, devices, tariffs (as cards), sync status",
     )
     show.add_argument("code", help="the customer's code")
     # Also accepted after the subcommand; SUPPRESS keeps a root-level `fleetctl --json …` intact.

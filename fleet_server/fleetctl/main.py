@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import Any
 
@@ -19,7 +20,7 @@ from fleet_server.fleetctl import connection as conn
 from fleet_server.fleetctl.errors import describe_rpc_error
 
 # Command modules under fleet_server/fleetctl/, each exposing register(cli: Cli).
-_MODULES: tuple[str, ...] = ("customers", "detail", "costs", "measurements")
+_MODULES: tuple[str, ...] = ("customers", "detail", "listings", "costs", "measurements")
 
 _GROUP_HELP = {
     "customers": "customers, their tokens and their mirrored data",
@@ -67,6 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     except grpc.RpcError as exc:
         print(f"fleetctl: {describe_rpc_error(exc)}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        # The reader went away (`fleetctl customers devices ACME | head`): stop quietly, and keep
+        # the interpreter's final flush from failing on the closed pipe.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     finally:
         connection.close()
 

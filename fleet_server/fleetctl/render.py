@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,6 +21,55 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def print_table_pages(headers: Sequence[str], pages: Iterable[Sequence[Sequence[Any]]], empty: str) -> int:
+    """Print a table page by page as the pages arrive; the rows printed.
+
+    Column widths come from the header and the first page (a later, longer cell widens only its
+    own line), so the first rows show before the last page is fetched and a list of 120,000
+    rows is never held in memory. `empty` is printed instead when there are no rows at all.
+    """
+    widths: list[int] | None = None
+    printed = 0
+    for page in pages:
+        rows = [["" if c is None else str(c) for c in row] for row in page]
+        if widths is None:
+            if not rows:
+                continue
+            widths = [max(len(r[i]) for r in [list(headers), *rows]) for i in range(len(headers))]
+            print(_line(list(headers), widths))
+            print("  ".join("-" * w for w in widths))
+        for row in rows:
+            print(_line(row, widths))
+        printed += len(rows)
+        sys.stdout.flush()
+    if widths is None:
+        print(empty)
+    return printed
+
+
+def _line(cells: Sequence[str], widths: Sequence[int]) -> str:
+    return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+
+
+def print_json_list(name: str, items: Iterable[Any]) -> int:
+    """Print `{"<name>": [item, …]}` item by item, as `print_json` would print it whole; the items.
+
+    Scripts get one JSON document, like every other `--json`, without the list being collected
+    first. A failure half-way leaves the document unterminated, and the exit status says so.
+    """
+    count = 0
+    sys.stdout.write("{\n" + f"  {json.dumps(name)}: [")
+    for item in items:
+        text = json.dumps(item, indent=2, sort_keys=False, default=str).replace("\n", "\n    ")
+        sys.stdout.write(("," if count else "") + "\n    " + text)
+        count += 1
+        if count % 1000 == 0:
+            sys.stdout.flush()
+    sys.stdout.write("\n  ]\n}\n" if count else "]\n}\n")
+    sys.stdout.flush()
+    return count
 
 
 def message_dict(message: Message) -> dict[str, Any]:

@@ -13,6 +13,8 @@ from fleet_server.auth.call_context import CallContext
 from fleet_server.domain import customers
 from fleet_server.rpc.translate import translate_errors
 from fleet_server.services import admin_wire as wire
+from fleet_server.services import paging_wire
+from fleet_server.services.paging_wire import Listing
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -36,15 +38,13 @@ class FleetAdminServicer(admin_service_pb2_grpc.FleetAdminServiceServicer):
     async def ListCustomers(
         self, request: pb.ListCustomersRequest, context: CallContext
     ) -> pb.ListCustomersResponse:
-        after = wire.decode_page_token(request.page_token)
+        after = paging_wire.decode_code_token(request.page_token, Listing.CUSTOMERS)
         page = await self._app.db.run(
             context.turn, customers.list_customers, request.page_size, after, self._app.clock.now()
         )
-        context.add_rows(len(page.customers))
-        return pb.ListCustomersResponse(
-            customers=[wire.customer_message(c) for c in page.customers],
-            next_page_token=wire.encode_page_token(page.last_code),
-        )
+        listed, next_token = paging_wire.encode_page(page, wire.customer_message, _code, Listing.CUSTOMERS)
+        context.add_rows(len(listed))
+        return pb.ListCustomersResponse(customers=listed, next_page_token=next_token)
 
     @translate_errors
     async def GetCustomer(
@@ -107,6 +107,10 @@ class FleetAdminServicer(admin_service_pb2_grpc.FleetAdminServiceServicer):
         _audit(context, "erased", request.code, f" ({_summary(counts)})")
         context.add_rows(sum(counts.values()))
         return wire.deleted_rows_message(counts)
+
+
+def _code(record: customers.CustomerRecord) -> str:
+    return record.code
 
 
 def _audit(context: CallContext, action: str, code: str, detail: str = "") -> None:

@@ -10,11 +10,12 @@ from fleet.v1 import query_service_pb2_grpc
 
 from fleet_server.app import App
 from fleet_server.auth.call_context import CallContext
-from fleet_server.domain import measurement_queries
+from fleet_server.domain import listings, measurement_queries
 from fleet_server.domain.costs import compute_costs
 from fleet_server.domain.detail import load_customer_detail
 from fleet_server.rpc.translate import translate_errors
 from fleet_server.services import cost_wire, query_wire
+from fleet_server.services.paging_wire import Listing, decode_id_token
 
 
 class FleetQueryServicer(query_service_pb2_grpc.FleetQueryServiceServicer):
@@ -30,6 +31,56 @@ class FleetQueryServicer(query_service_pb2_grpc.FleetQueryServiceServicer):
             context.turn, load_customer_detail, request.code, self._app.clock.now()
         )
         return query_wire.detail_message(detail)
+
+    @translate_errors
+    async def ListSites(self, request: pb.ListSitesRequest, context: CallContext) -> pb.ListSitesResponse:
+        context.admin()
+        after = decode_id_token(request.page_token, Listing.SITES, request.code)
+        page = await self._app.reader.run(
+            context.turn, listings.list_sites, request.code, request.page_size, after
+        )
+        response = query_wire.sites_response(request.code, page)
+        context.add_rows(len(response.sites))
+        return response
+
+    @translate_errors
+    async def ListDevices(
+        self, request: pb.ListDevicesRequest, context: CallContext
+    ) -> pb.ListDevicesResponse:
+        context.admin()
+        after = decode_id_token(request.page_token, Listing.DEVICES, request.code)
+        page = await self._app.reader.run(
+            context.turn, listings.list_devices, request.code, request.page_size, after
+        )
+        response = query_wire.devices_response(request.code, page)
+        context.add_rows(len(response.devices))
+        return response
+
+    @translate_errors
+    async def ListMunicipalities(
+        self, request: pb.ListMunicipalitiesRequest, context: CallContext
+    ) -> pb.ListMunicipalitiesResponse:
+        context.admin()
+        after = decode_id_token(request.page_token, Listing.MUNICIPALITIES, request.code)
+        page = await self._app.reader.run(
+            context.turn, listings.list_municipalities, request.code, request.page_size, after
+        )
+        response = query_wire.municipalities_response(request.code, page)
+        context.add_rows(len(response.municipalities))
+        return response
+
+    @translate_errors
+    async def ListTariffs(
+        self, request: pb.ListTariffsRequest, context: CallContext
+    ) -> pb.ListTariffsResponse:
+        context.admin()
+        after = decode_id_token(request.page_token, Listing.TARIFFS, request.code)
+        page = await self._app.reader.run(
+            context.turn, listings.list_tariffs, request.code, request.page_size, after
+        )
+        response = query_wire.tariffs_response(request.code, page)
+        context.add_rows(len(response.tariffs))
+        return response
 
     @translate_errors
     async def QueryMeasurements(

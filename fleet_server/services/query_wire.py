@@ -1,23 +1,28 @@
 """FleetQueryService on the wire: queries in as domain requests, records out as messages.
 
-Points and summaries for QueryMeasurements and SummarizeFleet, and the customer detail view
-(ComputeCosts has its own module, `cost_wire`).
+Points and summaries for QueryMeasurements and SummarizeFleet, the customer detail view and
+the pages of its lists (ComputeCosts has its own module, `cost_wire`; page tokens and the byte
+budget of a page are `paging_wire`'s).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from operator import attrgetter
 
 from fleet.v1 import query_service_pb2 as query_pb
 from fleet.v1 import resources_pb2
 from google.protobuf import timestamp_pb2
 
-from fleet_server.domain.detail import CustomerDetail, TariffDetail
+from fleet_server.domain.detail import CustomerDetail
+from fleet_server.domain.listings import TariffDetail
 from fleet_server.domain.measurement_queries import PointsRequest, SummaryRequest
+from fleet_server.domain.paging import Page
 from fleet_server.rpc.wellknown import decimal_text, optional_datetime, to_timestamp
 from fleet_server.services.admin_wire import customer_message
+from fleet_server.services.paging_wire import Listing, encode_page
 from fleet_server.store.measurement_reads import Bucket, CustomerSummary, Point
-from fleet_server.store.reference import SiteRecord
+from fleet_server.store.reference import DeviceRecord, MunicipalityRecord, SiteRecord
 from fleet_server.store.sync_status import SyncRecord
 
 # Points per QueryMeasurementsResponse: about 200 KB, far below any message limit.
@@ -134,19 +139,75 @@ def _sync_message(record: SyncRecord) -> query_pb.SyncStatus:
     return message
 
 
+def _device_message(device: DeviceRecord) -> resources_pb2.Device:
+    return resources_pb2.Device(
+        id=device.id,
+        site_id=device.site_id,
+        name=device.name,
+        serial_number=device.serial_number,
+        kind=device.kind,
+    )
+
+
+def _municipality_message(municipality: MunicipalityRecord) -> resources_pb2.Municipality:
+    return resources_pb2.Municipality(id=municipality.id, name=municipality.name, region=municipality.region)
+
+
+_by_id = attrgetter("id")
+
+
+def _tariff_id(detail: TariffDetail) -> int:
+    return detail.tariff.id
+
+
+def sites_response(code: str, page: Page[SiteRecord]) -> query_pb.ListSitesResponse:
+    sites, token = encode_page(page, _site_message, _by_id, Listing.SITES, code)
+    return query_pb.ListSitesResponse(sites=sites, next_page_token=token, total_size=page.total_size or 0)
+
+
+def devices_response(code: str, page: Page[DeviceRecord]) -> query_pb.ListDevicesResponse:
+    devices, token = encode_page(page, _device_message, _by_id, Listing.DEVICES, code)
+    return query_pb.ListDevicesResponse(
+        devices=devices, next_page_token=token, total_size=page.total_size or 0
+    )
+
+
+def municipalities_response(code: str, page: Page[MunicipalityRecord]) -> query_pb.ListMunicipalitiesResponse:
+    municipalities, token = encode_page(page, _municipality_message, _by_id, Listing.MUNICIPALITIES, code)
+    return query_pb.ListMunicipalitiesResponse(
+        municipalities=municipalities, next_page_token=token, total_size=page.total_size or 0
+    )
+
+
+def tariffs_response(code: str, page: Page[TariffDetail]) -> query_pb.ListTariffsResponse:
+    tariffs, token = encode_page(page, _tariff_view, _tariff_id, Listing.TARIFFS, code)
+    return query_pb.ListTariffsResponse(
+        tariffs=tariffs, next_page_token=token, total_size=page.total_size or 0
+    )
+
+
 def detail_message(detail: CustomerDetail) -> query_pb.GetCustomerDetailResponse:
+    """The detail with the first page of each list; their tokens continue with the List RPCs."""
+    code = detail.customer.code
+    sites, next_sites = encode_page(detail.sites, _site_message, _by_id, Listing.SITES, code)
+    devices, next_devices = encode_page(detail.devices, _device_message, _by_id, Listing.DEVICES, code)
+    municipalities, next_municipalities = encode_page(
+        detail.municipalities, _municipality_message, _by_id, Listing.MUNICIPALITIES, code
+    )
+    tariffs, next_tariffs = encode_page(detail.tariffs, _tariff_view, _tariff_id, Listing.TARIFFS, code)
     return query_pb.GetCustomerDetailResponse(
         customer=customer_message(detail.customer),
-        sites=[_site_message(s) for s in detail.sites],
-        devices=[
-            resources_pb2.Device(
-                id=d.id, site_id=d.site_id, name=d.name, serial_number=d.serial_number, kind=d.kind
-            )
-            for d in detail.devices
-        ],
-        municipalities=[
-            resources_pb2.Municipality(id=m.id, name=m.name, region=m.region) for m in detail.municipalities
-        ],
-        tariffs=[_tariff_view(t) for t in detail.tariffs],
+        sites=sites,
+        devices=devices,
+        municipalities=municipalities,
+        tariffs=tariffs,
         sync=[_sync_message(r) for r in detail.sync],
+        site_count=detail.sites.total_size or 0,
+        device_count=detail.devices.total_size or 0,
+        municipality_count=detail.municipalities.total_size or 0,
+        tariff_count=detail.tariffs.total_size or 0,
+        next_sites_page_token=next_sites,
+        next_devices_page_token=next_devices,
+        next_municipalities_page_token=next_municipalities,
+        next_tariffs_page_token=next_tariffs,
     )

@@ -15,7 +15,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import ColumnElement, Select, func, select, text
 from sqlalchemy.orm import Session
 
 from fleet_server.db.models import Device, Municipality, Site, Tariff, TariffPeriod
@@ -250,45 +250,96 @@ def replace_periods(session: Session, customer_id: int, tariffs: Sequence[Tariff
 
 
 # --- reads -------------------------------------------------------------------------------------
+# A customer's rows are read in keyset pages (`id > :after ORDER BY id LIMIT n`), each a range
+# scan of the primary key (customer_id, id): a page deep in 120,000 devices costs what the first does.
+
+_MODELS: dict[Resource, Any] = {
+    Resource.SITES: Site,
+    Resource.DEVICES: Device,
+    Resource.MUNICIPALITIES: Municipality,
+    Resource.TARIFFS: Tariff,
+}
 
 
-def sites_of(session: Session, customer_ids: Sequence[int]) -> list[tuple[int, SiteRecord]]:
-    """(customer id, site) of every site of the customers, by id."""
-    rows = session.scalars(select(Site).where(Site.customer_id.in_(customer_ids)).order_by(Site.id))
-    return [
-        (s.customer_id, SiteRecord(s.id, s.name, s.address, s.timezone, s.municipality_id, s.tariff_id))
-        for s in rows
-    ]
+def count(session: Session, resource: Resource, customer_id: int) -> int:
+    """How many rows of `resource` the customer has."""
+    model = _MODELS[resource]
+    total = session.scalar(select(func.count()).select_from(model).where(model.customer_id == customer_id))
+    return int(total or 0)
 
 
-def sites(session: Session, customer_id: int) -> list[SiteRecord]:
-    return [site for _, site in sites_of(session, [customer_id])]
+def _after(resource: Resource, customer_id: int, after: int | None, limit: int) -> Select[Any]:
+    """The customer's rows of `resource` after id `after` (None: from the first), by id, at most `limit`."""
+    model = _MODELS[resource]
+    query = select(model).where(model.customer_id == customer_id).order_by(model.id).limit(limit)
+    return query if after is None else query.where(model.id > after)
 
 
-def devices(session: Session, customer_id: int) -> list[DeviceRecord]:
-    rows = session.scalars(select(Device).where(Device.customer_id == customer_id).order_by(Device.id))
+def _site(s: Site) -> SiteRecord:
+    return SiteRecord(s.id, s.name, s.address, s.timezone, s.municipality_id, s.tariff_id)
+
+
+def sites_after(session: Session, customer_id: int, after: int | None, limit: int) -> list[SiteRecord]:
+    return [_site(s) for s in session.scalars(_after(Resource.SITES, customer_id, after, limit))]
+
+
+def devices_after(session: Session, customer_id: int, after: int | None, limit: int) -> list[DeviceRecord]:
+    rows = session.scalars(_after(Resource.DEVICES, customer_id, after, limit))
     return [DeviceRecord(d.id, d.site_id, d.name, d.serial_number, d.kind) for d in rows]
 
 
-def municipalities(session: Session, customer_id: int) -> list[MunicipalityRecord]:
-    rows = session.scalars(
-        select(Municipality).where(Municipality.customer_id == customer_id).order_by(Municipality.id)
-    )
+def municipalities_after(
+    session: Session, customer_id: int, after: int | None, limit: int
+) -> list[MunicipalityRecord]:
+    rows = session.scalars(_after(Resource.MUNICIPALITIES, customer_id, after, limit))
     return [MunicipalityRecord(m.id, m.name, m.region) for m in rows]
 
 
-def tariffs_of(session: Session, customer_ids: Sequence[int]) -> list[tuple[int, TariffRecord]]:
-    """(customer id, tariff with its periods) of every tariff of the customers, by id."""
+def municipality_names(session: Session, customer_id: int, ids: Sequence[int]) -> dict[int, str]:
+    """Names of those of `ids` that name a municipality of the customer."""
+    if not ids:
+        return {}
+    rows = session.execute(
+        select(Municipality.id, Municipality.name).where(
+            Municipality.customer_id == customer_id, Municipality.id.in_(sorted(set(ids)))
+        )
+    )
+    return {row.id: row.name for row in rows}
+
+
+def tariff_sizes_after(
+    session: Session, customer_id: int, after: int | None, limit: int
+) -> list[tuple[int, int]]:
+    """(tariff id, periods it has) of the customer's tariffs after id `after`, by id, at most `limit`.
+
+    Read before the tariffs themselves, so a page of tariffs can stop before its periods grow too
+    many to read at once.
+    """
+    periods = (
+        select(func.count())
+        .where(TariffPeriod.customer_id == Tariff.customer_id, TariffPeriod.tariff_id == Tariff.id)
+        .scalar_subquery()
+    )
+    query = (
+        select(Tariff.id, periods).where(Tariff.customer_id == customer_id).order_by(Tariff.id).limit(limit)
+    )
+    if after is not None:
+        query = query.where(Tariff.id > after)
+    return [(int(tariff_id), int(size)) for tariff_id, size in session.execute(query)]
+
+
+def _tariffs(
+    session: Session, tariff_filter: ColumnElement[bool], period_filter: ColumnElement[bool]
+) -> list[tuple[int, TariffRecord]]:
+    """(customer id, tariff with its periods) of the tariffs `tariff_filter` selects, by id."""
     periods: dict[tuple[int, int], list[PeriodRecord]] = {}
     for p in session.scalars(
-        select(TariffPeriod)
-        .where(TariffPeriod.customer_id.in_(customer_ids))
-        .order_by(TariffPeriod.tariff_id, TariffPeriod.id)
+        select(TariffPeriod).where(period_filter).order_by(TariffPeriod.tariff_id, TariffPeriod.id)
     ):
         periods.setdefault((p.customer_id, p.tariff_id), []).append(
             PeriodRecord(p.id, p.name, p.days_of_week, p.start_minute, p.end_minute, p.rate)
         )
-    tariffs = session.scalars(select(Tariff).where(Tariff.customer_id.in_(customer_ids)).order_by(Tariff.id))
+    tariffs = session.scalars(select(Tariff).where(tariff_filter).order_by(Tariff.id))
     return [
         (
             t.customer_id,
@@ -310,5 +361,25 @@ def tariffs_of(session: Session, customer_ids: Sequence[int]) -> list[tuple[int,
     ]
 
 
-def tariffs(session: Session, customer_id: int) -> list[TariffRecord]:
-    return [tariff for _, tariff in tariffs_of(session, [customer_id])]
+def tariffs_with_ids(session: Session, customer_id: int, ids: Sequence[int]) -> list[TariffRecord]:
+    """The customer's tariffs among `ids`, with their periods, by id."""
+    if not ids:
+        return []
+    wanted = sorted(set(ids))
+    rows = _tariffs(
+        session,
+        (Tariff.customer_id == customer_id) & Tariff.id.in_(wanted),
+        (TariffPeriod.customer_id == customer_id) & TariffPeriod.tariff_id.in_(wanted),
+    )
+    return [tariff for _, tariff in rows]
+
+
+def sites_of(session: Session, customer_ids: Sequence[int]) -> list[tuple[int, SiteRecord]]:
+    """(customer id, site) of every site of the customers, by id (for costs, which price every site)."""
+    rows = session.scalars(select(Site).where(Site.customer_id.in_(customer_ids)).order_by(Site.id))
+    return [(s.customer_id, _site(s)) for s in rows]
+
+
+def tariffs_of(session: Session, customer_ids: Sequence[int]) -> list[tuple[int, TariffRecord]]:
+    """(customer id, tariff with its periods) of every tariff of the customers, by id."""
+    return _tariffs(session, Tariff.customer_id.in_(customer_ids), TariffPeriod.customer_id.in_(customer_ids))

@@ -75,3 +75,43 @@ def test_show_without_tariffs_says_so_and_unknown_codes_fail(fleet_server, new_c
     assert missing.returncode == 1
     assert missing.stderr.startswith("fleetctl: NOT_FOUND")
     assert "NOPE" in missing.stderr
+
+
+def test_a_large_customer_is_shown_a_page_at_a_time_and_listed_whole(fleet_server, new_customer, admin_token):
+    count = 5000
+    acme = new_customer("ACME", "Acme Energy")
+    stubs = Stubs.connect(fleet_server.target)
+    try:
+        push(stubs, acme.token, "sites", [site(1, name="Head office")])
+        push(stubs, acme.token, "devices", [device(i, 1) for i in range(1, count + 1)], chunk=1000)
+    finally:
+        stubs.close()
+
+    shown = _fleetctl(fleet_server, admin_token, "customers", "show", "ACME")
+    assert shown.returncode == 0, shown.stderr
+    assert "Devices (5,000)" in shown.stdout.splitlines()
+    assert "… and 4,900 more devices (fleetctl customers devices ACME)" in shown.stdout.splitlines()
+
+    listed = _fleetctl(fleet_server, admin_token, "customers", "devices", "ACME")
+    assert listed.returncode == 0, listed.stderr
+    assert [int(line.split()[0]) for line in listed.stdout.splitlines()[2:]] == list(range(1, count + 1))
+
+    as_json = _fleetctl(fleet_server, admin_token, "customers", "devices", "ACME", "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    assert len(json.loads(as_json.stdout)["devices"]) == count
+
+    # A reader that stops early (`| head`) ends the listing quietly: no traceback, status 0.
+    connection = ("--server", fleet_server.target, "--admin-token", admin_token)
+    head = subprocess.Popen(
+        [cli("fleetctl"), *connection, "customers", "devices", "ACME"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert head.stdout is not None
+    assert head.stderr is not None
+    first = [head.stdout.readline() for _ in range(3)]
+    head.stdout.close()
+    assert head.wait(timeout=60) == 0
+    assert head.stderr.read() == ""
+    assert first[2].split()[0] == "1"

@@ -310,10 +310,13 @@ def _b64(value: bytes) -> str:
         "bm90IGpzb24",  # base64 of "not json"
         _b64(b"\xff\xfe"),
         _b64(json.dumps([1, 2]).encode()),
+        _b64(json.dumps({"v": 1, "after": "ACME"}).encode()),  # the format before tokens named their list
         _b64(json.dumps({"v": 2, "after": "ACME"}).encode()),
-        _b64(json.dumps({"v": 1, "after": "lower"}).encode()),
-        _b64(json.dumps({"v": 1, "after": 7}).encode()),
-        _b64(json.dumps({"v": 1}).encode()),
+        _b64(json.dumps({"v": 3, "list": "ListCustomers", "of": "", "after": "ACME"}).encode()),
+        _b64(json.dumps({"v": 2, "list": "ListCustomers", "of": "", "after": "lower"}).encode()),
+        _b64(json.dumps({"v": 2, "list": "ListCustomers", "of": "", "after": 7}).encode()),
+        _b64(json.dumps({"v": 2, "list": "ListCustomers", "of": ""}).encode()),
+        _b64(json.dumps({"v": 2, "list": "ListCustomers", "of": "", "after": "ACME", "x": 1}).encode()),
         "A" * 300,
     ],
 )
@@ -329,6 +332,7 @@ def test_list_with_a_page_token_the_server_never_issued_is_invalid_argument(
     )
     assert error.details().startswith("page_token: is not a page token")
     assert bad_request_fields(error) == ["page_token"]
+    assert error_reason(error) == "PAGE_TOKEN_INVALID"
 
 
 def test_list_shows_the_grace_window_only_while_it_is_open(

@@ -66,3 +66,31 @@ def test_empty_detail_shows_empty_states():
         "Nothing pushed yet.",
     ):
         assert empty in text
+
+
+def test_a_large_customer_shows_its_counts_and_where_the_rest_is():
+    detail = query_pb.GetCustomerDetailResponse(
+        customer=res.Customer(id=1, code="ACME", name="Acme"),
+        devices=[res.Device(id=i, site_id=1, name=f"Meter {i}") for i in range(1, 101)],
+        device_count=120_000,
+        sites=[res.Site(id=1, name="Head office")],
+        site_count=1,
+        tariff_count=3,
+    )
+    lines = render_detail(detail).splitlines()
+    assert "Devices (120,000)" in lines
+    assert "… and 119,900 more devices (fleetctl customers devices ACME)" in lines
+    assert "Sites (1)" in lines
+    assert not any("more sites" in line for line in lines)
+    # Counted but not sent (a page cut short): the section says where they are.
+    assert "… and 3 more tariffs (fleetctl customers tariffs ACME)" in lines
+
+
+def test_an_older_server_without_counts_shows_what_it_sent():
+    detail = query_pb.GetCustomerDetailResponse(
+        customer=res.Customer(id=1, code="ACME", name="Acme"),
+        devices=[res.Device(id=i, site_id=1) for i in (1, 2)],
+    )
+    text = render_detail(detail)
+    assert "Devices (2)" in text
+    assert "more devices" not in text

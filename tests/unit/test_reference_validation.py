@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fleet_server.domain.reference_validation import (
+    MAX_PERIODS_PER_TARIFF,
     DeviceItem,
     PeriodItem,
     SiteItem,
@@ -206,6 +207,17 @@ def test_a_tariff_with_everything_wrong_reports_everything():
         "tariffs[0].periods[1].name",
         "tariffs[0].periods[1].id",
     ]
+
+
+def test_a_tariff_holds_at_most_the_period_cap():
+    at_cap = tuple(_period(id=i) for i in range(1, MAX_PERIODS_PER_TARIFF + 1))
+    (row,) = validate_tariffs([_tariff(periods=at_cap)], NOW)
+    assert len(row.periods) == MAX_PERIODS_PER_TARIFF
+    over = (*at_cap, _period(id=MAX_PERIODS_PER_TARIFF + 1))
+    with pytest.raises(InvalidArgument) as error:
+        validate_tariffs([_tariff(), _tariff(id=11, periods=over)], NOW)
+    assert _fields(error) == ["tariffs[1].periods"]
+    assert error.value.message == "tariffs[1].periods: must hold at most 1000 periods (has 1001)"
 
 
 def test_effective_to_before_2000_is_caught_even_without_effective_from():

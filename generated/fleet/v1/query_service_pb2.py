@@ -26,15 +26,15 @@ from fleet.v1 import resources_pb2 as fleet_dot_v1_dot_resources__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x66leet/v1/query_service.proto\x12\x08\x66leet.v1\x1a\x18\x66leet/v1/resources.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"(\n\x18GetCustomerDetailRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\"I\n\nTariffView\x12 \n\x06tariff\x18\x01 \x01(\x0b\x32\x10.fleet.v1.Tariff\x12\x19\n\x11municipality_name\x18\x02 \x01(\t\"\xa3\x01\n\nSyncStatus\x12\x10\n\x08resource\x18\x01 \x01(\t\x12\x30\n\x0clast_push_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rlast_received\x18\x03 \x01(\x03\x12:\n\x16high_water_received_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xfe\x01\n\x19GetCustomerDetailResponse\x12$\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x12.fleet.v1.Customer\x12\x1d\n\x05sites\x18\x02 \x03(\x0b\x32\x0e.fleet.v1.Site\x12!\n\x07\x64\x65vices\x18\x03 \x03(\x0b\x32\x10.fleet.v1.Device\x12.\n\x0emunicipalities\x18\x04 \x03(\x0b\x32\x16.fleet.v1.Municipality\x12%\n\x07tariffs\x18\x05 \x03(\x0b\x32\x14.fleet.v1.TariffView\x12\"\n\x04sync\x18\x06 \x03(\x0b\x32\x14.fleet.v1.SyncStatus\"\xc2\x01\n\x18QueryMeasurementsRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x12\n\ndevice_ids\x18\x02 \x03(\x03\x12\x0e\n\x06metric\x18\x03 \x01(\t\x12)\n\x05start\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12 \n\x06\x62ucket\x18\x06 \x01(\x0e\x32\x10.fleet.v1.Bucket\"\x8d\x01\n\x10MeasurementPoint\x12\x11\n\tdevice_id\x18\x01 \x01(\x03\x12\x30\n\x0c\x62ucket_start\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x63ount\x18\x03 \x01(\x03\x12\x0b\n\x03sum\x18\x04 \x01(\x01\x12\x0b\n\x03min\x18\x05 \x01(\x01\x12\x0b\n\x03max\x18\x06 \x01(\x01\"G\n\x19QueryMeasurementsResponse\x12*\n\x06points\x18\x01 \x03(\x0b\x32\x1a.fleet.v1.MeasurementPoint\"{\n\x15SummarizeFleetRequest\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12)\n\x05start\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"a\n\x0f\x43ustomerSummary\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x65vices\x18\x02 \x01(\x03\x12\x14\n\x0c\x64\x65vices_seen\x18\x03 \x01(\x03\x12\x0c\n\x04rows\x18\x04 \x01(\x03\x12\x0b\n\x03sum\x18\x05 \x01(\x01\"F\n\x16SummarizeFleetResponse\x12,\n\tcustomers\x18\x01 \x03(\x0b\x32\x19.fleet.v1.CustomerSummary\"x\n\x13\x43omputeCostsRequest\x12\r\n\x05\x63odes\x18\x01 \x03(\t\x12)\n\x05start\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"]\n\nPeriodCost\x12\x11\n\tperiod_id\x18\x01 \x01(\x03\x12\x13\n\x0bperiod_name\x18\x02 \x01(\t\x12\x0b\n\x03kwh\x18\x03 \x01(\t\x12\x0c\n\x04rate\x18\x04 \x01(\t\x12\x0c\n\x04\x63ost\x18\x05 \x01(\t\"\xfe\x01\n\x08SiteCost\x12\x0f\n\x07site_id\x18\x01 \x01(\x03\x12\x11\n\tsite_name\x18\x02 \x01(\t\x12\x16\n\ttariff_id\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12\x10\n\x08\x63urrency\x18\x04 \x01(\t\x12%\n\x07periods\x18\x05 \x03(\x0b\x32\x14.fleet.v1.PeriodCost\x12\x12\n\nenergy_kwh\x18\x06 \x01(\t\x12\x13\n\x0b\x65nergy_cost\x18\x07 \x01(\t\x12\x14\n\x0c\x66ixed_charge\x18\x08 \x01(\t\x12\x0b\n\x03vat\x18\t \x01(\t\x12\r\n\x05total\x18\n \x01(\t\x12\x14\n\x0cunpriced_kwh\x18\x0b \x01(\tB\x0c\n\n_tariff_id\"0\n\rCurrencyTotal\x12\x10\n\x08\x63urrency\x18\x01 \x01(\t\x12\r\n\x05total\x18\x02 \x01(\t\"h\n\x0c\x43ustomerCost\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12!\n\x05sites\x18\x02 \x03(\x0b\x32\x12.fleet.v1.SiteCost\x12\'\n\x06totals\x18\x03 \x03(\x0b\x32\x17.fleet.v1.CurrencyTotal\"A\n\x14\x43omputeCostsResponse\x12)\n\tcustomers\x18\x01 \x03(\x0b\x32\x16.fleet.v1.CustomerCost*Q\n\x06\x42ucket\x12\x16\n\x12\x42UCKET_UNSPECIFIED\x10\x00\x12\x0e\n\nBUCKET_RAW\x10\x01\x12\x0f\n\x0b\x42UCKET_HOUR\x10\x02\x12\x0e\n\nBUCKET_DAY\x10\x03\x32\xf5\x02\n\x11\x46leetQueryService\x12\\\n\x11GetCustomerDetail\x12\".fleet.v1.GetCustomerDetailRequest\x1a#.fleet.v1.GetCustomerDetailResponse\x12^\n\x11QueryMeasurements\x12\".fleet.v1.QueryMeasurementsRequest\x1a#.fleet.v1.QueryMeasurementsResponse0\x01\x12S\n\x0eSummarizeFleet\x12\x1f.fleet.v1.SummarizeFleetRequest\x1a .fleet.v1.SummarizeFleetResponse\x12M\n\x0c\x43omputeCosts\x12\x1d.fleet.v1.ComputeCostsRequest\x1a\x1e.fleet.v1.ComputeCostsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x66leet/v1/query_service.proto\x12\x08\x66leet.v1\x1a\x18\x66leet/v1/resources.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"(\n\x18GetCustomerDetailRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\"I\n\nTariffView\x12 \n\x06tariff\x18\x01 \x01(\x0b\x32\x10.fleet.v1.Tariff\x12\x19\n\x11municipality_name\x18\x02 \x01(\t\"\xa3\x01\n\nSyncStatus\x12\x10\n\x08resource\x18\x01 \x01(\t\x12\x30\n\x0clast_push_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rlast_received\x18\x03 \x01(\x03\x12:\n\x16high_water_received_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xe3\x03\n\x19GetCustomerDetailResponse\x12$\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x12.fleet.v1.Customer\x12\x1d\n\x05sites\x18\x02 \x03(\x0b\x32\x0e.fleet.v1.Site\x12!\n\x07\x64\x65vices\x18\x03 \x03(\x0b\x32\x10.fleet.v1.Device\x12.\n\x0emunicipalities\x18\x04 \x03(\x0b\x32\x16.fleet.v1.Municipality\x12%\n\x07tariffs\x18\x05 \x03(\x0b\x32\x14.fleet.v1.TariffView\x12\"\n\x04sync\x18\x06 \x03(\x0b\x32\x14.fleet.v1.SyncStatus\x12\x12\n\nsite_count\x18\x07 \x01(\x05\x12\x14\n\x0c\x64\x65vice_count\x18\x08 \x01(\x05\x12\x1a\n\x12municipality_count\x18\t \x01(\x05\x12\x14\n\x0ctariff_count\x18\n \x01(\x05\x12\x1d\n\x15next_sites_page_token\x18\x0b \x01(\t\x12\x1f\n\x17next_devices_page_token\x18\x0c \x01(\t\x12&\n\x1enext_municipalities_page_token\x18\r \x01(\t\x12\x1f\n\x17next_tariffs_page_token\x18\x0e \x01(\t\"G\n\x10ListSitesRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"_\n\x11ListSitesResponse\x12\x1d\n\x05sites\x18\x01 \x03(\x0b\x32\x0e.fleet.v1.Site\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x05\"I\n\x12ListDevicesRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"e\n\x13ListDevicesResponse\x12!\n\x07\x64\x65vices\x18\x01 \x03(\x0b\x32\x10.fleet.v1.Device\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x05\"P\n\x19ListMunicipalitiesRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"y\n\x1aListMunicipalitiesResponse\x12.\n\x0emunicipalities\x18\x01 \x03(\x0b\x32\x16.fleet.v1.Municipality\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x05\"I\n\x12ListTariffsRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"i\n\x13ListTariffsResponse\x12%\n\x07tariffs\x18\x01 \x03(\x0b\x32\x14.fleet.v1.TariffView\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x05\"\xc2\x01\n\x18QueryMeasurementsRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x12\n\ndevice_ids\x18\x02 \x03(\x03\x12\x0e\n\x06metric\x18\x03 \x01(\t\x12)\n\x05start\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12 \n\x06\x62ucket\x18\x06 \x01(\x0e\x32\x10.fleet.v1.Bucket\"\x8d\x01\n\x10MeasurementPoint\x12\x11\n\tdevice_id\x18\x01 \x01(\x03\x12\x30\n\x0c\x62ucket_start\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x63ount\x18\x03 \x01(\x03\x12\x0b\n\x03sum\x18\x04 \x01(\x01\x12\x0b\n\x03min\x18\x05 \x01(\x01\x12\x0b\n\x03max\x18\x06 \x01(\x01\"G\n\x19QueryMeasurementsResponse\x12*\n\x06points\x18\x01 \x03(\x0b\x32\x1a.fleet.v1.MeasurementPoint\"{\n\x15SummarizeFleetRequest\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12)\n\x05start\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"a\n\x0f\x43ustomerSummary\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x65vices\x18\x02 \x01(\x03\x12\x14\n\x0c\x64\x65vices_seen\x18\x03 \x01(\x03\x12\x0c\n\x04rows\x18\x04 \x01(\x03\x12\x0b\n\x03sum\x18\x05 \x01(\x01\"F\n\x16SummarizeFleetResponse\x12,\n\tcustomers\x18\x01 \x03(\x0b\x32\x19.fleet.v1.CustomerSummary\"x\n\x13\x43omputeCostsRequest\x12\r\n\x05\x63odes\x18\x01 \x03(\t\x12)\n\x05start\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"]\n\nPeriodCost\x12\x11\n\tperiod_id\x18\x01 \x01(\x03\x12\x13\n\x0bperiod_name\x18\x02 \x01(\t\x12\x0b\n\x03kwh\x18\x03 \x01(\t\x12\x0c\n\x04rate\x18\x04 \x01(\t\x12\x0c\n\x04\x63ost\x18\x05 \x01(\t\"\xfe\x01\n\x08SiteCost\x12\x0f\n\x07site_id\x18\x01 \x01(\x03\x12\x11\n\tsite_name\x18\x02 \x01(\t\x12\x16\n\ttariff_id\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12\x10\n\x08\x63urrency\x18\x04 \x01(\t\x12%\n\x07periods\x18\x05 \x03(\x0b\x32\x14.fleet.v1.PeriodCost\x12\x12\n\nenergy_kwh\x18\x06 \x01(\t\x12\x13\n\x0b\x65nergy_cost\x18\x07 \x01(\t\x12\x14\n\x0c\x66ixed_charge\x18\x08 \x01(\t\x12\x0b\n\x03vat\x18\t \x01(\t\x12\r\n\x05total\x18\n \x01(\t\x12\x14\n\x0cunpriced_kwh\x18\x0b \x01(\tB\x0c\n\n_tariff_id\"0\n\rCurrencyTotal\x12\x10\n\x08\x63urrency\x18\x01 \x01(\t\x12\r\n\x05total\x18\x02 \x01(\t\"h\n\x0c\x43ustomerCost\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12!\n\x05sites\x18\x02 \x03(\x0b\x32\x12.fleet.v1.SiteCost\x12\'\n\x06totals\x18\x03 \x03(\x0b\x32\x17.fleet.v1.CurrencyTotal\"A\n\x14\x43omputeCostsResponse\x12)\n\tcustomers\x18\x01 \x03(\x0b\x32\x16.fleet.v1.CustomerCost*Q\n\x06\x42ucket\x12\x16\n\x12\x42UCKET_UNSPECIFIED\x10\x00\x12\x0e\n\nBUCKET_RAW\x10\x01\x12\x0f\n\x0b\x42UCKET_HOUR\x10\x02\x12\x0e\n\nBUCKET_DAY\x10\x03\x32\xb4\x05\n\x11\x46leetQueryService\x12\\\n\x11GetCustomerDetail\x12\".fleet.v1.GetCustomerDetailRequest\x1a#.fleet.v1.GetCustomerDetailResponse\x12\x44\n\tListSites\x12\x1a.fleet.v1.ListSitesRequest\x1a\x1b.fleet.v1.ListSitesResponse\x12J\n\x0bListDevices\x12\x1c.fleet.v1.ListDevicesRequest\x1a\x1d.fleet.v1.ListDevicesResponse\x12_\n\x12ListMunicipalities\x12#.fleet.v1.ListMunicipalitiesRequest\x1a$.fleet.v1.ListMunicipalitiesResponse\x12J\n\x0bListTariffs\x12\x1c.fleet.v1.ListTariffsRequest\x1a\x1d.fleet.v1.ListTariffsResponse\x12^\n\x11QueryMeasurements\x12\".fleet.v1.QueryMeasurementsRequest\x1a#.fleet.v1.QueryMeasurementsResponse0\x01\x12S\n\x0eSummarizeFleet\x12\x1f.fleet.v1.SummarizeFleetRequest\x1a .fleet.v1.SummarizeFleetResponse\x12M\n\x0c\x43omputeCosts\x12\x1d.fleet.v1.ComputeCostsRequest\x1a\x1e.fleet.v1.ComputeCostsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fleet.v1.query_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_BUCKET']._serialized_start=2048
-  _globals['_BUCKET']._serialized_end=2129
+  _globals['_BUCKET']._serialized_start=3012
+  _globals['_BUCKET']._serialized_end=3093
   _globals['_GETCUSTOMERDETAILREQUEST']._serialized_start=101
   _globals['_GETCUSTOMERDETAILREQUEST']._serialized_end=141
   _globals['_TARIFFVIEW']._serialized_start=143
@@ -42,31 +42,47 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SYNCSTATUS']._serialized_start=219
   _globals['_SYNCSTATUS']._serialized_end=382
   _globals['_GETCUSTOMERDETAILRESPONSE']._serialized_start=385
-  _globals['_GETCUSTOMERDETAILRESPONSE']._serialized_end=639
-  _globals['_QUERYMEASUREMENTSREQUEST']._serialized_start=642
-  _globals['_QUERYMEASUREMENTSREQUEST']._serialized_end=836
-  _globals['_MEASUREMENTPOINT']._serialized_start=839
-  _globals['_MEASUREMENTPOINT']._serialized_end=980
-  _globals['_QUERYMEASUREMENTSRESPONSE']._serialized_start=982
-  _globals['_QUERYMEASUREMENTSRESPONSE']._serialized_end=1053
-  _globals['_SUMMARIZEFLEETREQUEST']._serialized_start=1055
-  _globals['_SUMMARIZEFLEETREQUEST']._serialized_end=1178
-  _globals['_CUSTOMERSUMMARY']._serialized_start=1180
-  _globals['_CUSTOMERSUMMARY']._serialized_end=1277
-  _globals['_SUMMARIZEFLEETRESPONSE']._serialized_start=1279
-  _globals['_SUMMARIZEFLEETRESPONSE']._serialized_end=1349
-  _globals['_COMPUTECOSTSREQUEST']._serialized_start=1351
-  _globals['_COMPUTECOSTSREQUEST']._serialized_end=1471
-  _globals['_PERIODCOST']._serialized_start=1473
-  _globals['_PERIODCOST']._serialized_end=1566
-  _globals['_SITECOST']._serialized_start=1569
-  _globals['_SITECOST']._serialized_end=1823
-  _globals['_CURRENCYTOTAL']._serialized_start=1825
-  _globals['_CURRENCYTOTAL']._serialized_end=1873
-  _globals['_CUSTOMERCOST']._serialized_start=1875
-  _globals['_CUSTOMERCOST']._serialized_end=1979
-  _globals['_COMPUTECOSTSRESPONSE']._serialized_start=1981
-  _globals['_COMPUTECOSTSRESPONSE']._serialized_end=2046
-  _globals['_FLEETQUERYSERVICE']._serialized_start=2132
-  _globals['_FLEETQUERYSERVICE']._serialized_end=2505
+  _globals['_GETCUSTOMERDETAILRESPONSE']._serialized_end=868
+  _globals['_LISTSITESREQUEST']._serialized_start=870
+  _globals['_LISTSITESREQUEST']._serialized_end=941
+  _globals['_LISTSITESRESPONSE']._serialized_start=943
+  _globals['_LISTSITESRESPONSE']._serialized_end=1038
+  _globals['_LISTDEVICESREQUEST']._serialized_start=1040
+  _globals['_LISTDEVICESREQUEST']._serialized_end=1113
+  _globals['_LISTDEVICESRESPONSE']._serialized_start=1115
+  _globals['_LISTDEVICESRESPONSE']._serialized_end=1216
+  _globals['_LISTMUNICIPALITIESREQUEST']._serialized_start=1218
+  _globals['_LISTMUNICIPALITIESREQUEST']._serialized_end=1298
+  _globals['_LISTMUNICIPALITIESRESPONSE']._serialized_start=1300
+  _globals['_LISTMUNICIPALITIESRESPONSE']._serialized_end=1421
+  _globals['_LISTTARIFFSREQUEST']._serialized_start=1423
+  _globals['_LISTTARIFFSREQUEST']._serialized_end=1496
+  _globals['_LISTTARIFFSRESPONSE']._serialized_start=1498
+  _globals['_LISTTARIFFSRESPONSE']._serialized_end=1603
+  _globals['_QUERYMEASUREMENTSREQUEST']._serialized_start=1606
+  _globals['_QUERYMEASUREMENTSREQUEST']._serialized_end=1800
+  _globals['_MEASUREMENTPOINT']._serialized_start=1803
+  _globals['_MEASUREMENTPOINT']._serialized_end=1944
+  _globals['_QUERYMEASUREMENTSRESPONSE']._serialized_start=1946
+  _globals['_QUERYMEASUREMENTSRESPONSE']._serialized_end=2017
+  _globals['_SUMMARIZEFLEETREQUEST']._serialized_start=2019
+  _globals['_SUMMARIZEFLEETREQUEST']._serialized_end=2142
+  _globals['_CUSTOMERSUMMARY']._serialized_start=2144
+  _globals['_CUSTOMERSUMMARY']._serialized_end=2241
+  _globals['_SUMMARIZEFLEETRESPONSE']._serialized_start=2243
+  _globals['_SUMMARIZEFLEETRESPONSE']._serialized_end=2313
+  _globals['_COMPUTECOSTSREQUEST']._serialized_start=2315
+  _globals['_COMPUTECOSTSREQUEST']._serialized_end=2435
+  _globals['_PERIODCOST']._serialized_start=2437
+  _globals['_PERIODCOST']._serialized_end=2530
+  _globals['_SITECOST']._serialized_start=2533
+  _globals['_SITECOST']._serialized_end=2787
+  _globals['_CURRENCYTOTAL']._serialized_start=2789
+  _globals['_CURRENCYTOTAL']._serialized_end=2837
+  _globals['_CUSTOMERCOST']._serialized_start=2839
+  _globals['_CUSTOMERCOST']._serialized_end=2943
+  _globals['_COMPUTECOSTSRESPONSE']._serialized_start=2945
+  _globals['_COMPUTECOSTSRESPONSE']._serialized_end=3010
+  _globals['_FLEETQUERYSERVICE']._serialized_start=3096
+  _globals['_FLEETQUERYSERVICE']._serialized_end=3788
 # @@protoc_insertion_point(module_scope)

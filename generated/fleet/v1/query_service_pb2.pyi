@@ -49,20 +49,116 @@ class SyncStatus(_message.Message):
     def __init__(self, resource: _Optional[str] = ..., last_push_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_received: _Optional[int] = ..., high_water_received_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class GetCustomerDetailResponse(_message.Message):
-    __slots__ = ("customer", "sites", "devices", "municipalities", "tariffs", "sync")
+    __slots__ = ("customer", "sites", "devices", "municipalities", "tariffs", "sync", "site_count", "device_count", "municipality_count", "tariff_count", "next_sites_page_token", "next_devices_page_token", "next_municipalities_page_token", "next_tariffs_page_token")
     CUSTOMER_FIELD_NUMBER: _ClassVar[int]
     SITES_FIELD_NUMBER: _ClassVar[int]
     DEVICES_FIELD_NUMBER: _ClassVar[int]
     MUNICIPALITIES_FIELD_NUMBER: _ClassVar[int]
     TARIFFS_FIELD_NUMBER: _ClassVar[int]
     SYNC_FIELD_NUMBER: _ClassVar[int]
+    SITE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    MUNICIPALITY_COUNT_FIELD_NUMBER: _ClassVar[int]
+    TARIFF_COUNT_FIELD_NUMBER: _ClassVar[int]
+    NEXT_SITES_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    NEXT_DEVICES_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    NEXT_MUNICIPALITIES_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    NEXT_TARIFFS_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     customer: _resources_pb2.Customer
     sites: _containers.RepeatedCompositeFieldContainer[_resources_pb2.Site]
     devices: _containers.RepeatedCompositeFieldContainer[_resources_pb2.Device]
     municipalities: _containers.RepeatedCompositeFieldContainer[_resources_pb2.Municipality]
     tariffs: _containers.RepeatedCompositeFieldContainer[TariffView]
     sync: _containers.RepeatedCompositeFieldContainer[SyncStatus]
-    def __init__(self, customer: _Optional[_Union[_resources_pb2.Customer, _Mapping]] = ..., sites: _Optional[_Iterable[_Union[_resources_pb2.Site, _Mapping]]] = ..., devices: _Optional[_Iterable[_Union[_resources_pb2.Device, _Mapping]]] = ..., municipalities: _Optional[_Iterable[_Union[_resources_pb2.Municipality, _Mapping]]] = ..., tariffs: _Optional[_Iterable[_Union[TariffView, _Mapping]]] = ..., sync: _Optional[_Iterable[_Union[SyncStatus, _Mapping]]] = ...) -> None: ...
+    site_count: int
+    device_count: int
+    municipality_count: int
+    tariff_count: int
+    next_sites_page_token: str
+    next_devices_page_token: str
+    next_municipalities_page_token: str
+    next_tariffs_page_token: str
+    def __init__(self, customer: _Optional[_Union[_resources_pb2.Customer, _Mapping]] = ..., sites: _Optional[_Iterable[_Union[_resources_pb2.Site, _Mapping]]] = ..., devices: _Optional[_Iterable[_Union[_resources_pb2.Device, _Mapping]]] = ..., municipalities: _Optional[_Iterable[_Union[_resources_pb2.Municipality, _Mapping]]] = ..., tariffs: _Optional[_Iterable[_Union[TariffView, _Mapping]]] = ..., sync: _Optional[_Iterable[_Union[SyncStatus, _Mapping]]] = ..., site_count: _Optional[int] = ..., device_count: _Optional[int] = ..., municipality_count: _Optional[int] = ..., tariff_count: _Optional[int] = ..., next_sites_page_token: _Optional[str] = ..., next_devices_page_token: _Optional[str] = ..., next_municipalities_page_token: _Optional[str] = ..., next_tariffs_page_token: _Optional[str] = ...) -> None: ...
+
+class ListSitesRequest(_message.Message):
+    __slots__ = ("code", "page_size", "page_token")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    page_size: int
+    page_token: str
+    def __init__(self, code: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListSitesResponse(_message.Message):
+    __slots__ = ("sites", "next_page_token", "total_size")
+    SITES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    sites: _containers.RepeatedCompositeFieldContainer[_resources_pb2.Site]
+    next_page_token: str
+    total_size: int
+    def __init__(self, sites: _Optional[_Iterable[_Union[_resources_pb2.Site, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_size: _Optional[int] = ...) -> None: ...
+
+class ListDevicesRequest(_message.Message):
+    __slots__ = ("code", "page_size", "page_token")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    page_size: int
+    page_token: str
+    def __init__(self, code: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListDevicesResponse(_message.Message):
+    __slots__ = ("devices", "next_page_token", "total_size")
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    devices: _containers.RepeatedCompositeFieldContainer[_resources_pb2.Device]
+    next_page_token: str
+    total_size: int
+    def __init__(self, devices: _Optional[_Iterable[_Union[_resources_pb2.Device, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_size: _Optional[int] = ...) -> None: ...
+
+class ListMunicipalitiesRequest(_message.Message):
+    __slots__ = ("code", "page_size", "page_token")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    page_size: int
+    page_token: str
+    def __init__(self, code: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListMunicipalitiesResponse(_message.Message):
+    __slots__ = ("municipalities", "next_page_token", "total_size")
+    MUNICIPALITIES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    municipalities: _containers.RepeatedCompositeFieldContainer[_resources_pb2.Municipality]
+    next_page_token: str
+    total_size: int
+    def __init__(self, municipalities: _Optional[_Iterable[_Union[_resources_pb2.Municipality, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_size: _Optional[int] = ...) -> None: ...
+
+class ListTariffsRequest(_message.Message):
+    __slots__ = ("code", "page_size", "page_token")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    page_size: int
+    page_token: str
+    def __init__(self, code: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListTariffsResponse(_message.Message):
+    __slots__ = ("tariffs", "next_page_token", "total_size")
+    TARIFFS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    tariffs: _containers.RepeatedCompositeFieldContainer[TariffView]
+    next_page_token: str
+    total_size: int
+    def __init__(self, tariffs: _Optional[_Iterable[_Union[TariffView, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_size: _Optional[int] = ...) -> None: ...
 
 class QueryMeasurementsRequest(_message.Message):
     __slots__ = ("code", "device_ids", "metric", "start", "end", "bucket")

@@ -41,6 +41,26 @@ class FleetQueryServiceStub:
                 request_serializer=fleet_dot_v1_dot_query__service__pb2.GetCustomerDetailRequest.SerializeToString,
                 response_deserializer=fleet_dot_v1_dot_query__service__pb2.GetCustomerDetailResponse.FromString,
                 _registered_method=True)
+        self.ListSites = channel.unary_unary(
+                '/fleet.v1.FleetQueryService/ListSites',
+                request_serializer=fleet_dot_v1_dot_query__service__pb2.ListSitesRequest.SerializeToString,
+                response_deserializer=fleet_dot_v1_dot_query__service__pb2.ListSitesResponse.FromString,
+                _registered_method=True)
+        self.ListDevices = channel.unary_unary(
+                '/fleet.v1.FleetQueryService/ListDevices',
+                request_serializer=fleet_dot_v1_dot_query__service__pb2.ListDevicesRequest.SerializeToString,
+                response_deserializer=fleet_dot_v1_dot_query__service__pb2.ListDevicesResponse.FromString,
+                _registered_method=True)
+        self.ListMunicipalities = channel.unary_unary(
+                '/fleet.v1.FleetQueryService/ListMunicipalities',
+                request_serializer=fleet_dot_v1_dot_query__service__pb2.ListMunicipalitiesRequest.SerializeToString,
+                response_deserializer=fleet_dot_v1_dot_query__service__pb2.ListMunicipalitiesResponse.FromString,
+                _registered_method=True)
+        self.ListTariffs = channel.unary_unary(
+                '/fleet.v1.FleetQueryService/ListTariffs',
+                request_serializer=fleet_dot_v1_dot_query__service__pb2.ListTariffsRequest.SerializeToString,
+                response_deserializer=fleet_dot_v1_dot_query__service__pb2.ListTariffsResponse.FromString,
+                _registered_method=True)
         self.QueryMeasurements = channel.unary_stream(
                 '/fleet.v1.FleetQueryService/QueryMeasurements',
                 request_serializer=fleet_dot_v1_dot_query__service__pb2.QueryMeasurementsRequest.SerializeToString,
@@ -64,7 +84,36 @@ class FleetQueryServiceServicer:
     """
 
     def GetCustomerDetail(self, request, context):
-        """GetCustomerDetail returns a customer's reference data and sync status.
+        """GetCustomerDetail returns a customer's sync status, how many sites, devices, municipalities
+        and tariffs it has, and the first page of each; the List RPCs below continue from there.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSites(self, request, context):
+        """ListSites lists a customer's sites ordered by id, a page at a time (AIP-158).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDevices(self, request, context):
+        """ListDevices lists a customer's devices ordered by id, a page at a time (AIP-158).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListMunicipalities(self, request, context):
+        """ListMunicipalities lists a customer's municipalities ordered by id, a page at a time (AIP-158).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTariffs(self, request, context):
+        """ListTariffs lists a customer's tariffs with their periods ordered by id, a page at a time (AIP-158).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -99,6 +148,26 @@ def add_FleetQueryServiceServicer_to_server(servicer, server):
                     servicer.GetCustomerDetail,
                     request_deserializer=fleet_dot_v1_dot_query__service__pb2.GetCustomerDetailRequest.FromString,
                     response_serializer=fleet_dot_v1_dot_query__service__pb2.GetCustomerDetailResponse.SerializeToString,
+            ),
+            'ListSites': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSites,
+                    request_deserializer=fleet_dot_v1_dot_query__service__pb2.ListSitesRequest.FromString,
+                    response_serializer=fleet_dot_v1_dot_query__service__pb2.ListSitesResponse.SerializeToString,
+            ),
+            'ListDevices': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDevices,
+                    request_deserializer=fleet_dot_v1_dot_query__service__pb2.ListDevicesRequest.FromString,
+                    response_serializer=fleet_dot_v1_dot_query__service__pb2.ListDevicesResponse.SerializeToString,
+            ),
+            'ListMunicipalities': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMunicipalities,
+                    request_deserializer=fleet_dot_v1_dot_query__service__pb2.ListMunicipalitiesRequest.FromString,
+                    response_serializer=fleet_dot_v1_dot_query__service__pb2.ListMunicipalitiesResponse.SerializeToString,
+            ),
+            'ListTariffs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTariffs,
+                    request_deserializer=fleet_dot_v1_dot_query__service__pb2.ListTariffsRequest.FromString,
+                    response_serializer=fleet_dot_v1_dot_query__service__pb2.ListTariffsResponse.SerializeToString,
             ),
             'QueryMeasurements': grpc.unary_stream_rpc_method_handler(
                     servicer.QueryMeasurements,
@@ -145,6 +214,114 @@ class FleetQueryService:
             '/fleet.v1.FleetQueryService/GetCustomerDetail',
             fleet_dot_v1_dot_query__service__pb2.GetCustomerDetailRequest.SerializeToString,
             fleet_dot_v1_dot_query__service__pb2.GetCustomerDetailResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSites(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleet.v1.FleetQueryService/ListSites',
+            fleet_dot_v1_dot_query__service__pb2.ListSitesRequest.SerializeToString,
+            fleet_dot_v1_dot_query__service__pb2.ListSitesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDevices(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleet.v1.FleetQueryService/ListDevices',
+            fleet_dot_v1_dot_query__service__pb2.ListDevicesRequest.SerializeToString,
+            fleet_dot_v1_dot_query__service__pb2.ListDevicesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMunicipalities(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleet.v1.FleetQueryService/ListMunicipalities',
+            fleet_dot_v1_dot_query__service__pb2.ListMunicipalitiesRequest.SerializeToString,
+            fleet_dot_v1_dot_query__service__pb2.ListMunicipalitiesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTariffs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleet.v1.FleetQueryService/ListTariffs',
+            fleet_dot_v1_dot_query__service__pb2.ListTariffsRequest.SerializeToString,
+            fleet_dot_v1_dot_query__service__pb2.ListTariffsResponse.FromString,
             options,
             channel_credentials,
             insecure,
