@@ -46,6 +46,11 @@ class Settings:
     max_message_bytes: int = _setting(4 * 1024 * 1024, "largest request message accepted, in bytes")
     max_metadata_bytes: int = _setting(16 * 1024, "largest request metadata accepted, in bytes")
     max_concurrent_rpcs: int = _setting(256, "RPCs served at once; more are refused")
+    max_connection_age_s: float = _setting(
+        900.0,
+        "a client connection is asked to reconnect after about this many seconds, so connections "
+        "re-spread over --workers and load balancers (its calls get 10 more minutes to finish)",
+    )
     max_snapshot_rows: int = _setting(
         1_000_000, "largest reference-data snapshot accepted per stream, in rows (tariff periods count)"
     )

@@ -69,6 +69,7 @@ def test_unreadable_certificate_names_the_flag_and_file(tmp_path):
         ({"max_message_bytes": -1}, "--max-message-bytes must be positive"),
         ({"max_concurrent_rpcs": 0}, "--max-concurrent-rpcs must be positive"),
         ({"health_poll_s": 0.0}, "--health-poll-s must be positive"),
+        ({"max_connection_age_s": -1.0}, "--max-connection-age-s must be positive"),
         ({"shutdown_grace_s": -1.0}, "--shutdown-grace-s must not be negative"),
         ({"workers": 2, "listen": "127.0.0.1:0"}, "--workers needs a fixed port"),
     ],
