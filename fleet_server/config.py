@@ -45,7 +45,26 @@ class Settings:
     )
     max_message_bytes: int = _setting(4 * 1024 * 1024, "largest request message accepted, in bytes")
     max_metadata_bytes: int = _setting(16 * 1024, "largest request metadata accepted, in bytes")
-    max_concurrent_rpcs: int = _setting(256, "RPCs served at once; more are refused")
+    max_concurrent_rpcs: int = _setting(
+        4096,
+        "hard ceiling on calls in progress, counted by gRPC before any budget below and above their "
+        "sum; a last resort (over it a call gets a bare RESOURCE_EXHAUSTED)",
+    )
+    max_calls_per_customer: int = _setting(
+        8, "calls of one customer in progress at once (streams of every kind), per process"
+    )
+    max_customer_calls: int = _setting(
+        1000, "calls of all customers together in progress at once, per process"
+    )
+    max_operator_calls: int = _setting(
+        64, "admin and query calls in progress at once, per process: the operators' own share"
+    )
+    max_anonymous_streams: int = _setting(
+        32, "streams without a token (health Watch, reflection) in progress at once, per process"
+    )
+    max_anonymous_calls: int = _setting(
+        64, "unary calls without a token (health Check) in progress at once, per process"
+    )
     max_connection_age_s: float = _setting(
         900.0,
         "a client connection is asked to reconnect after about this many seconds, so connections "

@@ -54,6 +54,12 @@ class Reason(StrEnum):
     STREAM_ALREADY_OPEN = "STREAM_ALREADY_OPEN"
     BATCH_OVER_BURST = "BATCH_OVER_BURST"
     ROW_BUDGET_EXHAUSTED = "ROW_BUDGET_EXHAUSTED"
+    # Admission: a budget of calls in progress in one server process is full.
+    CUSTOMER_CALL_LIMIT = "CUSTOMER_CALL_LIMIT"
+    CUSTOMERS_CALL_LIMIT = "CUSTOMERS_CALL_LIMIT"
+    OPERATOR_CALL_LIMIT = "OPERATOR_CALL_LIMIT"
+    ANONYMOUS_STREAM_LIMIT = "ANONYMOUS_STREAM_LIMIT"
+    ANONYMOUS_CALL_LIMIT = "ANONYMOUS_CALL_LIMIT"
     # Costs.
     UNKNOWN_TIMEZONE = "UNKNOWN_TIMEZONE"
     # The database: busy (no turn in time), gone, or too slow; always with a retry hint.

@@ -26,6 +26,7 @@ from fleet_server.app import App
 from fleet_server.auth.interceptor import AuthInterceptor
 from fleet_server.config import Settings
 from fleet_server.db.session import Database, HealthProbe
+from fleet_server.rpc.admission import Limits
 from fleet_server.services.admin import FleetAdminServicer
 from fleet_server.services.ingest import FleetIngestServicer
 from fleet_server.services.query import FleetQueryServicer
@@ -97,6 +98,11 @@ def check_settings(settings: Settings) -> None:
         "--max-message-bytes": settings.max_message_bytes,
         "--max-metadata-bytes": settings.max_metadata_bytes,
         "--max-concurrent-rpcs": settings.max_concurrent_rpcs,
+        "--max-calls-per-customer": settings.max_calls_per_customer,
+        "--max-customer-calls": settings.max_customer_calls,
+        "--max-operator-calls": settings.max_operator_calls,
+        "--max-anonymous-streams": settings.max_anonymous_streams,
+        "--max-anonymous-calls": settings.max_anonymous_calls,
         "--max-connection-age-s": settings.max_connection_age_s,
         "--db-pool-size": settings.db_pool_size,
         "--health-poll-s": settings.health_poll_s,
@@ -105,6 +111,13 @@ def check_settings(settings: Settings) -> None:
     for flag, value in positive.items():
         if value <= 0:
             raise ConfigurationError(f"{flag} must be positive, got {value}")
+    budgets = Limits.from_settings(settings).total()
+    if settings.max_concurrent_rpcs <= budgets:
+        raise ConfigurationError(
+            f"--max-concurrent-rpcs ({settings.max_concurrent_rpcs}) must be above the sum of the call "
+            f"budgets ({budgets}): gRPC counts every call against it, so a lower ceiling would refuse "
+            "callers whose own budget still has room"
+        )
     if settings.shutdown_grace_s < 0:
         raise ConfigurationError(f"--shutdown-grace-s must not be negative, got {settings.shutdown_grace_s}")
     if settings.workers > 1 and settings.listen.rsplit(":", 1)[-1] == "0":
@@ -249,8 +262,11 @@ async def start_server(app: App, listen: str | None = None) -> RunningServer:
     settings = app.settings if listen is None else replace(app.settings, listen=listen)
     credentials = server_credentials(settings)
     server = grpc.aio.server(
-        interceptors=[AuthInterceptor(app.tokens)],
+        interceptors=[AuthInterceptor(app.tokens, app.admission)],
         options=channel_options(settings),
+        # A last resort far above the budgets the interceptor keeps (check_settings holds it
+        # there): it bounds what no budget sees yet — calls still being authenticated, refusals
+        # on their way out. Each budget refuses its own kind long before this refuses anyone.
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
     )
     ingest_service_pb2_grpc.add_FleetIngestServiceServicer_to_server(FleetIngestServicer(app), server)
