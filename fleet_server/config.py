@@ -65,6 +65,11 @@ class Settings:
     max_anonymous_calls: int = _setting(
         64, "unary calls without a token (health Check) in progress at once, per process"
     )
+    stream_idle_s: float = _setting(
+        60.0,
+        "a request stream (a push, reflection) that sends nothing for this many seconds is ended "
+        "with DEADLINE_EXCEEDED; what it had not had acknowledged is not written",
+    )
     max_connection_age_s: float = _setting(
         900.0,
         "a client connection is asked to reconnect after about this many seconds, so connections "

@@ -60,6 +60,8 @@ class Reason(StrEnum):
     OPERATOR_CALL_LIMIT = "OPERATOR_CALL_LIMIT"
     ANONYMOUS_STREAM_LIMIT = "ANONYMOUS_STREAM_LIMIT"
     ANONYMOUS_CALL_LIMIT = "ANONYMOUS_CALL_LIMIT"
+    # A request stream that sent nothing for the idle limit.
+    STREAM_IDLE = "STREAM_IDLE"
     # Costs.
     UNKNOWN_TIMEZONE = "UNKNOWN_TIMEZONE"
     # The database: busy (no turn in time), gone, or too slow; always with a retry hint.
@@ -171,6 +173,13 @@ class Unavailable(FleetError):
 
     code = grpc.StatusCode.UNAVAILABLE
     reason = Reason.UNAVAILABLE
+
+
+class StreamIdle(FleetError):
+    """A request stream sent nothing for the idle limit and was ended; nothing unacknowledged is written."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    reason = Reason.STREAM_IDLE
 
 
 class StreamBroken(FleetError):

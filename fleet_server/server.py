@@ -103,6 +103,7 @@ def check_settings(settings: Settings) -> None:
         "--max-operator-calls": settings.max_operator_calls,
         "--max-anonymous-streams": settings.max_anonymous_streams,
         "--max-anonymous-calls": settings.max_anonymous_calls,
+        "--stream-idle-s": settings.stream_idle_s,
         "--max-connection-age-s": settings.max_connection_age_s,
         "--db-pool-size": settings.db_pool_size,
         "--health-poll-s": settings.health_poll_s,
@@ -262,7 +263,7 @@ async def start_server(app: App, listen: str | None = None) -> RunningServer:
     settings = app.settings if listen is None else replace(app.settings, listen=listen)
     credentials = server_credentials(settings)
     server = grpc.aio.server(
-        interceptors=[AuthInterceptor(app.tokens, app.admission)],
+        interceptors=[AuthInterceptor(app.tokens, app.admission, settings.stream_idle_s)],
         options=channel_options(settings),
         # A last resort far above the budgets the interceptor keeps (check_settings holds it
         # there): it bounds what no budget sees yet — calls still being authenticated, refusals

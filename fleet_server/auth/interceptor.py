@@ -1,14 +1,15 @@
-"""The server interceptor, the door of every call: authenticate, admit, log.
+"""The server interceptor, the door of every call: authenticate, admit, bound idleness, log.
 
 Authentication happens in `intercept_service`, before the handler is started, so a refused
 streaming call never has a request message consumed and nothing is written. The refusal handler
 keeps the method's streaming shape (a unary refusal for a client-streaming RPC breaks the
 call). Every call then gets a handler that first takes a slot of its caller's budget
 (`rpc.admission`: the customer's, the operators', or the anonymous callers') for as long as it
-runs — refused with RESOURCE_EXHAUSTED when the budget is full. Calls with a token hand their
-servicer a `CallContext` carrying the identity and write one access-log line when they end
-(method, customer, rows, status, duration; never the token). Health and reflection need no
-token and are not logged, but are admitted like every other call.
+runs — refused with RESOURCE_EXHAUSTED when the budget is full — and reads its request stream,
+if it has one, through the idle limit (`rpc.idle`). Calls with a token hand their servicer a
+`CallContext` carrying the identity and write one access-log line when they end (method,
+customer, rows, status, duration; never the token). Health and reflection need no token and
+are not logged, but are admitted and idle-limited like every other call.
 
 The slot is taken in the handler, not in `intercept_service`: gRPC does not start the handler
 of a unary call cancelled before its request arrived, and a slot taken there would never be
@@ -32,6 +33,7 @@ from fleet_server.auth.policy import Requirement, requirement_for
 from fleet_server.domain.authentication import AdminIdentity, CustomerIdentity, Identity, TokenStore
 from fleet_server.errors import FleetError, PermissionDenied, Reason, Unauthenticated, Unavailable
 from fleet_server.rpc.admission import Admission
+from fleet_server.rpc.idle import IdleLimit
 from fleet_server.rpc.translate import abort_with
 
 _LOGGER = logging.getLogger(__name__)
@@ -63,11 +65,12 @@ def _who(identity: Identity) -> str:
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):
     """Per-method policy (see `policy.py`), tokens resolved through an injected `TokenStore`,
-    slots from the process's `Admission`."""
+    slots from the process's `Admission`, request streams idle-limited to `stream_idle_s`."""
 
-    def __init__(self, tokens: TokenStore, admission: Admission) -> None:
+    def __init__(self, tokens: TokenStore, admission: Admission, stream_idle_s: float) -> None:
         self._tokens = tokens
         self._admission = admission
+        self._idle_s = stream_idle_s
 
     async def intercept_service(
         self,
@@ -81,7 +84,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         requirement = requirement_for(method)
         if requirement is Requirement.PUBLIC:
             streaming = bool(handler.request_streaming or handler.response_streaming)
-            return _guarded(handler, lambda: self._admission.anonymous(streaming), _as_is)
+            return _guarded(handler, lambda: self._admission.anonymous(streaming), _as_is, self._idle_s)
         started = time.perf_counter()
         try:
             if requirement is None:
@@ -97,7 +100,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             unavailable = Unavailable("authentication is unavailable", reason=Reason.AUTH_UNAVAILABLE)
             _log_access(method, "-", 0, unavailable.code, started)
             return _refusal(handler, unavailable)
-        return _authenticated(handler, identity, method, started, self._slot_for(identity))
+        return _authenticated(handler, identity, method, started, self._slot_for(identity), self._idle_s)
 
     def _slot_for(self, identity: Identity) -> Callable[[], contextlib.AbstractContextManager[None]]:
         if isinstance(identity, CustomerIdentity):
@@ -168,6 +171,7 @@ def _authenticated(
     method: str,
     started: float,
     slot: Callable[[], contextlib.AbstractContextManager[None]],
+    idle_s: float,
 ) -> grpc.RpcMethodHandler:
     """The handler, admitted to its caller's budget, given a `CallContext`, and logged when it ends.
 
@@ -186,7 +190,9 @@ def _authenticated(
     def finished(call: Any, context: grpc.aio.ServicerContext) -> None:
         _log_access(method, who, call.rows, context.code(), started, note)
 
-    return _guarded(handler, slot, context_of, confirm=bool(handler.request_streaming), finished=finished)
+    return _guarded(
+        handler, slot, context_of, idle_s, confirm=bool(handler.request_streaming), finished=finished
+    )
 
 
 def _unlogged(call: Any, context: grpc.aio.ServicerContext) -> None:
@@ -197,18 +203,24 @@ def _guarded(
     handler: grpc.RpcMethodHandler,
     slot: Callable[[], contextlib.AbstractContextManager[None]],
     context_of: Callable[[grpc.aio.ServicerContext], Any],
+    idle_s: float,
     *,
     confirm: bool = False,
     finished: Callable[[Any, grpc.aio.ServicerContext], None] = _unlogged,
 ) -> grpc.RpcMethodHandler:
-    """`handler`, run while it holds a `slot()`.
+    """`handler`, run while it holds a `slot()`, its request stream behind the idle limit.
 
-    A `FleetError` that reaches this wrapper (a full budget, or one raised under a handler that
-    does not translate errors) ends the call with its status and reason. Streaming handlers come
-    in two kinds — async generators, and coroutines that write through the context (health
-    `Watch`) — and each keeps its kind.
+    A `FleetError` that reaches this wrapper (a full budget, an idle stream under a handler that
+    does not translate errors, such as reflection's) ends the call with its status and reason.
+    Streaming handlers come in two kinds — async generators, and coroutines that write through
+    the context (health `Watch`) — and each keeps its kind. The idle clock restarts with every
+    response sent: a client reading what the server sent it is not idle.
     """
     behavior = handler.stream_stream or handler.stream_unary or handler.unary_stream or handler.unary_unary
+    request_streaming = bool(handler.request_streaming)
+
+    def requests_of(request: Any) -> Any:
+        return IdleLimit(request, idle_s) if request_streaming else request
 
     async def call_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
         call = context_of(context)
@@ -216,7 +228,7 @@ def _guarded(
             with slot():
                 if confirm:
                     await context.send_initial_metadata(())
-                return await behavior(request, call)
+                return await behavior(requests_of(request), call)
         except FleetError as error:
             await abort_with(context, error)
         finally:
@@ -228,8 +240,11 @@ def _guarded(
             with slot():
                 if confirm:
                     await context.send_initial_metadata(())
-                async for response in behavior(request, call):
+                requests = requests_of(request)
+                async for response in behavior(requests, call):
                     yield response
+                    if isinstance(requests, IdleLimit):
+                        requests.touch()  # the client now reads what we sent; it is not idle
         except FleetError as error:
             await abort_with(context, error)
         finally:

@@ -55,7 +55,7 @@ def _serve(
     async def main() -> None:
         clock = SystemClock()
         admission = Admission(Limits.from_settings(Settings()), clock)
-        interceptor = AuthInterceptor(SqlTokenStore(db, clock), admission)
+        interceptor = AuthInterceptor(SqlTokenStore(db, clock), admission, stream_idle_s=60.0)
         server = grpc.aio.server(interceptors=[interceptor])
         ingest_service_pb2_grpc.add_FleetIngestServiceServicer_to_server(servicer, server)
         server.add_generic_rpc_handlers(

@@ -71,6 +71,7 @@ def test_unreadable_certificate_names_the_flag_and_file(tmp_path):
         ({"health_poll_s": 0.0}, "--health-poll-s must be positive"),
         ({"max_calls_per_customer": 0}, "--max-calls-per-customer must be positive"),
         ({"max_anonymous_streams": 0}, "--max-anonymous-streams must be positive"),
+        ({"stream_idle_s": 0.0}, "--stream-idle-s must be positive"),
         ({"max_connection_age_s": -1.0}, "--max-connection-age-s must be positive"),
         (
             {"max_concurrent_rpcs": 1160},
