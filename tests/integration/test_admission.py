@@ -7,6 +7,7 @@ RPC slots, and one customer's 300 idle `PushSites` streams did the same, until e
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -112,8 +113,9 @@ def test_300_anonymous_watch_streams_get_their_32_slots_and_everyone_else_is_ser
 
 
 def test_one_customer_holding_idle_pushes_is_refused_at_its_own_limit_only(
-    make_server, new_customer, admin_token, engine
+    make_server, new_customer, admin_token, engine, caplog
 ):
+    caplog.set_level(logging.INFO, logger="fleet_server.access")
     server = make_server(max_calls_per_customer=4)
     acme, bravo = new_customer("ACME"), new_customer("BRAVO")
     client = Stubs.connect(server.target)
@@ -125,6 +127,13 @@ def test_one_customer_holding_idle_pushes_is_refused_at_its_own_limit_only(
         assert {error_reason(error) for error in refusals} == {"CUSTOMER_CALL_LIMIT"}
         assert all(("retry-after-ms", "1000") in error.trailing_metadata() for error in refusals)
         assert server.app.admission.calls_of(acme.id) == 4
+        refused_lines = [
+            r.getMessage()
+            for r in caplog.records
+            if r.name == "fleet_server.access" and "status=RESOURCE_EXHAUSTED" in r.getMessage()
+        ]
+        assert len(refused_lines) == 36
+        assert all(" customer=ACME " in line for line in refused_lines)
 
         everyone_else_is_served(client, admin_token, bravo.token, site_id=2)
     finally:
