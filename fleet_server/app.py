@@ -13,6 +13,7 @@ from fleet_server.db.session import Database
 from fleet_server.domain.authentication import SqlTokenStore, TokenStore
 from fleet_server.domain.fairness import IngestGate
 from fleet_server.domain.ingest import MeasurementIngest
+from fleet_server.rpc.admission import Admission, Limits
 from fleet_server.store.partitions import Partitions
 
 
@@ -22,7 +23,8 @@ class App:
     `db` is the primary; `reader` is where the query service reads (a replica when
     FLEET_QUERY_DATABASE_URL names one, else the primary). `gate` (one measurement stream per
     customer, the row budgets) and `partitions` (the months known to exist) are this process's
-    ingest state; `ingest` is the measurement use case built on them.
+    ingest state; `ingest` is the measurement use case built on them. `admission` counts the calls
+    in progress against their budgets (per customer, operators, callers without a token).
     """
 
     def __init__(
@@ -42,6 +44,7 @@ class App:
         self.gate = IngestGate.build(db, settings, self.clock)
         self.partitions = Partitions(db)
         self.ingest = MeasurementIngest(db, self.gate, self.partitions, self.clock)
+        self.admission = Admission(Limits.from_settings(settings), self.clock)
 
     def close(self) -> None:
         self.db.close()

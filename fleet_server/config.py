@@ -45,7 +45,36 @@ class Settings:
     )
     max_message_bytes: int = _setting(4 * 1024 * 1024, "largest request message accepted, in bytes")
     max_metadata_bytes: int = _setting(16 * 1024, "largest request metadata accepted, in bytes")
-    max_concurrent_rpcs: int = _setting(256, "RPCs served at once; more are refused")
+    max_concurrent_rpcs: int = _setting(
+        4096,
+        "hard ceiling on calls in progress, counted by gRPC before any budget below and above their "
+        "sum; a last resort (over it a call gets a bare RESOURCE_EXHAUSTED)",
+    )
+    max_calls_per_customer: int = _setting(
+        8, "calls of one customer in progress at once (streams of every kind), per process"
+    )
+    max_customer_calls: int = _setting(
+        1000, "calls of all customers together in progress at once, per process"
+    )
+    max_operator_calls: int = _setting(
+        64, "admin and query calls in progress at once, per process: the operators' own share"
+    )
+    max_anonymous_streams: int = _setting(
+        32, "streams without a token (health Watch, reflection) in progress at once, per process"
+    )
+    max_anonymous_calls: int = _setting(
+        64, "unary calls without a token (health Check) in progress at once, per process"
+    )
+    stream_idle_s: float = _setting(
+        60.0,
+        "a request stream (a push, reflection) that sends nothing for this many seconds is ended "
+        "with DEADLINE_EXCEEDED; what it had not had acknowledged is not written",
+    )
+    max_connection_age_s: float = _setting(
+        900.0,
+        "a client connection is asked to reconnect after about this many seconds, so connections "
+        "re-spread over --workers and load balancers (its calls get 10 more minutes to finish)",
+    )
     max_snapshot_rows: int = _setting(
         1_000_000, "largest reference-data snapshot accepted per stream, in rows (tariff periods count)"
     )

@@ -54,6 +54,14 @@ class Reason(StrEnum):
     STREAM_ALREADY_OPEN = "STREAM_ALREADY_OPEN"
     BATCH_OVER_BURST = "BATCH_OVER_BURST"
     ROW_BUDGET_EXHAUSTED = "ROW_BUDGET_EXHAUSTED"
+    # Admission: a budget of calls in progress in one server process is full.
+    CUSTOMER_CALL_LIMIT = "CUSTOMER_CALL_LIMIT"
+    CUSTOMERS_CALL_LIMIT = "CUSTOMERS_CALL_LIMIT"
+    OPERATOR_CALL_LIMIT = "OPERATOR_CALL_LIMIT"
+    ANONYMOUS_STREAM_LIMIT = "ANONYMOUS_STREAM_LIMIT"
+    ANONYMOUS_CALL_LIMIT = "ANONYMOUS_CALL_LIMIT"
+    # A request stream that sent nothing for the idle limit.
+    STREAM_IDLE = "STREAM_IDLE"
     # Costs.
     UNKNOWN_TIMEZONE = "UNKNOWN_TIMEZONE"
     # The database: busy (no turn in time), gone, or too slow; always with a retry hint.
@@ -165,6 +173,13 @@ class Unavailable(FleetError):
 
     code = grpc.StatusCode.UNAVAILABLE
     reason = Reason.UNAVAILABLE
+
+
+class StreamIdle(FleetError):
+    """A request stream sent nothing for the idle limit and was ended; nothing unacknowledged is written."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    reason = Reason.STREAM_IDLE
 
 
 class StreamBroken(FleetError):

@@ -26,6 +26,7 @@ from fleet_server.app import App
 from fleet_server.auth.interceptor import AuthInterceptor
 from fleet_server.config import Settings
 from fleet_server.db.session import Database, HealthProbe
+from fleet_server.rpc.admission import Limits
 from fleet_server.services.admin import FleetAdminServicer
 from fleet_server.services.ingest import FleetIngestServicer
 from fleet_server.services.query import FleetQueryServicer
@@ -97,6 +98,13 @@ def check_settings(settings: Settings) -> None:
         "--max-message-bytes": settings.max_message_bytes,
         "--max-metadata-bytes": settings.max_metadata_bytes,
         "--max-concurrent-rpcs": settings.max_concurrent_rpcs,
+        "--max-calls-per-customer": settings.max_calls_per_customer,
+        "--max-customer-calls": settings.max_customer_calls,
+        "--max-operator-calls": settings.max_operator_calls,
+        "--max-anonymous-streams": settings.max_anonymous_streams,
+        "--max-anonymous-calls": settings.max_anonymous_calls,
+        "--stream-idle-s": settings.stream_idle_s,
+        "--max-connection-age-s": settings.max_connection_age_s,
         "--db-pool-size": settings.db_pool_size,
         "--health-poll-s": settings.health_poll_s,
         "--db-queue-timeout-s": settings.db_queue_timeout_s,
@@ -104,6 +112,13 @@ def check_settings(settings: Settings) -> None:
     for flag, value in positive.items():
         if value <= 0:
             raise ConfigurationError(f"{flag} must be positive, got {value}")
+    budgets = Limits.from_settings(settings).total()
+    if settings.max_concurrent_rpcs <= budgets:
+        raise ConfigurationError(
+            f"--max-concurrent-rpcs ({settings.max_concurrent_rpcs}) must be above the sum of the call "
+            f"budgets ({budgets}): gRPC counts every call against it, so a lower ceiling would refuse "
+            "callers whose own budget still has room"
+        )
     if settings.shutdown_grace_s < 0:
         raise ConfigurationError(f"--shutdown-grace-s must not be negative, got {settings.shutdown_grace_s}")
     if settings.workers > 1 and settings.listen.rsplit(":", 1)[-1] == "0":
@@ -196,11 +211,18 @@ def _enable_reflection(server: grpc.aio.Server) -> None:
     )
 
 
-async def start_server(app: App, listen: str | None = None) -> RunningServer:
-    """Build, bind and start the server for `app` (`listen` overrides the setting, e.g. port 0)."""
-    settings = app.settings if listen is None else replace(app.settings, listen=listen)
-    credentials = server_credentials(settings)
-    options = [
+# HTTP/2 keepalive and connection lifetime; docs/operations.md gives each value's reason.
+KEEPALIVE_TIME_MS = 60_000
+KEEPALIVE_TIMEOUT_MS = 20_000
+MIN_CLIENT_PING_INTERVAL_MS = 10_000
+MAX_CONNECTION_IDLE_MS = 5 * 60_000
+MAX_CONNECTION_AGE_GRACE_MS = 10 * 60_000
+MAX_STREAMS_PER_CONNECTION = 100
+
+
+def channel_options(settings: Settings) -> list[tuple[str, int]]:
+    """The gRPC core options of the server: message and metadata limits, keepalive, connection age."""
+    return [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", max(settings.max_message_bytes, 4 * 1024 * 1024)),
         # The plain limit is soft (gRPC rejects a random share of calls above it); the absolute
@@ -210,12 +232,42 @@ async def start_server(app: App, listen: str | None = None) -> RunningServer:
         # gRPC turns SO_REUSEPORT on by default; with one worker a busy port must be an error,
         # not a second server silently sharing it.
         ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
+        # Ping each client every minute and drop the connection when no answer comes in 20 s: a
+        # portal gone without a FIN (power cut, NAT timeout) gives its slots back within ~80 s,
+        # also on a stream that carries no data (a Watch); without the last option gRPC stops
+        # pinging after two pings without data.
+        ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
+        ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+        ("grpc.http2.max_pings_without_data", 0),
+        # Clients may ping too (fleet-push every 60 s during a call), down to every 10 s, with or
+        # without a call in progress; more often earns a GOAWAY (too_many_pings).
         ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.http2.min_ping_interval_without_data_ms", MIN_CLIENT_PING_INTERVAL_MS),
+        # A connection without calls for 5 minutes is closed; clients reconnect on their next call.
+        ("grpc.max_connection_idle_ms", MAX_CONNECTION_IDLE_MS),
+        # After about max_connection_age_s (gRPC adds ±10 % jitter) a connection is told to go
+        # away: new calls open a new connection, which SO_REUSEPORT or the load balancer may
+        # place elsewhere; calls in progress get 10 minutes, more than fleet-push's longest
+        # deadline (a 600 s measurement stream), before the connection is closed under them.
+        ("grpc.max_connection_age_ms", int(settings.max_connection_age_s * 1000)),
+        ("grpc.max_connection_age_grace_ms", MAX_CONNECTION_AGE_GRACE_MS),
+        # Streams one HTTP/2 connection may have open, so no one connection brings the process
+        # to its ceiling; gRPC clients queue beyond it once they know it, and a stream opened
+        # before that (or as another ends) is refused by the transport: UNAVAILABLE.
+        ("grpc.max_concurrent_streams", MAX_STREAMS_PER_CONNECTION),
     ]
+
+
+async def start_server(app: App, listen: str | None = None) -> RunningServer:
+    """Build, bind and start the server for `app` (`listen` overrides the setting, e.g. port 0)."""
+    settings = app.settings if listen is None else replace(app.settings, listen=listen)
+    credentials = server_credentials(settings)
     server = grpc.aio.server(
-        interceptors=[AuthInterceptor(app.tokens)],
-        options=options,
+        interceptors=[AuthInterceptor(app.tokens, app.admission, settings.stream_idle_s)],
+        options=channel_options(settings),
+        # A last resort far above the budgets the interceptor keeps (check_settings holds it
+        # there): it bounds what no budget sees yet — calls still being authenticated, refusals
+        # on their way out. Each budget refuses its own kind long before this refuses anyone.
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
     )
     ingest_service_pb2_grpc.add_FleetIngestServiceServicer_to_server(FleetIngestServicer(app), server)

@@ -1,15 +1,25 @@
-"""The server interceptor: authenticate every fleet call before its handler runs, then log it.
+"""The server interceptor, the door of every call: authenticate, admit, bound idleness, log.
 
 Authentication happens in `intercept_service`, before the handler is started, so a refused
 streaming call never has a request message consumed and nothing is written. The refusal handler
 keeps the method's streaming shape (a unary refusal for a client-streaming RPC breaks the
-call). Accepted calls get a handler whose servicer receives a `CallContext` carrying the
-identity, and whose completion writes one access-log line (method, customer, rows, status,
-duration; never the token).
+call). Every call then gets a handler that first takes a slot of its caller's budget
+(`rpc.admission`: the customer's, the operators', or the anonymous callers') for as long as it
+runs — refused with RESOURCE_EXHAUSTED when the budget is full — and reads its request stream,
+if it has one, through the idle limit (`rpc.idle`). Calls with a token hand their servicer a
+`CallContext` carrying the identity and write one access-log line when they end (method,
+customer, rows, status, duration; never the token). Health and reflection need no token and
+are not logged, but are admitted and idle-limited like every other call.
+
+The slot is taken in the handler, not in `intercept_service`: gRPC does not start the handler
+of a unary call cancelled before its request arrived, and a slot taken there would never be
+given back.
 """
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -22,6 +32,8 @@ from fleet_server.auth.call_context import CallContext
 from fleet_server.auth.policy import Requirement, requirement_for
 from fleet_server.domain.authentication import AdminIdentity, CustomerIdentity, Identity, TokenStore
 from fleet_server.errors import FleetError, PermissionDenied, Reason, Unauthenticated, Unavailable
+from fleet_server.rpc.admission import Admission
+from fleet_server.rpc.idle import IdleLimit
 from fleet_server.rpc.translate import abort_with
 
 _LOGGER = logging.getLogger(__name__)
@@ -52,10 +64,13 @@ def _who(identity: Identity) -> str:
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):
-    """Per-method policy (see `policy.py`), tokens resolved through an injected `TokenStore`."""
+    """Per-method policy (see `policy.py`), tokens resolved through an injected `TokenStore`,
+    slots from the process's `Admission`, request streams idle-limited to `stream_idle_s`."""
 
-    def __init__(self, tokens: TokenStore) -> None:
+    def __init__(self, tokens: TokenStore, admission: Admission, stream_idle_s: float) -> None:
         self._tokens = tokens
+        self._admission = admission
+        self._idle_s = stream_idle_s
 
     async def intercept_service(
         self,
@@ -68,7 +83,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             return None
         requirement = requirement_for(method)
         if requirement is Requirement.PUBLIC:
-            return handler
+            streaming = bool(handler.request_streaming or handler.response_streaming)
+            return _guarded(handler, lambda: self._admission.anonymous(streaming), _as_is, self._idle_s)
         started = time.perf_counter()
         try:
             if requirement is None:
@@ -84,7 +100,13 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             unavailable = Unavailable("authentication is unavailable", reason=Reason.AUTH_UNAVAILABLE)
             _log_access(method, "-", 0, unavailable.code, started)
             return _refusal(handler, unavailable)
-        return _authenticated(handler, identity, method, started)
+        return _authenticated(handler, identity, method, started, self._slot_for(identity), self._idle_s)
+
+    def _slot_for(self, identity: Identity) -> Callable[[], contextlib.AbstractContextManager[None]]:
+        if isinstance(identity, CustomerIdentity):
+            customer_id = identity.customer_id
+            return lambda: self._admission.customer(customer_id)
+        return self._admission.operator
 
 
 def _log_access(method: str, who: str, rows: int, code: Any, started: float, note: str = "") -> None:
@@ -139,38 +161,94 @@ def _same_shape(
     return grpc.unary_unary_rpc_method_handler(unary_response, **kwargs)
 
 
-def _authenticated(
-    handler: grpc.RpcMethodHandler, identity: Identity, method: str, started: float
-) -> grpc.RpcMethodHandler:
-    """The handler, given a `CallContext`, and logged when it ends.
+def _as_is(context: grpc.aio.ServicerContext) -> Any:
+    return context
 
-    A call with a request stream gets its (empty) initial metadata at once: that is the client's
-    sign that the credential was accepted, so it can wait for it before the first write. The
-    grpc.aio client otherwise races a refusal with its own writes and may report a refused stream
-    as INTERNAL (grpc/grpc#36066); a refusal arrives as trailers instead.
+
+def _authenticated(
+    handler: grpc.RpcMethodHandler,
+    identity: Identity,
+    method: str,
+    started: float,
+    slot: Callable[[], contextlib.AbstractContextManager[None]],
+    idle_s: float,
+) -> grpc.RpcMethodHandler:
+    """The handler, admitted to its caller's budget, given a `CallContext`, and logged when it ends.
+
+    A call with a request stream gets its (empty) initial metadata as soon as it is admitted:
+    that is the client's sign that the credential was accepted and a slot is its own, so it can
+    wait for it before the first write. The grpc.aio client otherwise races a refusal with its
+    own writes and may report a refused stream as INTERNAL (grpc/grpc#36066); a refusal arrives
+    as trailers instead.
     """
-    behavior = handler.stream_stream or handler.stream_unary or handler.unary_stream or handler.unary_unary
     who = _who(identity)
     note = _note(identity)
-    confirm = bool(handler.request_streaming)
+
+    def context_of(context: grpc.aio.ServicerContext) -> CallContext:
+        return CallContext(context, identity, method)
+
+    def finished(call: Any, context: grpc.aio.ServicerContext) -> None:
+        _log_access(method, who, call.rows, context.code(), started, note)
+
+    return _guarded(
+        handler, slot, context_of, idle_s, confirm=bool(handler.request_streaming), finished=finished
+    )
+
+
+def _unlogged(call: Any, context: grpc.aio.ServicerContext) -> None:
+    return None
+
+
+def _guarded(
+    handler: grpc.RpcMethodHandler,
+    slot: Callable[[], contextlib.AbstractContextManager[None]],
+    context_of: Callable[[grpc.aio.ServicerContext], Any],
+    idle_s: float,
+    *,
+    confirm: bool = False,
+    finished: Callable[[Any, grpc.aio.ServicerContext], None] = _unlogged,
+) -> grpc.RpcMethodHandler:
+    """`handler`, run while it holds a `slot()`, its request stream behind the idle limit.
+
+    A `FleetError` that reaches this wrapper (a full budget, an idle stream under a handler that
+    does not translate errors, such as reflection's) ends the call with its status and reason.
+    Streaming handlers come in two kinds — async generators, and coroutines that write through
+    the context (health `Watch`) — and each keeps its kind. The idle clock restarts with every
+    response sent: a client reading what the server sent it is not idle.
+    """
+    behavior = handler.stream_stream or handler.stream_unary or handler.unary_stream or handler.unary_unary
+    request_streaming = bool(handler.request_streaming)
+
+    def requests_of(request: Any) -> Any:
+        return IdleLimit(request, idle_s) if request_streaming else request
 
     async def call_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        call = CallContext(context, identity, method)
+        call = context_of(context)
         try:
-            if confirm:
-                await context.send_initial_metadata(())
-            return await behavior(request, call)
+            with slot():
+                if confirm:
+                    await context.send_initial_metadata(())
+                return await behavior(requests_of(request), call)
+        except FleetError as error:
+            await abort_with(context, error)
         finally:
-            _log_access(method, who, call.rows, context.code(), started, note)
+            finished(call, context)
 
     async def call_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        call = CallContext(context, identity, method)
+        call = context_of(context)
         try:
-            if confirm:
-                await context.send_initial_metadata(())
-            async for response in behavior(request, call):
-                yield response
+            with slot():
+                if confirm:
+                    await context.send_initial_metadata(())
+                requests = requests_of(request)
+                async for response in behavior(requests, call):
+                    yield response
+                    if isinstance(requests, IdleLimit):
+                        requests.touch()  # the client now reads what we sent; it is not idle
+        except FleetError as error:
+            await abort_with(context, error)
         finally:
-            _log_access(method, who, call.rows, context.code(), started, note)
+            finished(call, context)
 
-    return _same_shape(handler, call_unary, call_stream)
+    writes_through_context = bool(handler.response_streaming) and inspect.iscoroutinefunction(behavior)
+    return _same_shape(handler, call_unary, call_unary if writes_through_context else call_stream)

@@ -38,6 +38,23 @@ def log_orphaned_write(future: asyncio.Future[Any]) -> None:
         _LOGGER.info("unacknowledged batch committed after its stream ended: %s", future.result())
 
 
+async def _succeeded(
+    queue: collections.deque[tuple[Req, asyncio.Future[Res]]],
+) -> AsyncIterator[tuple[Req, Res]]:
+    """The queued requests' results, in order, up to the first that failed.
+
+    What succeeded before a refused request (or before the request stream failed) still goes
+    out, so every batch written is acknowledged; what follows a failure is never written.
+    """
+    while queue:
+        earlier, work = queue.popleft()
+        try:
+            result = await work
+        except Exception:
+            break
+        yield earlier, result
+
+
 async def pipelined(
     requests: AsyncIterator[Req],
     accept: Callable[[Req], asyncio.Future[Res]],
@@ -50,7 +67,7 @@ async def pipelined(
     The next request is read while earlier ones are worked on (at most `max_queued` at once),
     and a finished result goes out at once even while the client is still sending. When a
     request is refused, the results of the requests before it that succeeded go out first,
-    then the error.
+    then the error; likewise when reading the next request fails (the stream idled out).
     """
     iterator = aiter(requests)
     reading: asyncio.Future[Req] | None = asyncio.ensure_future(anext(iterator))
@@ -71,17 +88,17 @@ async def pipelined(
             except StopAsyncIteration:
                 reading = None
                 continue
+            except Exception:  # the request stream failed (it idled out): it ends as after a refusal
+                reading = None
+                async for settled in _succeeded(queue):
+                    yield settled
+                raise
             reading = asyncio.ensure_future(anext(iterator))
             try:
                 queue.append((request, accept(request)))
             except Exception:
-                while queue:  # what succeeded before the refused request still goes out
-                    earlier, work = queue.popleft()
-                    try:
-                        result = await work
-                    except Exception:
-                        break
-                    yield earlier, result
+                async for settled in _succeeded(queue):
+                    yield settled
                 raise
     finally:
         if reading is not None:

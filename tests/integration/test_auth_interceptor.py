@@ -20,7 +20,9 @@ from fleet_server.auth.call_context import CallContext
 from fleet_server.auth.interceptor import AuthInterceptor
 from fleet_server.auth.policy import POLICY, Requirement, requirement_for
 from fleet_server.clock import SystemClock
+from fleet_server.config import Settings
 from fleet_server.domain.authentication import CustomerIdentity, SqlTokenStore
+from fleet_server.rpc.admission import Admission, Limits
 from tests.support.clients import bearer
 
 
@@ -51,7 +53,10 @@ def _serve(
     servicer = RecordingIngest()
 
     async def main() -> None:
-        server = grpc.aio.server(interceptors=[AuthInterceptor(SqlTokenStore(db, SystemClock()))])
+        clock = SystemClock()
+        admission = Admission(Limits.from_settings(Settings()), clock)
+        interceptor = AuthInterceptor(SqlTokenStore(db, clock), admission, stream_idle_s=60.0)
+        server = grpc.aio.server(interceptors=[interceptor])
         ingest_service_pb2_grpc.add_FleetIngestServiceServicer_to_server(servicer, server)
         server.add_generic_rpc_handlers(
             [

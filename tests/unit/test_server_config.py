@@ -69,6 +69,14 @@ def test_unreadable_certificate_names_the_flag_and_file(tmp_path):
         ({"max_message_bytes": -1}, "--max-message-bytes must be positive"),
         ({"max_concurrent_rpcs": 0}, "--max-concurrent-rpcs must be positive"),
         ({"health_poll_s": 0.0}, "--health-poll-s must be positive"),
+        ({"max_calls_per_customer": 0}, "--max-calls-per-customer must be positive"),
+        ({"max_anonymous_streams": 0}, "--max-anonymous-streams must be positive"),
+        ({"stream_idle_s": 0.0}, "--stream-idle-s must be positive"),
+        ({"max_connection_age_s": -1.0}, "--max-connection-age-s must be positive"),
+        (
+            {"max_concurrent_rpcs": 1160},
+            r"--max-concurrent-rpcs \(1160\) must be above the sum of the call budgets \(1160\)",
+        ),
         ({"shutdown_grace_s": -1.0}, "--shutdown-grace-s must not be negative"),
         ({"workers": 2, "listen": "127.0.0.1:0"}, "--workers needs a fixed port"),
     ],
@@ -76,6 +84,11 @@ def test_unreadable_certificate_names_the_flag_and_file(tmp_path):
 def test_bad_numbers_are_refused(override, message):
     with pytest.raises(ConfigurationError, match=message):
         check_settings(Settings(**override))
+
+
+def test_the_ceiling_may_sit_just_above_the_budgets():
+    check_settings(Settings(max_concurrent_rpcs=1161))
+    check_settings(Settings(max_customer_calls=10, max_concurrent_rpcs=200))
 
 
 def test_worker_environment_carries_every_setting_to_the_workers():
