@@ -34,7 +34,7 @@ def _batches(customer: int, count: int, size: int) -> list[ipb.PushMeasurementsR
 def test_twenty_customers_at_once_on_a_pool_of_two(make_server, new_customer, engine, admin_token):
     server = make_server(db_pool_size=2)
     customers = [new_customer(f"C{i:02d}") for i in range(20)]
-    stubs = [Stubs.connect(server.target) for _ in range(4)]  # several HTTP/2 connections
+    stubs = [Stubs.connect(server.target, own_connection=True) for _ in range(4)]
     batches = [_batches(i, 10, 500) for i in range(len(customers))]  # built before the start
     start = threading.Barrier(len(customers) + 1)
 

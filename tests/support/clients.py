@@ -29,8 +29,11 @@ class Stubs:
     admin: admin_service_pb2_grpc.FleetAdminServiceStub
 
     @classmethod
-    def connect(cls, target: str) -> Stubs:
-        channel = grpc.insecure_channel(target)
+    def connect(cls, target: str, *, own_connection: bool = False) -> Stubs:
+        """Stubs on a channel to `target`; `own_connection` gives it an HTTP/2 connection of its
+        own (channels of one process to one target otherwise share one)."""
+        options = [("grpc.use_local_subchannel_pool", 1)] if own_connection else []
+        channel = grpc.insecure_channel(target, options=options)
         return cls(
             channel=channel,
             ingest=ingest_service_pb2_grpc.FleetIngestServiceStub(channel),
