@@ -39,8 +39,8 @@ _QUIET_S = 20.0  # bound of the quiet operator rounds
 # After the fleet phase and after each ramp step the server must answer again within this long, or
 # it is restarted, so the next phase measures the server rather than the previous phase's debris.
 _RECOVERY_AFTER_FLEET_S = 5.0
-_RECOVERY_AFTER_STEP_S = 5.0
-_FINAL_STOP_S = 15.0
+_RECOVERY_AFTER_STEP_S = 3.0
+_FINAL_STOP_S = 5.0
 _RESTART_STOP_S = 2.0  # a stuck server is killed: its open transactions roll back
 
 
@@ -225,7 +225,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--portals", type=int, help="live portals (300; quick 30)")
     parser.add_argument("--backfills", type=int, help="back-filling portals (10; quick 2)")
     parser.add_argument(
-        "--fleet-seconds", dest="fleet_s", type=float, help="fleet phase length (45; quick 10)"
+        "--fleet-seconds", dest="fleet_s", type=float, help="fleet phase length (40; quick 10)"
     )
     parser.add_argument("--ramp", help="concurrent streams per ramp step (20,100,300,1000; quick 20)")
     parser.add_argument("--output", type=Path, default=RESULTS, help=f"results file ({RESULTS.name})")

@@ -33,7 +33,7 @@ class Plan:
     baseline_s: float = 8.0  # one stream alone, 500-row batches back to back
     baseline_devices: int = 50
     baseline_steps: int = 10
-    fleet_s: float = 45.0  # live portals and the operator for all of it ...
+    fleet_s: float = 40.0  # live portals and the operator for all of it ...
     live_alone_s: float = 10.0  # ... back-fills join after this much
     ramp: tuple[int, ...] = (20, 100, 300, 1000)
     ramp_batches: int = 3
