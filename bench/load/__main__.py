@@ -28,6 +28,7 @@ from bench.load import ledger, report
 from bench.load.fleet import ClientFleet
 from bench.load.plan import Plan
 from bench.load.rss import RssSampler
+from bench.load.stats import format_counts
 from bench.load.world import World
 
 _LOGGER = logging.getLogger("bench.load")
@@ -71,6 +72,9 @@ def _phase(results: dict[str, Any], name: str, step: Callable[[], None]) -> None
 def _phase_groups(results: dict[str, Any], name: str, answers: dict[int, dict[str, Any]]) -> Any:
     groups, problems = report.summarise_phase(answers)
     results["errors"].extend(f"{name}: {p}" for p in problems)
+    harness = groups.get("harness", {}).get("statuses")
+    if harness:  # a coroutine of the harness itself failed; its traceback is on stderr
+        results["errors"].append(f"{name}: {format_counts(harness)}")
     return groups
 
 
@@ -87,7 +91,7 @@ def _generator(plan: Plan, answers: dict[int, dict[str, Any]], fleet: dict[str, 
         "kept_up": lag is not None and lag <= report.GENERATOR_LAG_BAR_S,
         "what": (
             f"back-fill, operator, {plan.live_clients} x ~{len(plan.live_share(2))} portals; "
-            f"CPU % {'/'.join(shares)}; lag p99 {report._s(lag)} s; live sends "
+            f"CPU % {'/'.join(shares)}; lag p99 {report.seconds_text(lag)} s; live sends "
             f"{fleet['live_attempts']:,} (~{fleet['live_scheduled']:,} planned)"
         ),
     }
@@ -116,7 +120,7 @@ def run(plan: Plan, log_path: Path) -> dict[str, Any]:
             results["setup"] = {
                 "customers": len(tokens),
                 "seconds": time.perf_counter() - started,
-                "statuses": report._errors(groups, "setup"),
+                "statuses": report.errors_in(groups, "setup"),
             }
 
         def baseline() -> None:

@@ -129,7 +129,9 @@ class ClientProcess:
                 _LOGGER.error("client %d: %s", self.index, "".join(traceback.format_exception(error)))
                 self.recorder.status("harness", f"{_HARNESS_ERROR}: {type(error).__name__}")
 
-    def _result(self, started_cpu: float, started: float) -> dict[str, Any]:
+    async def _result(self, started_cpu: float, started: float) -> dict[str, Any]:
+        """What the phase recorded; its channels are closed, so no connection outlives its phase."""
+        await self.close()
         return {
             "groups": self.recorder.take(),
             "cpu_s": _cpu_seconds() - started_cpu,
@@ -161,7 +163,7 @@ class ClientProcess:
                     await self._setup_call(self._live_reference(stub, code))
 
             await asyncio.gather(*(push_reference(code) for code in self.live_codes))
-        return self._result(cpu, started)
+        return await self._result(cpu, started)
 
     async def _setup_call(self, call: Any) -> None:
         try:
@@ -199,7 +201,7 @@ class ClientProcess:
             ],
             until + self.plan.deadline_s,
         )
-        return self._result(cpu, started)
+        return await self._result(cpu, started)
 
     async def quiet_operator(self, cycles: int, seconds: float, target: str | None = None) -> dict[str, Any]:
         """A few operator rounds with nothing else running: what the calls cost on a quiet server."""
@@ -207,7 +209,7 @@ class ClientProcess:
         started, cpu = time.time(), _cpu_seconds()
         until = started + seconds
         await self._bounded([self._operator().run(self.recorder, "quiet", until, cycles)], until)
-        return self._result(cpu, started)
+        return await self._result(cpu, started)
 
     def _operator(self) -> Operator:
         return Operator(
@@ -236,7 +238,7 @@ class ClientProcess:
                 work.append(live_portal(self.sender, push, code, self.live, start_at, backfill_at, end_at))
         lag = watch_loop_lag(self.recorder, "lag/fleet", end_at)
         await self._bounded(work, end_at + self.plan.grace_s, background=lag)
-        return self._result(cpu, started)
+        return await self._result(cpu, started)
 
     async def _backfill(self, code: str, backfill_at: float, end_at: float) -> None:
         push = push_callable(self._new_channel())
@@ -268,13 +270,14 @@ class ClientProcess:
         finally:
             for channel in channels:
                 await channel.close()
-        return self._result(cpu, started)
+        return await self._result(cpu, started)
 
     async def ledger(self) -> dict[str, Any]:
         return {"batches": [b.ledger_entry() for b in self.sender.ledger]}
 
     async def close(self) -> None:
-        for channel in self.channels:
+        channels, self.channels = self.channels, []
+        for channel in channels:
             await channel.close()
 
 

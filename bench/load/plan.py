@@ -7,7 +7,7 @@ makes the run report stalls, never makes it hang. `--quick` shrinks the fleet fo
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 # Bars of the issue (fleet rows/s is a ratio to one stream alone measured in the same run).
@@ -45,7 +45,6 @@ class Plan:
     portals_per_channel: int = 10  # portals (or ramp streams) per channel, i.e. per HTTP/2 connection
     operator_days: int = 7  # window of QueryMeasurements (hour buckets) and ComputeCosts
     quick: bool = False
-    notes: list[str] = field(default_factory=list)
 
     @classmethod
     def quick_plan(cls, **overrides: Any) -> Plan:

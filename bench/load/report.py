@@ -19,7 +19,7 @@ GENERATOR_LAG_BAR_S = 0.25
 OK_STATUSES = ("OK",)
 
 
-def _errors(groups: dict[str, dict[str, Any]], prefix: str) -> dict[str, int]:
+def errors_in(groups: dict[str, dict[str, Any]], prefix: str) -> dict[str, int]:
     counts: dict[str, int] = {}
     for name, group in groups.items():
         if name.startswith(prefix):
@@ -61,7 +61,7 @@ def baseline_figures(groups: dict[str, dict[str, Any]]) -> dict[str, Any]:
     acks = _group(groups, "baseline")["acks"]
     rows = sum(n for _, n in acks)
     if len(acks) < 2:
-        return {"rows_per_s": 0.0, "rows": rows, "statuses": _errors(groups, "baseline")}
+        return {"rows_per_s": 0.0, "rows": rows, "statuses": errors_in(groups, "baseline")}
     # From the first acknowledgement to the last: the stream's steady rate, start-up excluded.
     span = acks[-1][0] - acks[0][0]
     return {
@@ -69,7 +69,7 @@ def baseline_figures(groups: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "rows": rows,
         "seconds": span,
         "ack": latency_summary(_group(groups, "baseline")["latencies"]),
-        "statuses": _errors(groups, "baseline"),
+        "statuses": errors_in(groups, "baseline"),
     }
 
 
@@ -102,11 +102,11 @@ def fleet_figures(
         "operator": {
             kind: {
                 **_answers(_group(groups, f"fleet/operator/{kind}")),
-                "statuses": _errors(groups, f"fleet/operator/{kind}"),
+                "statuses": errors_in(groups, f"fleet/operator/{kind}"),
             }
             for kind in OPERATOR_CALLS
         },
-        "statuses": _errors(groups, "fleet/"),
+        "statuses": errors_in(groups, "fleet/"),
         "stalls": stalls,
         "slowest_answer": slowest,
         "live_attempts": live_sent,
@@ -136,14 +136,14 @@ def quiet_operator_figures(groups: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "calls": {
             kind: latency_summary(_group(groups, f"quiet/{kind}")["latencies"]) for kind in OPERATOR_CALLS
         },
-        "statuses": _errors(groups, "quiet/"),
+        "statuses": errors_in(groups, "quiet/"),
     }
 
 
 # --- the table -------------------------------------------------------------------------------
 
 
-def _s(value: float | None) -> str:
+def seconds_text(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
@@ -154,7 +154,9 @@ def _pass(ok: bool) -> str:
 def _latency(summary: dict[str, Any]) -> str:
     if not summary.get("n"):
         return "no answers"
-    return f"{_s(summary['p50'])} / {_s(summary['p99'])} / {_s(summary['max'])} s"
+    return (
+        f"{seconds_text(summary['p50'])} / {seconds_text(summary['p99'])} / {seconds_text(summary['max'])} s"
+    )
 
 
 def _acked(summary: dict[str, Any]) -> str:
@@ -249,7 +251,7 @@ def render(results: dict[str, Any]) -> str:
                     _latency(op),
                     f"p99 <= {BAR_OPERATOR_P99_S:.0f} s",
                     _pass(op.get("p99") is not None and op["p99"] <= BAR_OPERATOR_P99_S),
-                    f"{_acked(op)}; quiet server p50 {_s((quiet.get(kind) or {}).get('p50'))} s",
+                    f"{_acked(op)}; quiet server p50 {seconds_text((quiet.get(kind) or {}).get('p50'))} s",
                 )
             )
         rows += [
@@ -285,8 +287,8 @@ def render(results: dict[str, Any]) -> str:
                 f"ok {step['ok']:,}, stalls {step['stalls']:,}",
                 "0 stalls",
                 _pass(ok[f"ramp_{step['streams']}"]),
-                f"ack p50/p99 {_s(step['ack']['p50'])}/{_s(step['ack']['p99'])} s; slowest answer "
-                f"{step['slowest_answer']:.2f} s; {format_counts(step['statuses'])}",
+                f"ack p50/p99 {seconds_text(step['ack']['p50'])}/{seconds_text(step['ack']['p99'])} s; "
+                f"slowest answer {step['slowest_answer']:.2f} s; {format_counts(step['statuses'])}",
             )
         )
     recovery = results.get("recovery") or []

@@ -15,7 +15,6 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import grpc
@@ -384,7 +383,3 @@ async def watch_loop_lag(recorder: Recorder, group: str, until: float) -> None:
 
 def window_after(t0_s: int, days: int) -> tuple[int, int]:
     return t0_s, t0_s + days * 86_400
-
-
-def utc(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds")
