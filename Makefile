@@ -7,13 +7,16 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PROTOS := $(wildcard protos/fleet/v1/*.proto)
 PYTEST_ARGS ?=
+LOAD_ARGS ?=
 
-.PHONY: help venv proto proto-check lint typecheck migrations-check test run bench clean
+.PHONY: help venv proto proto-check lint typecheck migrations-check test run bench load clean
 
 help:
 	@echo "make run    - serve on an embedded PostgreSQL (or FLEET_DATABASE_URL)"
 	@echo "make test   - lint (ruff, buf, import layers), types, proto drift, migrations, pytest"
 	@echo "make bench  - benchmarks, printed as ratios (bench/results.json)"
+	@echo "make load   - a fleet against a real server on loopback, ~2 min (bench/load.json);"
+	@echo "              LOAD_ARGS='--workers 2' or '--quick' (see python -m bench.load --help)"
 	@echo "make proto  - regenerate generated/ from protos/"
 
 # The contract (generated/, distribution fleet-sync-contract) goes into the same pip run as the
@@ -71,6 +74,10 @@ run: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# 300 live portals, 10 back-fills, an operator, then a ramp of concurrent streams; bars as PASS/FAIL.
+load: $(STAMP)
+	$(BIN)/python -m bench.load $(LOAD_ARGS)
 
 clean:
 	rm -rf $(VENV) .proto-out .proto-check build *.egg-info generated/build generated/*.egg-info
