@@ -19,6 +19,12 @@ that make that impossible, by construction:
    lane (token lookups) and the operator lane (admin and query calls) have threads that
    ingest can never take, so an operator is never starved by a fleet pushing, and
    authentication never waits behind bulk work.
+4. Bulk work has a cap of its own. An ingest job of `BULK_ROWS` rows or more (a back-fill's big
+   batch, a large snapshot) runs on at most `bulk_threads` threads at once; the other ingest
+   threads stay free for small batches. Turns count jobs, not rows, so without this ten
+   back-fills of 5,000-row batches would hold every ingest thread and make both cores thrash
+   between them, and a live batch of 100 rows would wait behind them and then run at a tenth
+   of its speed.
 
 A thread that picks the next job itself (no hop through the event loop) keeps a stream's
 back-to-back batches as fast as a connection held for the whole stream was.
@@ -28,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import enum
 import functools
 import logging
@@ -45,6 +52,8 @@ _LOGGER = logging.getLogger(__name__)
 
 # What a refused caller is told to wait before trying again.
 BUSY_RETRY_MS = 1_000
+# A job of this many rows is bulk work (a live batch is ~100 rows; a back-fill's may be 5,000).
+BULK_ROWS = 1_000
 
 
 class Lane(enum.Enum):
@@ -64,9 +73,14 @@ class Turn:
     lane: Lane
     tenant: Hashable
     serial: Hashable | None = None
+    bulk: bool = False
 
     def serialised(self, key: Hashable) -> Turn:
-        return Turn(self.lane, self.tenant, key)
+        return dataclasses.replace(self, serial=key)
+
+    def for_rows(self, rows: int) -> Turn:
+        """This turn for a job of `rows` rows: bulk from `BULK_ROWS` on."""
+        return dataclasses.replace(self, bulk=rows >= BULK_ROWS)
 
     @classmethod
     def ingest(cls, customer_id: int) -> Turn:
@@ -96,16 +110,25 @@ class TurnPolicy:
     operator_reserve: int = 1
     ingest_reserve: int = 1
     per_tenant: int = 2
+    bulk_threads: int = 1
     queue_timeout_s: float = 5.0
     max_queued: int = 10_000
 
     @classmethod
     def for_threads(cls, threads: int, **overrides: Any) -> TurnPolicy:
         """Reserves that fit `threads`; fewer than four threads share without reserves."""
+        bulk = max(1, threads // 4)
         if threads < 4:
-            return cls(threads, control_reserve=0, operator_reserve=0, ingest_reserve=0, **overrides)
+            return cls(
+                threads,
+                control_reserve=0,
+                operator_reserve=0,
+                ingest_reserve=0,
+                bulk_threads=bulk,
+                **overrides,
+            )
         reserve = max(1, threads // 5)
-        return cls(threads, operator_reserve=reserve, ingest_reserve=reserve, **overrides)
+        return cls(threads, operator_reserve=reserve, ingest_reserve=reserve, bulk_threads=bulk, **overrides)
 
     def cap(self, lane: Lane) -> int:
         if lane is Lane.INGEST:
@@ -118,7 +141,7 @@ class TurnPolicy:
 class _Job(Generic[T]):
     """One unit of database work and the future its caller awaits."""
 
-    __slots__ = ("call", "future", "lane", "loop", "serial", "started", "tenant")
+    __slots__ = ("bulk", "call", "future", "lane", "loop", "serial", "started", "tenant")
 
     def __init__(
         self,
@@ -130,6 +153,7 @@ class _Job(Generic[T]):
         self.lane = turn.lane
         self.tenant = turn.tenant
         self.serial = turn.serial
+        self.bulk = turn.bulk
         self.call = call
         self.future = future
         self.loop = loop
@@ -144,8 +168,10 @@ class _FairQueue:
     the same customer's other work.
     """
 
-    def __init__(self, per_tenant: int) -> None:
+    def __init__(self, per_tenant: int, bulk_threads: int) -> None:
         self._per_tenant = per_tenant
+        self._bulk_threads = bulk_threads
+        self.bulk_running = 0
         self._queues: dict[Hashable, collections.deque[_Job[Any]]] = {}
         self._ring: list[Hashable] = []  # tenants with queued jobs, in turn order
         self.running: collections.Counter[Hashable] = collections.Counter()
@@ -166,10 +192,10 @@ class _FairQueue:
         for index, tenant in enumerate(self._ring):
             if self.running[tenant] >= self._per_tenant:
                 continue
-            queue = self._queues[tenant]
-            job = next((j for j in queue if j.serial is None or j.serial not in self._serials), None)
+            job = self._first_runnable(self._queues[tenant])
             if job is None:
                 continue
+            queue = self._queues[tenant]
             queue.remove(job)
             if job.serial is not None:
                 self._serials.add(job.serial)
@@ -181,6 +207,24 @@ class _FairQueue:
             self.queued -= 1
             self.running[tenant] += 1
             self.running_total += 1
+            self.bulk_running += job.bulk
+            return job
+        return None
+
+    def _first_runnable(self, queue: collections.deque[_Job[Any]]) -> _Job[Any] | None:
+        """The tenant's oldest job that may start now.
+
+        Passed over: a job whose serial key has a running job, a bulk job while bulk work is at
+        its cap, and every later job of a serial key passed over (a stream's order holds).
+        """
+        held: set[Hashable] = set()
+        bulk_full = self.bulk_running >= self._bulk_threads
+        for job in queue:
+            blocked = job.serial is not None and (job.serial in self._serials or job.serial in held)
+            if blocked or (job.bulk and bulk_full):
+                if job.serial is not None:
+                    held.add(job.serial)
+                continue
             return job
         return None
 
@@ -209,6 +253,7 @@ class _FairQueue:
 
     def finished(self, job: _Job[Any]) -> None:
         self._serials.discard(job.serial)
+        self.bulk_running -= job.bulk
         self.running[job.tenant] -= 1
         if self.running[job.tenant] <= 0:
             del self.running[job.tenant]
@@ -234,7 +279,11 @@ class Scheduler:
         self._cond = threading.Condition()
         # Control jobs come from no customer in particular: only the lane's share limits them.
         self._lanes = {
-            lane: _FairQueue(policy.threads if lane is Lane.CONTROL else policy.per_tenant) for lane in Lane
+            lane: _FairQueue(
+                policy.threads if lane is Lane.CONTROL else policy.per_tenant,
+                policy.bulk_threads if lane is Lane.INGEST else policy.threads,
+            )
+            for lane in Lane
         }
         self._prefer_operator = True
         self._closed = False

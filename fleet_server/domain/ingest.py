@@ -93,7 +93,8 @@ class OrderedWrites:
 
     def submit(self, batch: MeasurementBatch, now: datetime) -> asyncio.Future[BatchResult]:
         index, self._submitted = self._submitted, self._submitted + 1
-        return asyncio.ensure_future(self._db.run_blocking(self._turn, self._write, index, batch, now))
+        turn = self._turn.for_rows(len(batch))
+        return asyncio.ensure_future(self._db.run_blocking(turn, self._write, index, batch, now))
 
     def _write(self, index: int, batch: MeasurementBatch, now: datetime) -> BatchResult:
         if index != self._written:

@@ -37,7 +37,8 @@ class FleetIngestServicer(ingest_service_pb2_grpc.FleetIngestServiceServicer):
         snapshot = await read(stream)
         context.add_rows(len(snapshot))
         now = self._app.clock.now()
-        return await self._app.db.run(context.turn, apply, customer_id, snapshot, now, stream.confirm_open)
+        turn = context.turn.for_rows(len(snapshot))
+        return await self._app.db.run(turn, apply, customer_id, snapshot, now, stream.confirm_open)
 
     @translate_errors
     async def PushSites(

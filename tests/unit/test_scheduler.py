@@ -251,3 +251,46 @@ def test_policy_reserves_fit_the_thread_count() -> None:
     assert (small.cap(Lane.INGEST), small.cap(Lane.OPERATOR)) == (2, 2)
     ten = TurnPolicy.for_threads(10)
     assert (ten.cap(Lane.INGEST), ten.cap(Lane.OPERATOR), ten.cap(Lane.CONTROL)) == (7, 7, 10)
+
+
+@run_async
+async def test_bulk_work_leaves_threads_for_small_batches(gate: Gate) -> None:
+    """Back-fills' big batches run on at most `bulk_threads` threads; a live batch never waits for them."""
+    scheduler = _scheduler(4, bulk_threads=1)
+    try:
+        backfills = [
+            asyncio.ensure_future(scheduler.run(Turn(Lane.INGEST, f"b{i}", bulk=True), gate.job, f"bulk-{i}"))
+            for i in range(3)
+        ]
+        await _until(lambda: gate.order == ["bulk-0"])
+        live = await asyncio.wait_for(
+            scheduler.run(Turn(Lane.INGEST, "live"), gate.job, "live", wait=False), 5
+        )
+        assert live == "live"
+        assert gate.order == ["bulk-0", "live"]  # the other two bulk jobs wait for the bulk thread
+        gate.open.set()
+        assert list(await asyncio.gather(*backfills)) == ["bulk-0", "bulk-1", "bulk-2"]
+    finally:
+        scheduler.close()
+
+
+@run_async
+async def test_a_stream_keeps_its_order_when_its_bulk_batch_waits(gate: Gate) -> None:
+    """A small batch queued behind its stream's waiting bulk batch does not overtake it."""
+    scheduler = _scheduler(4, bulk_threads=1, per_tenant=3)
+    stream = Turn(Lane.INGEST, "s").serialised("stream")
+    try:
+        other = asyncio.ensure_future(
+            scheduler.run(Turn(Lane.INGEST, "o", bulk=True), gate.job, "other-bulk")
+        )
+        await _until(lambda: gate.order == ["other-bulk"])
+        big = asyncio.ensure_future(scheduler.run(stream.for_rows(5_000), gate.job, "big", wait=False))
+        small = asyncio.ensure_future(scheduler.run(stream.for_rows(10), gate.job, "small", wait=False))
+        await _until(lambda: scheduler.load()["ingest"][1] == 2)
+        await asyncio.sleep(0.05)
+        assert gate.order == ["other-bulk"]  # the small batch waits for its stream's big one
+        gate.open.set()
+        await asyncio.gather(other, big, small)
+        assert gate.order == ["other-bulk", "big", "small"]
+    finally:
+        scheduler.close()
