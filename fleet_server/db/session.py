@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Concatenate, ParamSpec, TypeVar
@@ -27,6 +28,16 @@ _LOGGER = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S = 10
 
 
+def application_name(pid: int | None = None) -> str:
+    """How a server process's connections show in `pg_stat_activity`: one name per process.
+
+    Used as libpq's `fallback_application_name`, so an `application_name` in the URL or
+    `PGAPPNAME` still wins. The pid tells one process's backends (a worker's, a killed
+    server's) from every other's; PostgreSQL keeps the first 63 bytes.
+    """
+    return f"fleet-server-{os.getpid() if pid is None else pid}"
+
+
 def make_engine(url: str, pool_size: int = 10) -> Engine:
     """An engine for `url` (`postgresql+psycopg://…`), with a pool sized for `pool_size` workers."""
     return create_engine(
@@ -35,7 +46,7 @@ def make_engine(url: str, pool_size: int = 10) -> Engine:
         max_overflow=0,
         pool_pre_ping=True,
         pool_timeout=30,
-        connect_args={"connect_timeout": CONNECT_TIMEOUT_S},
+        connect_args={"connect_timeout": CONNECT_TIMEOUT_S, "fallback_application_name": application_name()},
     )
 
 
@@ -95,7 +106,10 @@ class HealthProbe:
             max_overflow=0,
             pool_pre_ping=True,
             pool_timeout=connect_timeout_s,
-            connect_args={"connect_timeout": connect_timeout_s},
+            connect_args={
+                "connect_timeout": connect_timeout_s,
+                "fallback_application_name": application_name(),
+            },
         )
 
     def ping(self) -> bool:

@@ -30,7 +30,7 @@ from sqlalchemy import Engine
 
 from fleet_server.clock import Clock
 from fleet_server.config import Settings
-from fleet_server.db.session import CONNECT_TIMEOUT_S, Database
+from fleet_server.db.session import CONNECT_TIMEOUT_S, Database, application_name
 from fleet_server.errors import ResourceExhausted
 
 _LOGGER = logging.getLogger(__name__)
@@ -153,6 +153,7 @@ class StreamLocks:
             return self._connection
         cargs, cparams = self._engine.dialect.create_connect_args(self._engine.url)
         cparams.setdefault("connect_timeout", CONNECT_TIMEOUT_S)
+        cparams.setdefault("fallback_application_name", application_name())
         conn: psycopg.Connection[Any] = psycopg.connect(*cargs, **cparams, autocommit=True)
         self._connection = conn
         # A lost connection took the locks of the streams still running here: take them back.

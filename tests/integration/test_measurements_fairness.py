@@ -7,8 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 import grpc
 from fleet.v1 import resources_pb2 as rpb
+from sqlalchemy import text
 
 from fleet_server.clock import FakeClock
+from fleet_server.db.session import Database, application_name
 from tests.support.clients import Stubs, error_reason
 from tests.support.measurements import (
     HeldStream,
@@ -46,6 +48,27 @@ def test_a_second_stream_of_a_customer_is_refused_while_others_push(stubs, new_c
     assert [a.accepted for a in more] == [2]
     assert [a.accepted for a in push(stubs, alpha.token, [request(4, _rows(1, device_id=4))])] == [1]
     assert len(stored_rows(engine, alpha.id)) == 6  # nothing of the refused stream
+
+
+def test_server_connections_are_named_after_the_process(stubs, new_customer, engine, database_url):
+    """pg_stat_activity tells whose a backend is: the pool's and the stream lock's connections alike."""
+    customer = new_customer("ACME")
+    held = HeldStream(stubs, customer.token, request(1, _rows(1)))
+    assert held.first_ack().accepted == 1
+    with engine.connect() as conn:
+        lock_holders = conn.scalars(
+            text(
+                "SELECT DISTINCT a.application_name FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
+                "WHERE l.locktype = 'advisory' AND l.objsubid = 2 AND l.objid = :customer"
+            ),
+            {"customer": customer.id},
+        ).all()
+    held.finish()
+    pooled = Database.from_url(database_url, pool_size=1)
+    with pooled.engine.connect() as conn:
+        pooled_name = conn.scalar(text("SHOW application_name"))
+    pooled.close()
+    assert lock_holders == [application_name()] == [pooled_name]
 
 
 def test_exclusivity_holds_across_server_processes(make_server, new_customer):
