@@ -12,6 +12,9 @@ from typing import Any
 from sqlalchemy import create_engine, make_url, text
 from sqlalchemy.engine import URL
 
+import fleet_server.db.models  # noqa: F401  (registers every table on the metadata)
+from fleet_server.db.base import Base
+
 _embedded: list[Any] = []
 
 
@@ -72,18 +75,8 @@ def reset_schema(url: str) -> None:
     engine.dispose()
 
 
-TABLES = (
-    "fleet.sync_status",
-    "fleet.measurement_rollups_hourly",
-    "fleet.measurements",
-    "fleet.tariff_periods",
-    "fleet.tariffs",
-    "fleet.devices",
-    "fleet.sites",
-    "fleet.municipalities",
-    "fleet.customers",
-    "fleet.admin_tokens",
-)
+# Children before parents; truncating the partitioned `measurements` truncates its partitions.
+TABLES = tuple(table.fullname for table in reversed(Base.metadata.sorted_tables))
 
 
 def truncate_all(engine: Any) -> None:
