@@ -7,6 +7,7 @@ test's outer transaction.
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
@@ -24,6 +25,12 @@ from fleet_server.domain.customers import create_customer
 from tests.support.clients import Stubs
 from tests.support.database import base_url, reset_schema, truncate_all
 from tests.support.inprocess import InProcessServer
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A SIGTERM (a CI timeout, say) ends the run as Ctrl-C does: fixtures tear down, so server
+    # processes stop, and the embedded PostgreSQL is stopped and its folder removed at exit.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
