@@ -1,6 +1,6 @@
 """Shared fixtures: a real PostgreSQL, a real in-process gRPC server, stubs, tokens, customers.
 
-Isolation: the schema is migrated once per session; every test that uses `db` starts from empty
+Isolation: the session's database is migrated once; every test that uses `db` starts from empty
 tables (TRUNCATE), because the servers under test hold their own connections and cannot share a
 test's outer transaction.
 """
@@ -23,7 +23,7 @@ from fleet_server.db.session import Database
 from fleet_server.domain.admin_tokens import create_admin_token
 from fleet_server.domain.customers import create_customer
 from tests.support.clients import Stubs
-from tests.support.database import base_url, reset_schema, truncate_all
+from tests.support.database import base_url, create_scratch_database, drop_database, truncate_all
 from tests.support.inprocess import InProcessServer
 
 
@@ -34,12 +34,15 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture(scope="session")
-def database_url() -> str:
-    """The migrated test database (schema rebuilt from nothing once per session)."""
-    url = base_url()
-    reset_schema(url)
+def database_url() -> Iterator[str]:
+    """This session's own database, migrated from nothing, dropped at the end.
+
+    Its own, so no earlier run's leftovers need clearing and two runs can share one server.
+    """
+    url = create_scratch_database(base_url(), prefix="fleet_test")
     migrate.upgrade(url)
-    return url
+    yield url
+    drop_database(url)
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""The test PostgreSQL: `FLEET_TEST_DATABASE_URL` when set, else an embedded one started once.
+"""The test PostgreSQL: the server of `FLEET_TEST_DATABASE_URL` when set, else an embedded one.
 
 The embedded server lives in a `fleet-test-pg-*` folder in the temporary directory, removed when
 the process exits. A run that cannot clean up after itself (SIGKILL, out of memory) leaves its
@@ -33,12 +33,8 @@ _owner_locks: list[int] = []
 
 
 def base_url() -> str:
-    """The URL of the test database (created if it does not exist yet)."""
-    url = os.environ.get("FLEET_TEST_DATABASE_URL")
-    if not url:
-        return _start_embedded()
-    ensure_database(url)
-    return url
+    """A URL on the test PostgreSQL server (the embedded one is started on first use)."""
+    return os.environ.get("FLEET_TEST_DATABASE_URL") or _start_embedded()
 
 
 def _start_embedded() -> str:
@@ -114,16 +110,6 @@ def _admin_url(url: str) -> URL:
     return make_url(url).set(database="postgres")
 
 
-def ensure_database(url: str) -> None:
-    name = make_url(url).database
-    engine = create_engine(_admin_url(url), isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        exists = conn.scalar(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name})
-        if not exists:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    engine.dispose()
-
-
 def create_scratch_database(url: str, prefix: str = "fleet_scratch") -> str:
     """A new, empty database on the same server as `url`; drop it with `drop_database`."""
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
@@ -139,16 +125,6 @@ def drop_database(url: str) -> None:
     engine = create_engine(_admin_url(url), isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    engine.dispose()
-
-
-def reset_schema(url: str) -> None:
-    """Drop everything fleet owns so the next `upgrade head` starts from nothing."""
-    engine = create_engine(url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text("DROP SCHEMA IF EXISTS fleet_partitions CASCADE"))
-        conn.execute(text("DROP SCHEMA IF EXISTS fleet CASCADE"))
-        conn.execute(text("DROP TABLE IF EXISTS public.alembic_version"))
     engine.dispose()
 
 
