@@ -1,4 +1,4 @@
-"""Shared fixtures: a real PostgreSQL, a real in-process gRPC server, stubs, tokens, customers.
+"""Fixtures of every tier that needs the database: a real PostgreSQL, in-process servers, tokens.
 
 Isolation: the session's database is migrated once; every test that uses `db` starts from empty
 tables (TRUNCATE), because the servers under test hold their own connections and cannot share a
@@ -23,6 +23,7 @@ from fleet_server.db.session import Database
 from fleet_server.domain.admin_tokens import create_admin_token
 from fleet_server.domain.customers import create_customer
 from tests.support.clients import Stubs
+from tests.support.costs import Partitions
 from tests.support.database import base_url, create_scratch_database, drop_database, truncate_all
 from tests.support.inprocess import InProcessServer
 
@@ -127,3 +128,11 @@ def new_customer(db: Database) -> Callable[..., TestCustomer]:
         return TestCustomer(id=issued.customer.id, code=code, token=issued.token)
 
     return factory
+
+
+@pytest.fixture
+def cost_partitions(engine: Engine) -> Iterator[Partitions]:
+    """Monthly measurement partitions a test asks for (`cover`); those it made go at teardown."""
+    partitions = Partitions(engine)
+    yield partitions
+    partitions.drop()
