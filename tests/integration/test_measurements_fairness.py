@@ -59,7 +59,8 @@ def test_server_connections_are_named_after_the_process(stubs, new_customer, eng
         lock_holders = conn.scalars(
             text(
                 "SELECT DISTINCT a.application_name FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
-                "WHERE l.locktype = 'advisory' AND l.objsubid = 2 AND l.objid = :customer"
+                "WHERE l.locktype = 'advisory' AND l.objsubid = 2 AND l.objid = :customer "
+                "AND a.datname = current_database()"
             ),
             {"customer": customer.id},
         ).all()
