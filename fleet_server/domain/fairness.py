@@ -16,6 +16,7 @@ process, that process's bucket is the customer's budget.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import math
@@ -194,7 +195,9 @@ class IngestGate:
             yield
         finally:
             try:
-                await db.offload(self.locks.release, customer_id)
+                # Shielded: grpc.aio cancels the handler of a client that went away even while it
+                # gives the lock back, and a cancelled release never ran, locking the customer out.
+                await asyncio.shield(db.offload(self.locks.release, customer_id))
             except Exception:  # shutting down: the closing connection releases the lock
                 _LOGGER.info("stream lock of customer %d not released explicitly", customer_id, exc_info=True)
 

@@ -114,4 +114,5 @@ class FleetIngestServicer(ingest_service_pb2_grpc.FleetIngestServiceServicer):
                 ):
                     yield measurement_wire.ack(request, result)
             finally:
-                await app.db.offload(writes.release)
+                # Shielded like the stream lock's release: a cancelled call must not keep its connection.
+                await asyncio.shield(app.db.offload(writes.release))

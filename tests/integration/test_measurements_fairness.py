@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -11,6 +14,7 @@ from sqlalchemy import text
 
 from fleet_server.clock import FakeClock
 from fleet_server.db.session import Database, application_name
+from fleet_server.domain import fairness
 from tests.support.clients import Stubs, error_reason
 from tests.support.measurements import (
     HeldStream,
@@ -106,6 +110,56 @@ def test_the_stream_is_free_again_after_a_refused_batch_or_a_cancelled_call(stub
         time.sleep(0.05)
     assert error is None
     assert [a.accepted for a in acks] == [1]
+
+
+def test_a_call_cancelled_while_it_gives_the_stream_lock_back_still_gives_it_back(
+    database_url, settings, new_customer, engine
+):
+    """grpc.aio cancels the handler of a client that went away even when the handler has ended and
+    is giving the lock back; if that cancelled the release, the customer stayed locked out."""
+    customer = new_customer("ACME")
+    database = Database.from_url(database_url, pool_size=1)  # one database thread: the release queues
+    gate = fairness.gate_for(database, settings, FakeClock())
+    busy, free = threading.Event(), threading.Event()
+
+    def occupy_the_database_thread() -> None:
+        busy.set()
+        free.wait(10)
+
+    async def call() -> None:
+        this = asyncio.current_task()
+        assert this is not None
+        async with gate.exclusive_stream(database, customer.id):
+            occupied = asyncio.ensure_future(database.offload(occupy_the_database_thread))
+            await asyncio.to_thread(busy.wait, 10)
+            # As grpc does: the cancellation lands while leaving the block awaits the release.
+            asyncio.get_running_loop().call_soon(this.cancel)
+        await occupied  # not reached: the call is cancelled on its way out
+
+    async def cancelled_call() -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await call()
+        free.set()
+        deadline = time.monotonic() + 10
+        while gate.locks.active() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+
+    try:
+        asyncio.run(cancelled_call())
+        assert gate.locks.active() == set()
+        with engine.connect() as conn:
+            held = conn.scalar(
+                text(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 "
+                    "AND objid = :customer "
+                    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+                ),
+                {"customer": customer.id},
+            )
+        assert held == 0
+    finally:
+        free.set()
+        database.close()
 
 
 def test_the_row_budget_refuses_with_a_retry_after_hint_and_keeps_earlier_batches(
