@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import os
+import shutil
+import socket
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import grpc
 from sqlalchemy import create_engine, text
 
 from fleet_server.db import migrate
 from fleet_server.db.session import Database
 from fleet_server.domain.admin_tokens import create_admin_token
 from fleet_server.domain.customers import create_customer
-from tests.support.database import reset_schema
-from tests.support.process import cli, free_port, wait_serving
 
 
 @dataclass
@@ -45,10 +47,12 @@ class BenchEnvironment:
         return env
 
     def reset(self) -> None:
-        """Drop and re-create the schema so every run starts from the same empty database."""
-        reset_schema(self.url)
+        """Drop everything fleet and the baselines own, then migrate: every run starts empty."""
         engine = create_engine(self.url, isolation_level="AUTOCOMMIT")
         with engine.connect() as conn:
+            conn.execute(text("DROP SCHEMA IF EXISTS fleet_partitions CASCADE"))
+            conn.execute(text("DROP SCHEMA IF EXISTS fleet CASCADE"))
+            conn.execute(text("DROP TABLE IF EXISTS public.alembic_version"))
             conn.execute(text("DROP SCHEMA IF EXISTS bench CASCADE"))
             conn.execute(text("CREATE SCHEMA bench"))
         engine.dispose()
@@ -72,7 +76,9 @@ class BenchEnvironment:
         return f"127.0.0.1:{self.port}"
 
     def start_server(self) -> None:
-        self.port = free_port()
+        with socket.socket() as probe:  # a free loopback port for the server to listen on
+            probe.bind(("127.0.0.1", 0))
+            self.port = int(probe.getsockname()[1])
         env = {
             **os.environ,
             "FLEET_DATABASE_URL": self.url,
@@ -83,12 +89,14 @@ class BenchEnvironment:
             "FLEET_MAX_MESSAGE_BYTES": str(64 * 1024 * 1024),
         }
         self._server = subprocess.Popen(
-            [cli("fleet-server"), "serve", "--listen", self.target],
+            [sys.executable, "-m", "fleet_server.cli", "serve", "--listen", self.target],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        wait_serving(self.target)
+        # The server opens its port only once it is ready to serve (its database is up: ours).
+        with grpc.insecure_channel(self.target) as channel:
+            grpc.channel_ready_future(channel).result(timeout=60)
 
     def close(self) -> None:
         if self._server is not None and self._server.poll() is None:
@@ -97,4 +105,7 @@ class BenchEnvironment:
                 self._server.wait(15)
             except subprocess.TimeoutExpired:
                 self._server.kill()
-        self._embedded = None
+        if self._embedded is not None:
+            self._embedded.cleanup()  # stops the embedded PostgreSQL: this run is its only user
+            shutil.rmtree(self._embedded.pgdata.parent, ignore_errors=True)
+            self._embedded = None

@@ -1,12 +1,13 @@
-"""Shared fixtures: a real PostgreSQL, a real in-process gRPC server, stubs, tokens, customers.
+"""Fixtures of every tier that needs the database: a real PostgreSQL, in-process servers, tokens.
 
-Isolation: the schema is migrated once per session; every test that uses `db` starts from empty
+Isolation: the session's database is migrated once; every test that uses `db` starts from empty
 tables (TRUNCATE), because the servers under test hold their own connections and cannot share a
 test's outer transaction.
 """
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
@@ -22,17 +23,27 @@ from fleet_server.db.session import Database
 from fleet_server.domain.admin_tokens import create_admin_token
 from fleet_server.domain.customers import create_customer
 from tests.support.clients import Stubs
-from tests.support.database import base_url, reset_schema, truncate_all
+from tests.support.costs import Partitions
+from tests.support.database import base_url, create_scratch_database, drop_database, truncate_all
 from tests.support.inprocess import InProcessServer
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # A SIGTERM (a CI timeout, say) ends the run as Ctrl-C does: fixtures tear down, so server
+    # processes stop, and the embedded PostgreSQL is stopped and its folder removed at exit.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
 @pytest.fixture(scope="session")
-def database_url() -> str:
-    """The migrated test database (schema rebuilt from nothing once per session)."""
-    url = base_url()
-    reset_schema(url)
+def database_url() -> Iterator[str]:
+    """This session's own database, migrated from nothing, dropped at the end.
+
+    Its own, so no earlier run's leftovers need clearing and two runs can share one server.
+    """
+    url = create_scratch_database(base_url(), prefix="fleet_test")
     migrate.upgrade(url)
-    return url
+    yield url
+    drop_database(url)
 
 
 @pytest.fixture(scope="session")
@@ -117,3 +128,11 @@ def new_customer(db: Database) -> Callable[..., TestCustomer]:
         return TestCustomer(id=issued.customer.id, code=code, token=issued.token)
 
     return factory
+
+
+@pytest.fixture
+def cost_partitions(engine: Engine) -> Iterator[Partitions]:
+    """Monthly measurement partitions a test asks for (`cover`); those it made go at teardown."""
+    partitions = Partitions(engine)
+    yield partitions
+    partitions.drop()

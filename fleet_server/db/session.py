@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from collections.abc import Callable
 from typing import Concatenate, ParamSpec, TypeVar
 
@@ -37,6 +38,16 @@ FAULT_RETRY_MS = 2_000
 POOL_TIMEOUT_S = 5
 
 
+def application_name(pid: int | None = None) -> str:
+    """How a server process's connections show in `pg_stat_activity`: one name per process.
+
+    Used as libpq's `fallback_application_name`, so an `application_name` in the URL or
+    `PGAPPNAME` still wins. The pid tells one process's backends (a worker's, a killed
+    server's) from every other's; PostgreSQL keeps the first 63 bytes.
+    """
+    return f"fleet-server-{os.getpid() if pid is None else pid}"
+
+
 def make_engine(url: str, pool_size: int = 10) -> Engine:
     """An engine for `url` (`postgresql+psycopg://…`) with exactly `pool_size` connections.
 
@@ -52,7 +63,7 @@ def make_engine(url: str, pool_size: int = 10) -> Engine:
         pool_pre_ping=False,
         pool_use_lifo=True,  # the most recently used connection: warm caches, prepared statements
         pool_timeout=POOL_TIMEOUT_S,
-        connect_args={"connect_timeout": CONNECT_TIMEOUT_S},
+        connect_args={"connect_timeout": CONNECT_TIMEOUT_S, "fallback_application_name": application_name()},
     )
 
 
@@ -139,7 +150,10 @@ class HealthProbe:
             max_overflow=0,
             pool_pre_ping=True,
             pool_timeout=connect_timeout_s,
-            connect_args={"connect_timeout": connect_timeout_s},
+            connect_args={
+                "connect_timeout": connect_timeout_s,
+                "fallback_application_name": application_name(),
+            },
         )
 
     def ping(self) -> bool:

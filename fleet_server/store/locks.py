@@ -22,7 +22,7 @@ import psycopg
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
-from fleet_server.db.session import CONNECT_TIMEOUT_S
+from fleet_server.db.session import CONNECT_TIMEOUT_S, application_name
 from fleet_server.errors import Reason, Unavailable
 from fleet_server.resources import Resource
 
@@ -158,6 +158,7 @@ class StreamLocks:
             return self._connection
         cargs, cparams = self._engine.dialect.create_connect_args(self._engine.url)
         cparams.setdefault("connect_timeout", CONNECT_TIMEOUT_S)
+        cparams.setdefault("fallback_application_name", application_name())
         conn: psycopg.AsyncConnection[Any] = await psycopg.AsyncConnection.connect(
             *cargs, **cparams, autocommit=True
         )

@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import Engine
 
 from fleet_server.db.session import Database
 from tests.support.costs import PEAK_OFF_PEAK, Partitions, add_readings, add_site, add_tariff
@@ -21,18 +19,8 @@ MONDAY = datetime(2026, 3, 2, tzinfo=UTC)
 
 
 @pytest.fixture
-def server_process(database_url: str, db: Database) -> Iterator[ServerProcess]:
-    server = ServerProcess(database_url).start()
-    try:
-        yield server
-    finally:
-        server.kill()
-
-
-@pytest.fixture
-def seeded(db: Database, engine: Engine, new_customer) -> Iterator[None]:
-    partitions = Partitions(engine)
-    partitions.cover(MONDAY, MONDAY + timedelta(days=7))
+def seeded(db: Database, new_customer, cost_partitions: Partitions) -> None:
+    cost_partitions.cover(MONDAY, MONDAY + timedelta(days=7))
     acme = new_customer("ACME")
 
     def seed(session):
@@ -41,8 +29,6 @@ def seeded(db: Database, engine: Engine, new_customer) -> Iterator[None]:
         add_readings(session, acme.id, 10, [(MONDAY + timedelta(hours=17), 2.0)])
 
     db.transaction(seed)
-    yield
-    partitions.drop()
 
 
 def fleetctl(server: ServerProcess, token: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -57,21 +43,21 @@ def fleetctl(server: ServerProcess, token: str, *args: str) -> subprocess.Comple
 
 
 def test_costs_table_and_json_from_the_installed_command(
-    server_process: ServerProcess, admin_token: str, seeded: None
+    fleet_server: ServerProcess, admin_token: str, seeded: None
 ) -> None:
     window = ("--from", "2026-03-02", "--to", "2026-03-09")
-    shown = fleetctl(server_process, admin_token, "costs", *window)
+    shown = fleetctl(fleet_server, admin_token, "costs", *window)
     assert shown.returncode == 0, shown.stderr
     assert ["1", "Depot", "7", "Peak", "2.000000", "4.50", "9.00"] in [
         line.split() for line in shown.stdout.splitlines()
     ]
     assert shown.stdout.rstrip().endswith("Total: ZAR 90.85")  # (9.00 + 70.00) * 1.15
 
-    as_json = fleetctl(server_process, admin_token, "--json", "costs", "--customer", "ACME", *window)
+    as_json = fleetctl(fleet_server, admin_token, "--json", "costs", "--customer", "ACME", *window)
     assert as_json.returncode == 0, as_json.stderr
     (acme,) = json.loads(as_json.stdout)["customers"]
     assert acme["totals"] == [{"currency": "ZAR", "total": "90.85"}]
 
-    missing = fleetctl(server_process, admin_token, "costs", "--customer", "NOPE", *window)
+    missing = fleetctl(fleet_server, admin_token, "costs", "--customer", "NOPE", *window)
     assert missing.returncode == 1
     assert missing.stderr.strip() == "fleetctl: NOT_FOUND: unknown customer code: NOPE"

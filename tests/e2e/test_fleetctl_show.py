@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator
 
 import pytest
 
@@ -13,12 +12,6 @@ from tests.support.process import ServerProcess, cli
 from tests.support.reference_data import device, municipality, push, reference_tariff, site
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def fleet_server(db, database_url: str) -> Iterator[ServerProcess]:
-    with ServerProcess(database_url) as server:
-        yield server
 
 
 def _fleetctl(server: ServerProcess, admin_token: str, *args: str) -> subprocess.CompletedProcess[str]:

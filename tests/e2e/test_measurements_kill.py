@@ -8,7 +8,6 @@ the batches that were lost and counts the others as duplicates.
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime, timedelta
 
 import grpc
@@ -35,27 +34,6 @@ def _batches() -> list[ipb.PushMeasurementsRequest]:
         request(b, [reading(b, T0 + i * timedelta(minutes=5), float(i % 7)) for i in range(ROWS)])
         for b in range(1, BATCHES + 1)
     ]
-
-
-def _settle(engine: Engine) -> None:
-    """Wait for statements the dead server left running: PostgreSQL finishes (and commits) them.
-
-    Autocommit: pg_stat_activity is a snapshot per transaction, so each look needs its own.
-    """
-    deadline = time.monotonic() + 30
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        while time.monotonic() < deadline:
-            running = conn.scalar(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                    "AND state = 'active' AND query LIKE '%%measurement_rollups_hourly%%' "
-                    "AND pid <> pg_backend_pid()"
-                )
-            )
-            if not running:
-                return
-            time.sleep(0.05)
-    raise AssertionError("statements of the killed server still running after 30 s")
 
 
 def _per_device(engine: Engine, customer_id: int) -> tuple[dict[int, int], dict[int, int]]:
@@ -100,11 +78,12 @@ def test_acknowledged_batches_survive_sigkill_and_none_is_half_written(database_
     batches = _batches()
     server = ServerProcess(database_url).start()
     try:
+        assert server.backends() > 0  # its connections are named: settle() below can see them go
         acked, ended = _stream_until_killed(server, customer.token, batches)
     finally:
         server.kill()
     assert ended.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
-    _settle(engine)
+    server.settle()  # a batch the dead server had sent COMMIT for may still land until then
 
     raw, rolled = _per_device(engine, customer.id)
     assert acked == list(range(1, len(acked) + 1))

@@ -7,7 +7,6 @@ import re
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -47,12 +46,6 @@ SPEC_METHODS = {
 
 def _run(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     return subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False)
-
-
-@pytest.fixture(scope="module")
-def fleet_server(database_url: str) -> Iterator[ServerProcess]:
-    with ServerProcess(database_url) as server:
-        yield server
 
 
 def test_grpcurl_lists_services_through_reflection(fleet_server):

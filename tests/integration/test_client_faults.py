@@ -3,9 +3,7 @@ the server's refusal messages kept in the state, a refused token, and token rota
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,27 +17,14 @@ from fleet_client.pusher import Outcome
 from fleet_server.domain.tokens import TokenKind, mint
 from tests.support.client_sync import (
     Portal,
-    Rig,
     assert_mirrored,
     central_count,
     central_tables,
     now_clock,
-    open_portal,
-    rig_factory,
 )
 from tests.support.clients import Stubs, bearer
 from tests.support.inprocess import InProcessServer
 from tests.support.process import free_port
-
-
-@pytest.fixture
-def portal(tmp_path: Path) -> Iterator[Portal]:
-    yield from open_portal(tmp_path)
-
-
-@pytest.fixture
-def make_rig(tmp_path: Path) -> Iterator[Callable[..., Rig]]:
-    yield from rig_factory(tmp_path)
 
 
 def _site(engine: Engine, site_id: int, timezone: str = "Africa/Johannesburg") -> None:

@@ -6,13 +6,12 @@ measurement caps, the shared-`received_at` boundary and the safety lag hold end 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import Engine, create_engine, insert
 
 from fleet_client import portal_schema as t
@@ -21,26 +20,13 @@ from fleet_client.demo import create_demo_portal
 from fleet_client.source import SqlSource
 from tests.support.client_sync import (
     Portal,
-    Rig,
     assert_mirrored,
     central_count,
     central_tables,
     now_clock,
-    open_portal,
-    rig_factory,
     sync_status,
 )
 from tests.support.inprocess import InProcessServer
-
-
-@pytest.fixture
-def portal(tmp_path: Path) -> Iterator[Portal]:
-    yield from open_portal(tmp_path)
-
-
-@pytest.fixture
-def make_rig(tmp_path: Path) -> Iterator[Callable[..., Rig]]:
-    yield from rig_factory(tmp_path)
 
 
 def test_demo_portal_is_mirrored_exactly_and_an_unchanged_tick_sends_nothing(

@@ -18,16 +18,10 @@ from tests.support.costs import (
     add_readings,
     add_site,
     add_tariff,
-    partitions_for,
 )
 
 JOHANNESBURG = ZoneInfo("Africa/Johannesburg")
 AMSTERDAM = ZoneInfo("Europe/Amsterdam")
-
-
-@pytest.fixture
-def cost_partitions(engine):
-    yield from partitions_for(engine)
 
 
 def compute(

@@ -14,15 +14,9 @@ from tests.support.costs import (
     add_readings,
     add_site,
     add_tariff,
-    partitions_for,
 )
 
 START = datetime(2026, 3, 2, tzinfo=UTC)
-
-
-@pytest.fixture
-def cost_partitions(engine):
-    yield from partitions_for(engine)
 
 
 @pytest.fixture

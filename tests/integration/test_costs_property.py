@@ -9,7 +9,6 @@ from decimal import ROUND_HALF_UP, Decimal, localcontext
 from fractions import Fraction
 from zoneinfo import ZoneInfo
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
@@ -21,7 +20,6 @@ from tests.support.costs import (
     add_readings,
     add_site,
     add_tariff,
-    partitions_for,
 )
 
 # Zones with DST both ways, half-hour offsets and Lord Howe's half-hour DST shift; the window
@@ -32,11 +30,6 @@ WINDOW_DAYS = 14
 WINDOW_END = WINDOW_START + timedelta(days=WINDOW_DAYS)
 SIX = Decimal("0.000001")
 CENT = Decimal("0.01")
-
-
-@pytest.fixture
-def cost_partitions(engine):
-    yield from partitions_for(engine)
 
 
 # ---- the slow reference: one reading at a time, straight from the words of §9 -----------------

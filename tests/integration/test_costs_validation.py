@@ -18,16 +18,10 @@ from tests.support.costs import (
     add_readings,
     add_site,
     add_tariff,
-    partitions_for,
     table_counts,
 )
 
 START = datetime(2026, 3, 1, tzinfo=UTC)
-
-
-@pytest.fixture
-def cost_partitions(engine):
-    yield from partitions_for(engine)
 
 
 @pytest.fixture

@@ -33,15 +33,6 @@ def accepted(stubs: Stubs, token: str) -> bool:
     return bool(code != grpc.StatusCode.UNAUTHENTICATED)
 
 
-@pytest.fixture
-def clocked(make_server, fake_clock):
-    """Stubs of a server whose clock is `fake_clock`."""
-    server = make_server(clock=fake_clock)
-    client = Stubs.connect(server.target)
-    yield client
-    client.close()
-
-
 def _rotate(
     stubs: Stubs, admin_token: str, code: str = "ACME", grace: timedelta | None = None
 ) -> pb.RotateCustomerTokenResponse:

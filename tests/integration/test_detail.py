@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 import grpc
 import pytest
 
-from fleet_server.clock import FakeClock
 from fleet_server.resources import Resource
 from fleet_server.store.sync_status import record_push
 from tests.support.clients import Stubs, customer_detail, error_reason
@@ -27,10 +26,9 @@ NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def stubs(make_server):
-    client = Stubs.connect(make_server(clock=FakeClock(NOW)).target)
-    yield client
-    client.close()
+def stubs(clocked: Stubs) -> Stubs:
+    """Stubs of a server on `fake_clock`, which stands at NOW until a test moves it."""
+    return clocked
 
 
 def test_detail_returns_the_whole_tree_ordered_by_id(stubs, new_customer, admin_token):

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from datetime import UTC, datetime, timedelta
 
 import grpc
 from fleet.v1 import resources_pb2 as rpb
+from sqlalchemy import text
 
 from fleet_server.clock import FakeClock
+from fleet_server.db.session import Database, application_name
+from fleet_server.domain.fairness import IngestGate
 from tests.support.clients import Stubs, error_reason
 from tests.support.measurements import (
     HeldStream,
@@ -48,6 +53,28 @@ def test_a_second_stream_of_a_customer_is_refused_while_others_push(stubs, new_c
     assert len(stored_rows(engine, alpha.id)) == 6  # nothing of the refused stream
 
 
+def test_server_connections_are_named_after_the_process(stubs, new_customer, engine, database_url):
+    """pg_stat_activity tells whose a backend is: the pool's and the stream lock's connections alike."""
+    customer = new_customer("ACME")
+    held = HeldStream(stubs, customer.token, request(1, _rows(1)))
+    assert held.first_ack().accepted == 1
+    with engine.connect() as conn:
+        lock_holders = conn.scalars(
+            text(
+                "SELECT DISTINCT a.application_name FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
+                "WHERE l.locktype = 'advisory' AND l.objsubid = 2 AND l.objid = :customer "
+                "AND a.datname = current_database()"
+            ),
+            {"customer": customer.id},
+        ).all()
+    held.finish()
+    pooled = Database.from_url(database_url, pool_size=1)
+    with pooled.engine.connect() as conn:
+        pooled_name = conn.scalar(text("SHOW application_name"))
+    pooled.close()
+    assert lock_holders == [application_name()] == [pooled_name]
+
+
 def test_exclusivity_holds_across_server_processes(make_server, new_customer):
     first, second = make_server(), make_server()  # two servers on one database, as behind a balancer
     customer = new_customer("ACME")
@@ -82,6 +109,47 @@ def test_the_stream_is_free_again_after_a_refused_batch_or_a_cancelled_call(stub
         time.sleep(0.05)
     assert error is None
     assert [a.accepted for a in acks] == [1]
+
+
+def test_a_call_cancelled_while_it_gives_the_stream_lock_back_still_gives_it_back(
+    database_url, settings, new_customer, engine
+):
+    """grpc.aio cancels the handler of a client that went away even when the handler has ended and
+    is giving the lock back; if that cancelled the release, the customer stayed locked out."""
+    customer = new_customer("ACME")
+    database = Database.from_url(database_url, pool_size=1)
+    gate = IngestGate.build(database, settings, FakeClock())
+
+    async def call() -> None:
+        this = asyncio.current_task()
+        assert this is not None
+        async with gate.exclusive_stream(customer.id):
+            # As grpc does: the cancellation lands while leaving the block awaits the release.
+            asyncio.get_running_loop().call_soon(this.cancel)
+        await asyncio.sleep(10)  # not reached: the call is cancelled on its way out
+
+    async def cancelled_call() -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await call()
+        deadline = time.monotonic() + 10
+        while gate.locks.active() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+
+    try:
+        asyncio.run(cancelled_call())
+        assert gate.locks.active() == set()
+        with engine.connect() as conn:
+            held = conn.scalar(
+                text(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 "
+                    "AND objid = :customer "
+                    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+                ),
+                {"customer": customer.id},
+            )
+        assert held == 0
+    finally:
+        database.close()
 
 
 def test_the_row_budget_refuses_with_a_retry_after_hint_and_keeps_earlier_batches(

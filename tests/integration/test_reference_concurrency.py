@@ -135,7 +135,10 @@ def _hold_open(db: Any, customer_id: int, devices: list[DeviceItem]) -> tuple[th
 def _wait_until_a_snapshot_waits(engine: Any) -> None:
     """Block until some transaction is queued on a snapshot lock (an ungranted advisory lock)."""
     deadline = time.monotonic() + 10
-    query = text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+    query = text(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+        "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    )
     while True:
         with engine.connect() as conn:
             if conn.scalar(query):
@@ -229,7 +232,10 @@ def _wait_for_lock_waiter(engine: Any, timeout: float = 20.0) -> None:
     while time.monotonic() < deadline:
         with engine.connect() as conn:
             waiting = conn.scalar(
-                text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+                text(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE wait_event_type = 'Lock' AND datname = current_database()"
+                )
             )
         if waiting:
             return

@@ -12,7 +12,6 @@ import grpc
 import pytest
 from fleet.v1 import ingest_service_pb2 as ingest_pb
 
-from fleet_server.clock import FakeClock
 from fleet_server.domain.reference import apply_sites
 from fleet_server.domain.reference_validation import SiteItem
 from fleet_server.errors import MAX_LISTED_VIOLATIONS, StreamBroken
@@ -35,10 +34,9 @@ NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def stubs(make_server):
-    client = Stubs.connect(make_server(clock=FakeClock(NOW)).target)
-    yield client
-    client.close()
+def stubs(clocked: Stubs) -> Stubs:
+    """Stubs of a server on `fake_clock`, which stands at NOW until a test moves it."""
+    return clocked
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import grpc
 import pytest
 from sqlalchemy import text
 
-from fleet_server.clock import FakeClock
 from tests.support.clients import Stubs, customer_detail
 from tests.support.reference_data import (
     WEEKDAYS,
@@ -27,15 +26,9 @@ from tests.support.reference_data import (
 
 
 @pytest.fixture
-def clock():
-    return FakeClock(datetime(2026, 1, 5, 12, 0, tzinfo=UTC))
-
-
-@pytest.fixture
-def stubs(make_server, clock):
-    client = Stubs.connect(make_server(clock=clock).target)
-    yield client
-    client.close()
+def stubs(clocked: Stubs) -> Stubs:
+    """Stubs of a server on `fake_clock`, which stands still until a test moves it."""
+    return clocked
 
 
 def test_reference_scenario_lands_once_and_resolves_in_detail(stubs, new_customer, admin_token, engine):
@@ -208,10 +201,10 @@ def test_same_local_ids_stay_apart_between_customers(stubs, new_customer, engine
     assert len(table_rows(engine, "tariff_periods", globex.id)) == 2
 
 
-def test_every_successful_push_is_recorded_with_time_and_size(stubs, new_customer, admin_token, clock):
+def test_every_successful_push_is_recorded_with_time_and_size(stubs, new_customer, admin_token, fake_clock):
     acme = new_customer("ACME")
     push(stubs, acme.token, "sites", [site(1), site(2)])
-    clock.advance(timedelta(minutes=5))
+    fake_clock.advance(timedelta(minutes=5))
     push(stubs, acme.token, "devices", [device(1, 1)])
     with pytest.raises(grpc.RpcError):
         push(stubs, acme.token, "sites", [site(0)])  # rejected: not recorded

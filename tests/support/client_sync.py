@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import grpc
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, text
 
-from fleet_client import portal_schema as t
-from fleet_client.backoff import Backoff
-from fleet_client.client import CallOptions, FleetClient
-from fleet_client.pusher import Pusher, PushOptions
+from fleet_client.client import FleetClient
+from fleet_client.pusher import Pusher
 from fleet_client.source import SqlSource
 from fleet_client.state import PushState
 from fleet_server.clock import FakeClock
@@ -76,16 +72,6 @@ class Portal:
     source: SqlSource
 
 
-def open_portal(tmp_path: Path) -> Iterator[Portal]:
-    """An empty SQLite portal under `tmp_path` (generator: the body of a `portal` fixture)."""
-    url = f"sqlite:///{tmp_path / 'portal.db'}"
-    engine = create_engine(url)
-    t.create_portal_schema(engine)
-    source = SqlSource(engine)
-    yield Portal(url, engine, source)
-    engine.dispose()
-
-
 @dataclass
 class Rig:
     pusher: Pusher
@@ -93,46 +79,6 @@ class Rig:
     state: PushState
     clock: FakeClock
     counting: Counting
-
-
-def rig_factory(tmp_path: Path) -> Iterator[Callable[..., Rig]]:
-    """`make(target, token, source, clock=…, rand=…, **PushOptions)`: a locked pusher with counted RPCs."""
-    made: list[Rig] = []
-
-    def make(
-        target: str,
-        token: str,
-        source: SqlSource,
-        *,
-        clock: FakeClock | None = None,
-        rand: float = 1.0,
-        state_name: str = "state.db",
-        **options: Any,
-    ) -> Rig:
-        clock = clock or now_clock()
-        counting = Counting(CountingInterceptor())
-        client = FleetClient(
-            target, token, channel_factory=counting, options=CallOptions(deadline_s=30, stream_deadline_s=60)
-        )
-        state = PushState.open(f"sqlite:///{tmp_path / state_name}", clock)
-        state.acquire()
-        pusher = Pusher(
-            source,
-            client,
-            state,
-            options=PushOptions(**options),
-            backoff=Backoff(20, 600, lambda: rand),
-            clock=clock,
-        )
-        rig = Rig(pusher, client, state, clock, counting)
-        made.append(rig)
-        return rig
-
-    yield make
-    for rig in made:
-        rig.client.close()
-        rig.state.release()
-        rig.state.close()
 
 
 # -- comparing the portal with the central database ----------------------------------------------
@@ -231,6 +177,3 @@ def assert_mirrored(source: SqlSource, engine: Engine, customer_id: int) -> None
     portal, central = portal_tables(source), central_tables(engine, customer_id)
     for table in _CENTRAL:
         assert central[table] == portal[table], table
-
-
-# -- tests ---------------------------------------------------------------------------------------

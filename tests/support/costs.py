@@ -196,13 +196,6 @@ class Partitions:
         self._seen.clear()
 
 
-def partitions_for(engine: Engine) -> Iterator[Partitions]:
-    """Body of a test module's `cost_partitions` fixture: the partitions it made go at teardown."""
-    partitions = Partitions(engine)
-    yield partitions
-    partitions.drop()
-
-
 def table_counts(engine: Engine) -> dict[str, int]:
     """Rows per fleet table: what a read-only RPC must leave exactly as it found it."""
     counts: dict[str, int] = {}

@@ -14,6 +14,10 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from sqlalchemy import Connection, create_engine, text
+from sqlalchemy.pool import NullPool
+
+from fleet_server.db.session import application_name
 
 BIN = Path(sys.executable).parent
 
@@ -70,6 +74,8 @@ class ServerProcess:
         self.database_url = database_url
         self.extra_args = list(extra_args)
         self.env = {**os.environ, "FLEET_DATABASE_URL": database_url, **(env or {})}
+        # The server names its connections after its pid (see `settle`); PGAPPNAME would win.
+        self.env.pop("PGAPPNAME", None)
         if data_dir is not None:
             self.env["FLEET_DATA_DIR"] = str(data_dir)
         self.proc: subprocess.Popen[str] | None = None
@@ -101,6 +107,41 @@ class ServerProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.wait(10)
+
+    def backends(self) -> int:
+        """How many PostgreSQL backends serve this process's connections right now."""
+        with self._activity() as conn:
+            return self._count_backends(conn)
+
+    def settle(self, timeout: float = 30.0) -> None:
+        """After a kill: wait until PostgreSQL has finished all the dead process left running.
+
+        Its backends still run whatever it sent before it died, even a statement that sat unread
+        in the socket while the backend looked idle, and commit it; they exit only once they read
+        the end of the connection. Until the last one has, rows can still appear and its locks
+        (the stream locks too) are still held.
+        """
+        deadline = time.monotonic() + timeout
+        with self._activity() as conn:
+            while self._count_backends(conn):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"backends of the killed server still there after {timeout}s")
+                time.sleep(0.02)
+
+    def _activity(self) -> Connection:
+        # Autocommit: pg_stat_activity is a snapshot per transaction, so each look needs its own.
+        engine = create_engine(self.database_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+        return engine.connect()
+
+    def _count_backends(self, conn: Connection) -> int:
+        assert self.proc is not None
+        return int(
+            conn.scalar(
+                text("SELECT count(*) FROM pg_stat_activity WHERE application_name = :name"),
+                {"name": application_name(self.proc.pid)},
+            )
+            or 0
+        )
 
     def wait(self, timeout: float) -> int:
         assert self.proc is not None
