@@ -26,12 +26,17 @@ from fleet_server.domain.admin_tokens import (
 )
 from fleet_server.errors import FleetError
 from fleet_server.logs import configure_logging
-from fleet_server.server import ConfigurationError, check_settings, serve
+from fleet_server.server import ConfigurationError, check_settings, probe_bind, serve
 from fleet_server.supervisor import supervise
 
 _LOGGER = logging.getLogger("fleet_server")
 
 BOOTSTRAP_TOKEN_NAME = "local-admin"
+# What `migrate` and `admin-token` use of the settings; the serving ones are `serve`'s alone.
+DATABASE_SETTINGS = ("database_url", "data_dir", "log_level")
+# Start-up narration an `admin-token` command does not print unless a log level is asked for:
+# its output is the token (or the list), and scripts capture it.
+_START_UP_LOGGERS = ("fleet_server", "alembic")
 
 
 def admin_token_file(settings: Settings) -> Path:
@@ -71,6 +76,7 @@ def _bootstrap_admin_token(settings: Settings, db: Database) -> None:
 
 def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     check_settings(settings)  # before the database starts: a bad flag fails fast and says why
+    probe_bind(settings.listen)  # and so does a busy port
     with database_url(settings) as url:
         if args.migrate or not settings.database_url:
             migrate.upgrade(url)
@@ -152,11 +158,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     mig = commands.add_parser("migrate", help="apply database migrations (alembic upgrade)")
-    Settings.add_arguments(mig)
+    Settings.add_arguments(mig, only=DATABASE_SETTINGS)
     mig.add_argument("revision", nargs="?", default="head", help="target revision (head)")
 
     tokens = commands.add_parser("admin-token", help="manage operator tokens (direct DB access)")
-    Settings.add_arguments(tokens)
+    Settings.add_arguments(tokens, only=DATABASE_SETTINGS)
     actions = tokens.add_subparsers(dest="action", required=True)
     create = actions.add_parser("create", help="mint a token and print it once")
     create.add_argument("name", help="who or what the token is for")
@@ -177,11 +183,18 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = Settings.from_args(args)
     configure_logging(settings.log_level)
+    if args.command == "admin-token" and not _log_level_asked(args):
+        for name in _START_UP_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
     try:
         return int(_COMMANDS[args.command](settings, args))
     except (ConfigurationError, FleetError) as exc:
         print(f"fleet-server: {exc}", file=sys.stderr)
         return 2
+
+
+def _log_level_asked(args: argparse.Namespace) -> bool:
+    return getattr(args, "log_level", None) is not None or bool(os.environ.get("FLEET_LOG_LEVEL"))
 
 
 if __name__ == "__main__":
