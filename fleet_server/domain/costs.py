@@ -1,4 +1,4 @@
-"""Cross-customer cost compute (§9): every site's energy priced with its tariff's TOU periods.
+"""Cross-customer cost compute: every site's energy priced with its tariff's TOU periods.
 
 The database groups the raw `energy_kwh` readings of the range into slots — (customer, site,
 priced or not, period) — with the period chosen in SQL from each reading's local weekday and
@@ -50,7 +50,7 @@ class CostQuery:
 
 @dataclass(frozen=True)
 class SiteCost:
-    """One site's bill; money rounded to cents, kWh to 6 places, exactly as §9 prescribes."""
+    """One site's bill; money rounded to cents, kWh to 6 places (docs/DESIGN.md, pricing rules)."""
 
     site_id: int
     site_name: str

@@ -39,7 +39,7 @@ def cost_partitions(engine):
     yield from partitions_for(engine)
 
 
-# ---- the slow reference: one reading at a time, straight from the words of §9 -----------------
+# ---- the slow reference: one reading at a time, straight from the pricing rules -----------------
 
 
 def covered_slots(period: PeriodSpec) -> set[tuple[int, int]]:
