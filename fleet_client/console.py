@@ -31,10 +31,14 @@ def until_reader_leaves(command: Callable[[], int]) -> int:
 def print_error(prog: str, message: str, *, as_json: bool, out: TextIO | None = None, **detail: Any) -> None:
     """`prog: message` on stderr; with `as_json`, `{"error": {"message": …, **detail}}` on `out`.
 
-    `detail` carries what a script branches on (`kind`, the status `code`, the `reason`).
+    `detail` carries what a script branches on (`kind`, the status `code`, the `reason`). When
+    `out` is not a terminal (captured: `TOKEN=$(fleetctl … --json | …)`), the line goes to stderr
+    as well, so the capture does not swallow the reason.
     """
+    out = out or sys.stdout
     if as_json:
         document = {"error": {"message": message, **{k: v for k, v in detail.items() if v is not None}}}
-        print(json.dumps(document, indent=2), file=out or sys.stdout)
-    else:
-        print(f"{prog}: {message}", file=sys.stderr)
+        print(json.dumps(document, indent=2), file=out)
+        if out.isatty():
+            return
+    print(f"{prog}: {message}", file=sys.stderr)

@@ -155,7 +155,10 @@ def test_json_mode_answers_errors_in_json_too(tmp_path: Path, capsys: pytest.Cap
             "kind": "settings",
         }
     }
-    assert capsys.readouterr().err == ""
+    # Captured (not a terminal): the reason is said on stderr too, so `$(…)` does not swallow it.
+    assert capsys.readouterr().err == (
+        "fleet-push: fleet sync is enabled but FLEET_TOKEN, FLEET_SOURCE_URL is not set\n"
+    )
 
 
 def test_once_json_reports_each_resource(

@@ -240,7 +240,7 @@ def test_errors_are_json_under_json(server, admin_token, acme, capsys):
     code = _run(server, admin_token, "--json", "customers", "show", "ACEM")
     captured = capsys.readouterr()
     assert code == 1
-    assert captured.err == ""
+    assert captured.err == "fleetctl: no customer with code ACEM (did you mean ACME?)\n"  # stdout is captured
     assert json.loads(captured.out) == {
         "error": {
             "message": "no customer with code ACEM (did you mean ACME?)",
