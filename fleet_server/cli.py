@@ -44,6 +44,21 @@ def admin_token_file(settings: Settings) -> Path:
     return settings.data_dir / "admin-token"
 
 
+def server_address_file(settings: Settings) -> Path:
+    """Where `make run` leaves the address it serves on, for `export FLEET_SERVER=$(cat …)`."""
+    return settings.data_dir / "server"
+
+
+def _note_address(settings: Settings) -> None:
+    """Write the address clients dial (a port 0 is only known later: then none, not a wrong one)."""
+    path = server_address_file(settings)
+    if settings.listen.rsplit(":", 1)[-1] == "0":
+        path.unlink(missing_ok=True)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(settings.listen + "\n")
+
+
 @contextlib.contextmanager
 def database_url(settings: Settings) -> Iterator[str]:
     """The configured URL, or an embedded PostgreSQL in the data folder kept up while in use."""
@@ -86,6 +101,7 @@ def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
                 _bootstrap_admin_token(settings, db)
             finally:
                 db.close()
+            _note_address(settings)
         serving = replace(settings, database_url=url)
         if settings.workers > 1:
             return supervise(serving)
@@ -154,7 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--bootstrap-admin-token",
         action="store_true",
-        help="on first start, mint an admin token into DATA_DIR/admin-token for fleetctl",
+        help="on first start, mint an admin token into DATA_DIR/admin-token for fleetctl; and write "
+        "the address served on to DATA_DIR/server (what `make run` does)",
     )
 
     mig = commands.add_parser("migrate", help="apply database migrations (alembic upgrade)")

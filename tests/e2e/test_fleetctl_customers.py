@@ -107,6 +107,13 @@ def test_bootstrap_token_file_is_private_and_fleetctl_finds_it_by_default(runnin
     assert result.out.splitlines()[0].split() == ["Code", "Name", "Active", "Created", "Token"]
 
 
+def test_make_run_leaves_its_address_for_export_fleet_server(running: Running) -> None:
+    address = (running.home / ".fleet" / "server").read_text().strip()
+    assert address == running.server.target  # `export FLEET_SERVER=$(cat .fleet/server)` in the README
+    result = _installed_fleetctl(running, "customers", "list", env={"FLEET_SERVER": address})
+    assert result.code == 0, result.err
+
+
 def test_create_prints_the_token_once_and_list_shows_the_customer(
     fleetctl_run: Callable[..., Result],
 ) -> None:
