@@ -186,9 +186,10 @@ def _demo(args: argparse.Namespace, runtime: Runtime) -> int:
         file=out,
     )
     print(f"source URL: {portal.url}", file=out)
+    # Runnable as printed: the token and the server stay in the variables that hold them.
+    print(f"push it:    export FLEET_INGEST_ENABLED=true FLEET_SOURCE_URL={portal.url}", file=out)
     print(
-        f"push it:    FLEET_INGEST_ENABLED=true FLEET_TOKEN=<customer token> FLEET_SOURCE_URL={portal.url} "
-        "fleet-push once",
+        "            fleet-push once    # with FLEET_TOKEN (the customer's token) and FLEET_SERVER set",
         file=out,
     )
     return 0

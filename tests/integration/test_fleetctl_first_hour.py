@@ -207,6 +207,16 @@ def test_a_measurement_table_says_whose_what_and_when_and_names_devices(server, 
     assert lines[5].startswith("Boiler (id 2)      2025-09-01 00:00Z")
 
 
+def test_the_customer_detail_names_what_its_rows_refer_to(server, admin_token, acme, capsys):
+    assert _run(server, admin_token, "customers", "show", "ACME") == 0
+    lines = capsys.readouterr().out.splitlines()
+    devices = lines[lines.index("Devices (2)") + 3 :][:2]
+    assert [line.split()[:5] for line in devices] == [
+        ["1", "Head", "office", "(id", "1)"],
+        ["2", "Head", "office", "(id", "1)"],
+    ]
+
+
 def test_chart_draws_a_sparkline_per_device(server, admin_token, acme, capsys):
     code = _run(
         server, admin_token, "measurements", "ACME", "--metric", "energy_kwh",

@@ -83,6 +83,9 @@ def test_the_tour_points_the_clients_at_the_server_make_run_started() -> None:
     assert "export FLEET_SERVER=$(cat .fleet/server)" in readme
     assert "--server" in readme
     assert "FLEET_TOKEN=fleet_…" not in readme  # a placeholder pasted as a token
+    # `fleet-push status` reads the settings `once` used: they are exported before either runs.
+    assert readme.index("export FLEET_INGEST_ENABLED=true") < readme.index("fleet-push once")
+    assert readme.index("export FLEET_TOKEN=$(fleetctl customers create") < readme.index("fleet-push once")
 
 
 def _tracked_text_files() -> list[Path]:
