@@ -1,1 +1,1 @@
-"""Benchmarks for `make bench` (§12): every figure a ratio against a baseline run alongside."""
+"""Benchmarks for `make bench`: every figure a ratio against a baseline run alongside."""

@@ -1,4 +1,4 @@
-"""`make bench`: every §12 figure, each against a baseline measured in the same run.
+"""`make bench`: every performance figure, each against a baseline measured in the same run.
 
 Prints one table and writes bench/results.json. A bar that is not met is printed as such; the
 benchmark never fails the build (these machines are shared and noisy).

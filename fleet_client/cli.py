@@ -1,7 +1,8 @@
 """`fleet-push`: run the pusher forever, once, show its state, or write a demo portal.
 
-Exit codes: 0 = done (or fleet sync is off), 1 = a push failed, the token was refused or another
-pusher holds the state, 2 = bad settings or arguments.
+Exit codes: 0 = done (or fleet sync is off), 1 = a push failed, the token was refused (`status`
+too, while pushing is stopped by it) or another pusher holds the state, 2 = bad settings or
+arguments. Errors are one line on stderr; with `--json`, a JSON document on stdout.
 """
 
 from __future__ import annotations
@@ -26,16 +27,22 @@ from sqlalchemy.exc import SQLAlchemyError
 from fleet_client.backoff import Backoff
 from fleet_client.client import ChannelFactory, FleetClient
 from fleet_client.clock import Clock, SystemClock
+from fleet_client.console import print_error, until_reader_leaves
 from fleet_client.demo import DEMO_START, create_demo_portal
 from fleet_client.errors import ConfigurationError
+from fleet_client.once_output import causes, print_report, report_json
 from fleet_client.pusher import Pusher
-from fleet_client.report import TickReport
 from fleet_client.resources import MEASUREMENTS
 from fleet_client.settings import PushSettings, settings_help
 from fleet_client.source import SqlSource
+from fleet_client.source_check import PortalUnavailable, check_portal
 from fleet_client.state import PushLocked, PushState, ResourceState
 
 _LOGGER = logging.getLogger(__name__)
+DEFAULT_ENV_FILE = Path(".env")
+# What `once` reports itself, line by line: these loggers would only say it again (unless a log
+# level is asked for).
+_REPORTED_BY_ONCE = ("fleet_client.pusher", "fleet_client.failures", "fleet_client.token_gate")
 OFF_MESSAGE = (
     "fleet sync is off (FLEET_INGEST_ENABLED is not true): nothing is pushed and no connection is opened"
 )
@@ -56,6 +63,14 @@ class Runtime:
         return self.out or sys.stdout
 
 
+def _day(text: str) -> date:
+    """argparse type of `--start`: a calendar day, refused in words a person reads."""
+    try:
+        return date.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a day: use YYYY-MM-DD ({exc})") from None
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fleet-push",
@@ -64,44 +79,71 @@ def _parser() -> argparse.ArgumentParser:
         epilog="settings (environment, or KEY=value lines in the .env file; the environment wins):\n"
         + settings_help(),
     )
-    parser.add_argument("--env-file", type=Path, default=Path(".env"), help="settings file (default ./.env)")
-    parser.add_argument("--log-level", default=None, help="override FLEET_LOG_LEVEL")
+    env_help = "settings file (default ./.env, used when present; a file named here must exist)"
+    level_help = "override FLEET_LOG_LEVEL"
+    parser.add_argument("--env-file", type=Path, default=None, help=env_help)
+    parser.add_argument("--log-level", default=None, help=level_help)
+    # Also accepted after the command (`fleet-push status --env-file portal.env`); SUPPRESS keeps
+    # a value given before the command when none is given after it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--env-file", type=Path, default=argparse.SUPPRESS, help=env_help)
+    common.add_argument("--log-level", default=argparse.SUPPRESS, help=level_help)
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="push every FLEET_INTERVAL_S seconds until SIGTERM/SIGINT")
+    run = commands.add_parser(
+        "run", parents=[common], help="push every FLEET_INTERVAL_S seconds until SIGTERM/SIGINT"
+    )
     run.add_argument("--interval", type=float, default=None, help="seconds between ticks (FLEET_INTERVAL_S)")
-    commands.add_parser("once", help="run one tick and exit")
-    status = commands.add_parser("status", help="print the push state per resource")
+    once = commands.add_parser("once", parents=[common], help="run one tick and exit")
+    once.add_argument("--json", action="store_true", help="the tick's outcome as JSON, for scripts")
+    status = commands.add_parser("status", parents=[common], help="print the push state per resource")
     status.add_argument("--json", action="store_true", help="JSON for scripts")
     demo = commands.add_parser("demo-portal", help="write a sample portal database (SQLite) to PATH")
     demo.add_argument("path", type=Path)
     demo.add_argument("--force", action="store_true", help="replace PATH if it exists")
     demo.add_argument("--days", type=int, default=7, help="days of 15-minute readings (7)")
-    demo.add_argument(
-        "--start", type=date.fromisoformat, default=DEMO_START, help=f"first day, UTC ({DEMO_START})"
-    )
+    demo.add_argument("--start", type=_day, default=DEMO_START, help=f"first day, UTC ({DEMO_START})")
     return parser
 
 
 def main(argv: Sequence[str] | None = None, runtime: Runtime | None = None) -> int:
     runtime = runtime or Runtime()
     args = _parser().parse_args(argv)
+    return until_reader_leaves(lambda: _command(args, runtime))
+
+
+def _command(args: argparse.Namespace, runtime: Runtime) -> int:
+    as_json = bool(getattr(args, "json", False))
     try:
         if args.command == "demo-portal":
             _setup_logging("INFO")
             return _demo(args, runtime)
-        settings = PushSettings.load(runtime.env, args.env_file)
+        settings = _load(runtime, args)
         _setup_logging(args.log_level or settings.log_level)
         if args.command == "status":
-            return _status(settings, args.json, runtime)
+            return _status(settings, as_json, runtime)
         if args.command == "once":
-            return _once(settings, runtime)
+            return _once(settings, args, runtime)
         return _run(settings, args, runtime)
     except ConfigurationError as exc:
-        print(f"fleet-push: {exc}", file=sys.stderr)
+        print_error("fleet-push", str(exc), as_json=as_json, out=runtime.stdout, kind="settings")
         return 2
-    except PushLocked as exc:
-        print(f"fleet-push: {exc}", file=sys.stderr)
+    except PortalUnavailable as exc:
+        print_error("fleet-push", str(exc), as_json=as_json, out=runtime.stdout, kind="portal")
         return 1
+    except PushLocked as exc:
+        print_error("fleet-push", str(exc), as_json=as_json, out=runtime.stdout, kind="locked")
+        return 1
+
+
+def _env_file(args: argparse.Namespace) -> Path:
+    return args.env_file if args.env_file is not None else DEFAULT_ENV_FILE
+
+
+def _load(runtime: Runtime, args: argparse.Namespace) -> PushSettings:
+    """The settings; a file named by `--env-file` must exist (./.env is read only when present)."""
+    if args.env_file is not None and not args.env_file.is_file():
+        raise ConfigurationError(f"--env-file {args.env_file}: no such file")
+    return PushSettings.load(runtime.env, _env_file(args))
 
 
 def _setup_logging(level: str) -> None:
@@ -110,6 +152,21 @@ def _setup_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+
+
+@contextmanager
+def _said_by_the_report(quiet: bool) -> Iterator[None]:
+    """While `once` ticks, silence the loggers whose lines its report says anyway (one line per
+    cause, not three); restored afterwards, so the process (or a test run) keeps its logging."""
+    loggers = [logging.getLogger(name) for name in _REPORTED_BY_ONCE] if quiet else []
+    before = [logger.disabled for logger in loggers]
+    for logger in loggers:
+        logger.disabled = True
+    try:
+        yield
+    finally:
+        for logger, was in zip(loggers, before, strict=True):
+            logger.disabled = was
 
 
 # -- demo-portal ---------------------------------------------------------------------------------
@@ -129,9 +186,10 @@ def _demo(args: argparse.Namespace, runtime: Runtime) -> int:
         file=out,
     )
     print(f"source URL: {portal.url}", file=out)
+    # Runnable as printed: the token and the server stay in the variables that hold them.
+    print(f"push it:    export FLEET_INGEST_ENABLED=true FLEET_SOURCE_URL={portal.url}", file=out)
     print(
-        f"push it:    FLEET_INGEST_ENABLED=true FLEET_TOKEN=<customer token> FLEET_SOURCE_URL={portal.url} "
-        "fleet-push once",
+        "            fleet-push once    # with FLEET_TOKEN (the customer's token) and FLEET_SERVER set",
         file=out,
     )
     return 0
@@ -142,7 +200,11 @@ def _demo(args: argparse.Namespace, runtime: Runtime) -> int:
 
 @contextmanager
 def _pusher(settings: PushSettings, runtime: Runtime) -> Iterator[Pusher]:
-    """A pusher holding the state lock; everything it opened is closed on exit."""
+    """A pusher holding the state lock; everything it opened is closed on exit.
+
+    The settings and the portal are checked first, each failing in one line before anything is
+    dialled; earlier back-off is dropped when the server or the token changed since.
+    """
     settings.require_push_settings()
     clock = runtime.clock or SystemClock()
     client = FleetClient(
@@ -153,10 +215,15 @@ def _pusher(settings: PushSettings, runtime: Runtime) -> Iterator[Pusher]:
         insecure=settings.insecure,
         channel_factory=runtime.channel_factory,
     )
+    check_portal(settings.source_url, settings.source_schema or None)
     state = PushState.open(settings.state_url, clock, settings.lock_stale_s)
     source = SqlSource(settings.source_url, schema=settings.source_schema or None)
     try:
         state.acquire()
+        if state.retarget(settings.push_target()):
+            _LOGGER.info(
+                "FLEET_SERVER or FLEET_TOKEN changed: earlier back-off dropped, every resource is tried now"
+            )
         backoff = settings.backoff()
         if runtime.rand is not None:
             backoff = Backoff(backoff.base_s, backoff.cap_s, runtime.rand)
@@ -168,20 +235,26 @@ def _pusher(settings: PushSettings, runtime: Runtime) -> Iterator[Pusher]:
         client.close()
 
 
-def _print_report(report: TickReport, out: TextIO) -> None:
-    for result in report.results:
-        print(result.describe(width=15), file=out)
-    if report.progress is not None:
-        print(str(report.progress), file=out)
-
-
-def _once(settings: PushSettings, runtime: Runtime) -> int:
+def _once(settings: PushSettings, args: argparse.Namespace, runtime: Runtime) -> int:
+    out = runtime.stdout
     if not settings.ingest_enabled:
         _LOGGER.info(OFF_MESSAGE)
+        if args.json:
+            print(
+                json.dumps({"ok": True, "enabled": False, "resources": [], "errors": []}, indent=2), file=out
+            )
         return 0
-    with _pusher(settings, runtime) as pusher:
+    with _said_by_the_report(args.log_level is None), _pusher(settings, runtime) as pusher:
         report = pusher.tick()
-    _print_report(report, runtime.stdout)
+        block = pusher.state.auth_block() if report.blocked else None
+    if args.json:
+        print(
+            json.dumps({"enabled": True, **report_json(report, settings.server, block)}, indent=2), file=out
+        )
+    else:
+        print_report(report, out)
+        for cause in causes(report, settings.server, block):
+            print(f"fleet-push: {cause}", file=sys.stderr)
     return 0 if report.ok else 1
 
 
@@ -214,18 +287,32 @@ class _Stopper:
 
 
 def _run(settings: PushSettings, args: argparse.Namespace, runtime: Runtime) -> int:
+    """Tick until stopped. Bad settings at start exit (2); a portal that does not answer, or a bad
+    edit later, is logged once per cause and tried again every interval."""
     with _Stopper() as stopper:
         said_off = False
+        started = False
+        said: str | None = None
         while not stopper.event.is_set():
             interval = _interval(args, settings)
             if not settings.ingest_enabled:
                 if not said_off:
-                    _LOGGER.info("%s; %s is re-read every %.0fs", OFF_MESSAGE, args.env_file, interval)
+                    _LOGGER.info("%s; %s is re-read every %.0fs", OFF_MESSAGE, _env_file(args), interval)
                     said_off = True
                 stopper.event.wait(interval)
                 settings = _reload(runtime, args, settings)
                 continue
-            _run_enabled(settings, args, runtime, stopper)
+            try:
+                _run_enabled(settings, args, runtime, stopper)
+                said = None
+            except (ConfigurationError, PortalUnavailable) as exc:
+                if not started and isinstance(exc, ConfigurationError):
+                    raise
+                if str(exc) != said:
+                    _LOGGER.error("%s; trying again every %.0fs", exc, interval)
+                    said = str(exc)
+                stopper.event.wait(interval)
+            started = True
             if stopper.event.is_set():
                 break
             settings = _reload(runtime, args, settings)
@@ -242,7 +329,10 @@ def _interval(args: argparse.Namespace, settings: PushSettings) -> float:
 def _reload(runtime: Runtime, args: argparse.Namespace, current: PushSettings) -> PushSettings:
     """The settings as they are now; a broken edit of the .env keeps the last good ones running."""
     try:
-        return PushSettings.load(runtime.env, args.env_file)
+        fresh = _load(runtime, args)
+        if fresh.ingest_enabled:
+            fresh.require_push_settings()
+        return fresh
     except ConfigurationError as exc:
         _LOGGER.error("%s; keeping the previous settings", exc)
         return current
@@ -279,12 +369,30 @@ def _run_enabled(
                 if not fresh.ingest_enabled:
                     _LOGGER.info("FLEET_INGEST_ENABLED is no longer true: pushing stops")
                     return
+                if _where(fresh) != _where(settings):
+                    _LOGGER.info(
+                        "the server, portal or push-state settings changed: starting again with them"
+                    )
+                    return
                 if fresh.token and fresh.token != settings.token:
                     _LOGGER.info("FLEET_TOKEN changed: using the new token from the next call")
                     pusher.client.set_token(fresh.token)
+                    pusher.state.retarget(fresh.push_target())
                     settings = fresh
         finally:
             stopper.pusher = None
+
+
+def _where(settings: PushSettings) -> tuple[object, ...]:
+    """The settings a running pusher is built from (a change means building it again)."""
+    return (
+        settings.server,
+        settings.tls_options(),
+        settings.insecure,
+        settings.source_url,
+        settings.source_schema,
+        settings.state_url,
+    )
 
 
 # -- status --------------------------------------------------------------------------------------
@@ -330,7 +438,7 @@ def _status(settings: PushSettings, as_json: bool, runtime: Runtime) -> int:
             else {"fingerprint": block.fingerprint, "message": block.message, "at": block.at.isoformat()},
         }
         print(json.dumps(doc, indent=2), file=out)
-        return 0
+        return 0 if block is None else 1
     print(
         f"FLEET_INGEST_ENABLED={'true' if settings.ingest_enabled else 'false'} · server {settings.server} · "
         f"state {_safe_url(settings.state_url)}",
@@ -363,6 +471,7 @@ def _status(settings: PushSettings, as_json: bool, runtime: Runtime) -> int:
             "set FLEET_TOKEN to the current token",
             file=out,
         )
+        return 1
     return 0
 
 

@@ -125,6 +125,20 @@ _BY_CODE: dict[grpc.StatusCode, type[FleetRpcError]] = {
 }
 
 
+# How gRPC words a call that never reached a server (nothing listening, no such host).
+_NEVER_ARRIVED = ("failed to connect to all addresses", "DNS resolution failed")
+
+
+def unreachable_reason(message: str) -> str | None:
+    """For a status message saying the server was never reached, its last words (`Connection
+    refused`, `Domain name not found`); None for anything a server said itself."""
+    first = message.strip().splitlines()[0] if message.strip() else ""
+    first = first.removeprefix("UNAVAILABLE: ")
+    if not first.startswith(_NEVER_ARRIVED):
+        return None
+    return first.rsplit(": ", 1)[-1]
+
+
 def from_rpc_error(error: grpc.RpcError) -> FleetRpcError:
     """The typed error for a failed call; anything without a status becomes UNKNOWN."""
     code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class PushOptions:
-    """The pusher's knobs (defaults per SPEC §7); `fleet-push` fills them from its settings."""
+    """The pusher's knobs (defaults in docs/client.md); `fleet-push` fills them from its settings."""
 
     batch_size: int = 500
     max_rows_per_tick: int = 5_000

@@ -120,5 +120,7 @@ class Pusher:
         quiet = all(r.outcome in (Outcome.UNCHANGED, Outcome.UP_TO_DATE) for r in report.results)
         _LOGGER.log(logging.DEBUG if quiet else logging.INFO, "tick: %s", report.summary())
         if report.progress is not None:
-            _LOGGER.info("%s", report.progress)
+            # fleet-push prints it on stdout (`report.progress`); at INFO a terminal showing
+            # both streams would read every progress line twice.
+            _LOGGER.debug("%s", report.progress)
         return report

@@ -8,6 +8,7 @@ never part of a repr or a log line.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from fleet_client.dotenv import read_dotenv
 from fleet_client.errors import ConfigurationError
 from fleet_client.push_options import PushOptions
 from fleet_client.state import DEFAULT_STATE_URL
+from fleet_client.token_form import check_customer_token
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
@@ -33,7 +35,9 @@ def _setting(default: Any, help_text: str, **extra: Any) -> Any:
 class PushSettings:
     """Everything `fleet-push` can be told. Env var = `FLEET_` + upper-cased field name."""
 
-    ingest_enabled: bool = _setting(False, "push at all; anything but true keeps fleet sync off (opt-in)")
+    ingest_enabled: bool = _setting(
+        False, "push at all: true to push; unset or false keeps fleet sync off (opt-in)"
+    )
     server: str = _setting("127.0.0.1:50051", "host:port of fleet-server")
     token: str = _setting("", "the customer token issued by the operator (fleet_…)", repr=False)
     source_url: str = _setting("", "SQLAlchemy URL of the portal database (e.g. sqlite:///portal.db)")
@@ -103,10 +107,20 @@ class PushSettings:
         return Backoff(base_s=self.backoff_base_s, cap_s=self.backoff_cap_s)
 
     def require_push_settings(self) -> None:
-        """The settings a push cannot do without, checked before anything is opened."""
+        """The settings a push cannot do without, checked before anything is opened or dialled."""
         missing = [env_name(name) for name in ("token", "source_url", "server") if not getattr(self, name)]
         if missing:
             raise ConfigurationError(f"fleet sync is enabled but {', '.join(missing)} is not set")
+        check_customer_token(self.token.strip())
+
+    def push_target(self) -> str:
+        """A fingerprint of where and as whom this pusher pushes (server and token, not reversible).
+
+        When it changes, earlier failures say nothing about the next attempt: the push state
+        drops their back-off (`PushState.retarget`).
+        """
+        seen = f"{self.server.strip()}\n{self.token.strip()}".encode()
+        return hashlib.sha256(seen).hexdigest()[:16]
 
 
 def env_name(field_name: str) -> str:
@@ -126,14 +140,16 @@ def _parse(f: dataclasses.Field[Any], raw: str) -> Any:
     kind = str(f.type)
     value = raw.strip()
     if kind == "bool":
-        # Opt-in: only an explicit yes turns a switch on; anything unrecognised is refused loudly
-        # except for the master switch, where "not true" simply means off.
+        # Opt-in: only an explicit yes turns a switch on, and anything unrecognised is refused
+        # loudly, the master switch included: `ture` must not pass for a deliberate "off".
         lowered = value.lower()
         if lowered in _TRUE:
             return True
-        if lowered in _FALSE or f.name == "ingest_enabled":
+        if lowered in _FALSE:
             return False
-        raise ConfigurationError(f"{env_name(f.name)}: {raw!r} is not true/false")
+        raise ConfigurationError(
+            f"{env_name(f.name)}: {raw!r} is not true/false (true, yes, on, 1 or false, no, off, 0)"
+        )
     try:
         if kind == "int":
             return int(value)

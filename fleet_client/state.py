@@ -54,6 +54,7 @@ _LOGGER = logging.getLogger(__name__)
 DEFAULT_STATE_URL = "sqlite:///.fleet/push-state.sqlite3"
 """Next to the server's own `.fleet/` data folder convention (git-ignored in this repository)."""
 _AUTH_BLOCK = "auth_block"
+_PUSH_TARGET = "push_target"
 
 _metadata = MetaData()
 
@@ -320,6 +321,29 @@ class PushState:
             self._fence(conn)
             conn.execute(delete(meta_table).where(meta_table.c.key == _AUTH_BLOCK))
             conn.execute(insert(meta_table).values(key=_AUTH_BLOCK, value=value))
+
+    def retarget(self, target: str) -> bool:
+        """Record `target` (`PushSettings.push_target`); when it differs from the last one, clear
+        every resource's failure streak and back-off, and say so (True).
+
+        Failures against another address or with another token (a placeholder pasted by mistake)
+        predict nothing about this one, so the corrected settings are tried at once. The cursor and
+        the acknowledged snapshot hashes stay: a new address of the same server and a rotated
+        token of the same customer change nothing the server holds.
+        """
+        with self.engine.begin() as conn:
+            self._fence(conn)
+            before = conn.scalar(select(meta_table.c.value).where(meta_table.c.key == _PUSH_TARGET))
+            if before == target:
+                return False
+            conn.execute(delete(meta_table).where(meta_table.c.key == _PUSH_TARGET))
+            conn.execute(insert(meta_table).values(key=_PUSH_TARGET, value=target))
+            reset = conn.execute(
+                update(state_table)
+                .where((state_table.c.failures > 0) | state_table.c.next_attempt.is_not(None))
+                .values(failures=0, next_attempt=None)
+            )
+        return before is not None and reset.rowcount > 0
 
     def clear_auth_block(self) -> None:
         with self.engine.begin() as conn:

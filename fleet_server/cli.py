@@ -26,17 +26,37 @@ from fleet_server.domain.admin_tokens import (
 )
 from fleet_server.errors import FleetError
 from fleet_server.logs import configure_logging
-from fleet_server.server import ConfigurationError, check_settings, serve
+from fleet_server.server import ConfigurationError, check_settings, probe_bind, serve
 from fleet_server.supervisor import supervise
 
 _LOGGER = logging.getLogger("fleet_server")
 
 BOOTSTRAP_TOKEN_NAME = "local-admin"
+# What `migrate` and `admin-token` use of the settings; the serving ones are `serve`'s alone.
+DATABASE_SETTINGS = ("database_url", "data_dir", "log_level")
+# Start-up narration an `admin-token` command does not print unless a log level is asked for:
+# its output is the token (or the list), and scripts capture it.
+_START_UP_LOGGERS = ("fleet_server", "alembic")
 
 
 def admin_token_file(settings: Settings) -> Path:
     """Where `make run` leaves the bootstrap admin token (git-ignored, mode 0600)."""
     return settings.data_dir / "admin-token"
+
+
+def server_address_file(settings: Settings) -> Path:
+    """Where `make run` leaves the address it serves on, for `export FLEET_SERVER=$(cat …)`."""
+    return settings.data_dir / "server"
+
+
+def _note_address(settings: Settings) -> None:
+    """Write the address clients dial (a port 0 is only known later: then none, not a wrong one)."""
+    path = server_address_file(settings)
+    if settings.listen.rsplit(":", 1)[-1] == "0":
+        path.unlink(missing_ok=True)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(settings.listen + "\n")
 
 
 @contextlib.contextmanager
@@ -71,6 +91,7 @@ def _bootstrap_admin_token(settings: Settings, db: Database) -> None:
 
 def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     check_settings(settings)  # before the database starts: a bad flag fails fast and says why
+    probe_bind(settings.listen)  # and so does a busy port
     with database_url(settings) as url:
         if args.migrate or not settings.database_url:
             migrate.upgrade(url)
@@ -80,6 +101,7 @@ def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
                 _bootstrap_admin_token(settings, db)
             finally:
                 db.close()
+            _note_address(settings)
         serving = replace(settings, database_url=url)
         if settings.workers > 1:
             return supervise(serving)
@@ -148,15 +170,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--bootstrap-admin-token",
         action="store_true",
-        help="on first start, mint an admin token into DATA_DIR/admin-token for fleetctl",
+        help="on first start, mint an admin token into DATA_DIR/admin-token for fleetctl; and write "
+        "the address served on to DATA_DIR/server (what `make run` does)",
     )
 
     mig = commands.add_parser("migrate", help="apply database migrations (alembic upgrade)")
-    Settings.add_arguments(mig)
+    Settings.add_arguments(mig, only=DATABASE_SETTINGS)
     mig.add_argument("revision", nargs="?", default="head", help="target revision (head)")
 
     tokens = commands.add_parser("admin-token", help="manage operator tokens (direct DB access)")
-    Settings.add_arguments(tokens)
+    Settings.add_arguments(tokens, only=DATABASE_SETTINGS)
     actions = tokens.add_subparsers(dest="action", required=True)
     create = actions.add_parser("create", help="mint a token and print it once")
     create.add_argument("name", help="who or what the token is for")
@@ -177,11 +200,18 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = Settings.from_args(args)
     configure_logging(settings.log_level)
+    if args.command == "admin-token" and not _log_level_asked(args):
+        for name in _START_UP_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
     try:
         return int(_COMMANDS[args.command](settings, args))
     except (ConfigurationError, FleetError) as exc:
         print(f"fleet-server: {exc}", file=sys.stderr)
         return 2
+
+
+def _log_level_asked(args: argparse.Namespace) -> bool:
+    return getattr(args, "log_level", None) is not None or bool(os.environ.get("FLEET_LOG_LEVEL"))
 
 
 if __name__ == "__main__":

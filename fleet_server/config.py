@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,13 +106,16 @@ class Settings:
         return cls(**values)
 
     @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+    def add_arguments(cls, parser: argparse.ArgumentParser, only: Collection[str] | None = None) -> None:
         """One flag per setting (`--max-message-bytes`); absent from the namespace unless given.
 
         Added to the top-level parser and to each subcommand, so both `fleet-server --listen X
         serve` and `fleet-server serve --listen X` work and neither level resets the other.
+        `only` names the settings a subcommand uses, so its `--help` lists those and no others.
         """
         for f in dataclasses.fields(cls):
+            if only is not None and f.name not in only:
+                continue
             flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
             env = f"FLEET_{f.name.upper()}"
             help_text = f"{f.metadata['help']} [env {env}; default {f.default}]"

@@ -64,6 +64,8 @@ class Reason(StrEnum):
     STREAM_IDLE = "STREAM_IDLE"
     # Costs.
     UNKNOWN_TIMEZONE = "UNKNOWN_TIMEZONE"
+    # Measurement queries: the customer has no reading of that metric at all (a typo, most likely).
+    METRIC_UNKNOWN = "METRIC_UNKNOWN"
     # The database: busy (no turn in time), gone, or too slow; always with a retry hint.
     DATABASE_BUSY = "DATABASE_BUSY"
     DATABASE_UNAVAILABLE = "DATABASE_UNAVAILABLE"

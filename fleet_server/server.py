@@ -7,6 +7,7 @@ import contextlib
 import ipaddress
 import logging
 import os
+import socket
 from dataclasses import dataclass, field, replace
 
 import grpc
@@ -90,8 +91,19 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
     )
 
 
+def check_listen(listen: str) -> None:
+    """Refuse a `--listen` that gRPC would not bind as written (it maps port 99999 to a random one)."""
+    host, colon, port = listen.rpartition(":")
+    if not colon or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigurationError(
+            f"--listen {listen}: expected host:port with a port from 0 to 65535 "
+            "(127.0.0.1:50051, [::1]:50051)"
+        )
+
+
 def check_settings(settings: Settings) -> None:
     """Refuse bad settings before anything starts (database, workers), with a message saying why."""
+    check_listen(settings.listen)
     server_credentials(settings)
     positive = {
         "--workers": settings.workers,
@@ -211,6 +223,52 @@ def _enable_reflection(server: grpc.aio.Server) -> None:
     )
 
 
+def probe_bind(listen: str) -> None:
+    """Bind `listen` with a plain socket first, so a busy or foreign address fails with the OS's
+    reason in one line (gRPC's own failure logs two lines of C-core text and says no more)."""
+    host, _, port = listen.rpartition(":")
+    try:
+        addresses = socket.getaddrinfo(host.strip("[]"), int(port), type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ConfigurationError(f"cannot listen on {listen}: {exc.strerror}") from None
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC binds
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                raise ConfigurationError(
+                    f"cannot listen on {listen}: {exc.strerror}; choose another address with "
+                    "--listen or FLEET_LISTEN"
+                ) from None
+
+
+def _bind(
+    server: grpc.aio.Server, listen: str, credentials: grpc.ServerCredentials | None, *, shared: bool
+) -> int:
+    """The port bound for `listen`; a busy or foreign address is a one-line ConfigurationError.
+
+    `shared` (several workers on one port through SO_REUSEPORT) skips the probe: the siblings
+    hold the port already, and rightly.
+    """
+    check_listen(listen)
+    if not shared:
+        probe_bind(listen)
+    try:
+        if credentials is None:
+            port = int(server.add_insecure_port(listen))
+        else:
+            port = int(server.add_secure_port(listen, credentials))
+    except RuntimeError:  # grpc's "Failed to bind to address …", with no more detail to give
+        port = 0
+    if port == 0:
+        raise ConfigurationError(
+            f"cannot listen on {listen}: the port is in use (another fleet-server?) or the address "
+            "is not one of this machine's; choose another with --listen or FLEET_LISTEN"
+        )
+    return port
+
+
 # HTTP/2 keepalive and connection lifetime; docs/operations.md gives each value's reason.
 KEEPALIVE_TIME_MS = 60_000
 KEEPALIVE_TIMEOUT_MS = 20_000
@@ -277,12 +335,7 @@ async def start_server(app: App, listen: str | None = None) -> RunningServer:
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if settings.reflection:
         _enable_reflection(server)
-    if credentials is None:
-        port = server.add_insecure_port(settings.listen)
-    else:
-        port = server.add_secure_port(settings.listen, credentials)
-    if port == 0:
-        raise ConfigurationError(f"could not bind {settings.listen}")
+    port = _bind(server, settings.listen, credentials, shared=settings.workers > 1)
     database_health = _DatabaseHealth.for_app(app)
     await database_health.update(health_servicer)
     await server.start()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -16,11 +17,15 @@ def start_embedded(data_dir: Path, database: str = "fleet") -> tuple[str, Any]:
     pgserver shares one postmaster per data folder between processes and stops it when the last
     user exits, so several `fleet-server` workers (and a test run) can point at one folder.
     """
-    import pgserver  # imported here: only the embedded mode needs it
-
     pg_dir = (data_dir / "pg").resolve()
     pg_dir.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(pg_dir, cleanup_mode="stop")  # type: ignore[attr-defined]
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, su, cron) and falls back
+        # to /tmp/runtime-$UID, which serves pgserver just as well: not worth a line on every start.
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+        import pgserver  # imported here: only the embedded mode needs it
+
+        server = pgserver.get_server(pg_dir, cleanup_mode="stop")  # type: ignore[attr-defined]
     exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{database}';")
     if "1 row" not in exists:
         server.psql(f'CREATE DATABASE "{database}";')

@@ -1,4 +1,4 @@
-"""The central schema (§5): customers, admin tokens and every customer's mirrored portal data.
+"""The central schema: customers, admin tokens and every customer's mirrored portal data.
 
 Every customer-owned table leads with `customer_id` and has a composite key `(customer_id, id)`;
 every foreign key includes `customer_id`. Two customers' trees can never reference each other,

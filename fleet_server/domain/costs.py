@@ -1,4 +1,4 @@
-"""Cross-customer cost compute (§9): every site's energy priced with its tariff's TOU periods.
+"""Cross-customer cost compute: every site's energy priced with its tariff's TOU periods.
 
 The database groups the raw `energy_kwh` readings of the range into slots — (customer, site,
 priced or not, period) — with the period chosen in SQL from each reading's local weekday and
@@ -21,9 +21,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy.orm import Session
 
 from fleet_server.domain import tou
-from fleet_server.domain.customers import check_code
+from fleet_server.domain.customers import check_code, unknown_customers
 from fleet_server.domain.rules import check_range
-from fleet_server.errors import FailedPrecondition, NotFound, Reason, Violations
+from fleet_server.errors import FailedPrecondition, Reason, Violations
 from fleet_server.store import costs, reference
 from fleet_server.store import customers as customer_store
 from fleet_server.store.costs import EnergySlot, UnconvertibleTimezones
@@ -50,7 +50,7 @@ class CostQuery:
 
 @dataclass(frozen=True)
 class SiteCost:
-    """One site's bill; money rounded to cents, kWh to 6 places, exactly as §9 prescribes."""
+    """One site's bill; money rounded to cents, kWh to 6 places (docs/DESIGN.md, pricing rules)."""
 
     site_id: int
     site_name: str
@@ -63,6 +63,7 @@ class SiteCost:
     vat: Decimal
     total: Decimal
     unpriced_kwh: Decimal
+    tariff_name: str = ""  # empty when the site names no tariff, or one never pushed
 
 
 @dataclass(frozen=True)
@@ -85,14 +86,17 @@ class CostReport:
     readings: int
 
 
-def check_query(query: CostQuery, max_span_days: int) -> tuple[datetime, datetime]:
+def check_query(
+    query: CostQuery, max_span_days: int, session: Session | None = None
+) -> tuple[datetime, datetime]:
     """The validated `[start, end)`; every problem with the request reported at once.
 
-    A range may reach into the future (a month's bill while the month runs).
+    A range may reach into the future (a month's bill while the month runs). With a `session`,
+    a malformed code is answered with the code it probably meant.
     """
     problems = Violations()
     for index, code in enumerate(query.codes):
-        check_code(code, f"codes[{index}]", problems)
+        check_code(code, f"codes[{index}]", problems, session)
     check_range(query.start, query.end, problems, max_span=timedelta(days=max_span_days))
     problems.raise_if_any()
     assert query.start is not None
@@ -106,7 +110,7 @@ def compute_costs(session: Session, query: CostQuery, max_span_days: int) -> Cos
     Runs in one REPEATABLE READ snapshot so the sites, tariffs and periods read here are the
     ones the aggregation prices with, even while a portal pushes.
     """
-    start, end = check_query(query, max_span_days)
+    start, end = check_query(query, max_span_days, session)
     session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
     customers = _customers(session, query.codes)
     ids = [customer_id for customer_id, _ in customers]
@@ -149,11 +153,7 @@ def _customers(session: Session, codes: Sequence[str]) -> list[tuple[int, str]]:
     found = customer_store.ids_by_code(session, wanted)
     missing = sorted(set(wanted) - {code for _, code in found})
     if missing:
-        raise NotFound(
-            f"unknown customer code{'s' if len(missing) > 1 else ''}: {', '.join(missing)}",
-            reason=Reason.CUSTOMER_NOT_FOUND,
-            metadata={"codes": ",".join(missing)},
-        )
+        raise unknown_customers(session, missing)
     return found
 
 
@@ -242,6 +242,7 @@ def _bill_site(
         vat=amounts.vat,
         total=amounts.total,
         unpriced_kwh=unpriced,
+        tariff_name=tariff.name,
     )
 
 

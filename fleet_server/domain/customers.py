@@ -7,7 +7,9 @@ only in the `IssuedCustomer` a function returns; the database sees their SHA-256
 
 from __future__ import annotations
 
+import difflib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -20,6 +22,9 @@ from fleet_server.store import customers as store
 from fleet_server.store.customers import StoredCustomer
 
 CODE_PATTERN = re.compile(r"[A-Z0-9_-]{2,32}")
+# A "did you mean" compares spellings against at most this many codes (a miss is rare and an
+# operator's; beyond it, only a different case is looked up).
+_SPELLING_CANDIDATES = 10_000
 MAX_NAME_LENGTH = 200
 # A grace window is a hand-over period, not a second permanent credential: a rotation whose old
 # token outlives a month has not really rotated anything.
@@ -61,10 +66,51 @@ class IssuedCustomer:
     token: str
 
 
-def check_code(code: str, path: str, problems: Violations) -> None:
-    """Record a code that can never name a customer, so a typo reads as a typo, not NOT_FOUND."""
+def check_code(code: str, path: str, problems: Violations, session: Session | None = None) -> None:
+    """Record a code that can never name a customer, so a typo reads as a typo, not NOT_FOUND;
+    with a `session`, the customer it was probably meant to name (`acme` → ACME)."""
     if not CODE_PATTERN.fullmatch(code):
-        problems.add(path, "must match [A-Z0-9_-]{2,32}")
+        problems.add(path, "must match [A-Z0-9_-]{2,32}" + _did_you_mean(session, code))
+
+
+def unknown_customers(session: Session, codes: Sequence[str]) -> NotFound:
+    """The one refusal of well-formed codes that name no customer, every lookup by code alike.
+
+    Each code gets the existing code it most likely meant, when one is close: these calls are
+    an operator's (admin token), who may see every code.
+    """
+    wanted = list(codes)
+    hints = {code: nearest for code in wanted if (nearest := _nearest(session, code)) is not None}
+    listed = ", ".join(f"{code} (did you mean {hints[code]}?)" if code in hints else code for code in wanted)
+    metadata = {"codes": ",".join(wanted)}
+    if len(wanted) == 1:
+        metadata["code"] = wanted[0]
+        if wanted[0] in hints:
+            metadata["did_you_mean"] = hints[wanted[0]]
+    plural = len(wanted) > 1
+    return NotFound(
+        f"no customer{'s' if plural else ''} with code{'s' if plural else ''} {listed}",
+        reason=Reason.CUSTOMER_NOT_FOUND,
+        metadata=metadata,
+    )
+
+
+def _nearest(session: Session, code: str) -> str | None:
+    """The existing code `code` most likely meant: the same letters in upper case, else a close
+    spelling (`ACEM` → ACME). Beyond `_SPELLING_CANDIDATES` customers only the case is tried."""
+    candidates = store.codes(session, _SPELLING_CANDIDATES + 1)
+    upper = code.strip().upper()
+    if upper != code and upper in candidates:
+        return upper
+    if len(candidates) > _SPELLING_CANDIDATES:
+        return upper if upper != code and store.code_taken(session, upper) else None
+    close = difflib.get_close_matches(upper, [c for c in candidates if c != code], n=1, cutoff=0.75)
+    return close[0] if close else None
+
+
+def _did_you_mean(session: Session | None, code: str) -> str:
+    nearest = _nearest(session, code) if session is not None and code.strip() else None
+    return f" (did you mean {nearest}?)" if nearest else ""
 
 
 def create_customer(session: Session, code: str, name: str, now: datetime) -> IssuedCustomer:
@@ -93,13 +139,11 @@ def _code_taken(code: str) -> AlreadyExists:
 
 def _load(session: Session, code: str, *, lock: bool = False) -> StoredCustomer:
     problems = Violations()
-    check_code(code, "code", problems)
+    check_code(code, "code", problems, session)
     problems.raise_if_any()
     customer = store.load(session, code, lock=lock)
     if customer is None:
-        raise NotFound(
-            f"no customer with code {code}", reason=Reason.CUSTOMER_NOT_FOUND, metadata={"code": code}
-        )
+        raise unknown_customers(session, [code])
     return customer
 
 

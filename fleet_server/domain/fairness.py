@@ -1,4 +1,4 @@
-"""Ingest fairness (§6): one measurement stream per customer, and a per-customer row budget.
+"""Ingest fairness: one measurement stream per customer, and a per-customer row budget.
 
 Exclusivity must hold across every server process behind the load balancer, so it is a
 PostgreSQL advisory lock held for the stream's life (`store.locks.StreamLocks`, which also says

@@ -7,16 +7,20 @@ at once before anything is read. The SQL, the bucket arithmetic and the chunked 
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from datetime import datetime
+
+from sqlalchemy.orm import Session
 
 from fleet_server.db.scheduler import Turn
 from fleet_server.db.session import Database
 from fleet_server.domain import customers
 from fleet_server.domain.measurements import METRIC_PATTERN
 from fleet_server.domain.rules import check_range
-from fleet_server.errors import Violations
+from fleet_server.errors import NotFound, Reason, Violations
+from fleet_server.store import metric_catalog
 from fleet_server.store.measurement_reads import (
     Bucket,
     CustomerSummary,
@@ -95,8 +99,26 @@ async def stream_points(
         if points:
             yield points
         if len(points) < chunk_size:
-            return
+            break
         after = chunk_end(points)
+    if after is None and not points:
+        await reader.run(turn, _check_metric_known, customer_id, request.code, request.metric)
+
+
+def _check_metric_known(session: Session, customer_id: int, code: str, metric: str) -> None:
+    """NOT_FOUND (METRIC_UNKNOWN) when nothing was found because the customer has no reading of
+    `metric` at all; an empty range of a known metric is simply empty."""
+    if metric_catalog.has_metric(session, customer_id, metric):
+        return
+    known = metric_catalog.metrics_of(session, customer_id)
+    close = difflib.get_close_matches(metric, known, n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    listed = f"; it has {', '.join(known)}" if known else "; it has no readings yet"
+    raise NotFound(
+        f"customer {code} has no readings of metric {metric}{hint}{listed}",
+        reason=Reason.METRIC_UNKNOWN,
+        metadata={"code": code, "metric": metric, "metrics": ",".join(known)},
+    )
 
 
 async def summarize(reader: Database, turn: Turn, request: SummaryRequest) -> list[CustomerSummary]:

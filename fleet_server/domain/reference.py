@@ -116,7 +116,7 @@ def apply_sites(
     """Make `snapshot` the customer's sites. Deleting a site deletes its devices (cascade).
 
     A site's `municipality_id` and `tariff_id` are soft references: sites are pushed before
-    municipalities and tariffs (§7), so requiring them would fail every first sync.
+    municipalities and tariffs (docs/client.md), so requiring them would fail every first sync.
     """
     rows = validate_sites(snapshot)
     customers.hold_active(session, customer_id)

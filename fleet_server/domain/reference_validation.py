@@ -1,4 +1,4 @@
-"""Reference-data snapshots as received, and the §10 rules every item must pass before anything is written.
+"""Reference-data snapshots as received, and the rules every item must pass before anything is written.
 
 Validation is pure (no database): it sees the whole snapshot at once, so it reports every bad
 field and every duplicate id with the path the caller used (`tariffs[3].periods[1].rate`, the

@@ -1,4 +1,4 @@
-"""The time rules shared by every kind of data and query (§10): one check for an instant, one for a range."""
+"""The time rules shared by every kind of data and query: one check for an instant, one for a range."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Token minting and hashing (§4): a recognisable prefix, 32 random bytes, a checksum suffix.
+"""Token minting and hashing: a recognisable prefix, 32 random bytes, a checksum suffix.
 
 `fleet_…` for customers, `fleetadm_…` for operators, so secret scanners and humans can tell
 what leaked. The 6-character CRC32 suffix (GitHub-style) lets a typo be told from an unknown

@@ -1,4 +1,4 @@
-"""The pricing arithmetic of §9, pure: kWh and money rounding, period lines, fixed-charge pro-rata.
+"""The pricing arithmetic, pure: kWh and money rounding, period lines, fixed-charge pro-rata.
 
 The database does the heavy lifting of `ComputeCosts`: it converts each reading to kWh and
 matches it to its TOU period while grouping millions of readings into a few hundred slots
@@ -22,7 +22,7 @@ MONEY_PLACES = Decimal("0.01")
 DEFAULT_PERIOD_ID = 0
 DEFAULT_PERIOD_NAME = "default"
 # Enough digits that no product or sum on the money path is ever rounded before the one
-# rounding §9 prescribes (kWh with 6 places times rates with any scale a tariff carries).
+# rounding the pricing rules prescribe (kWh with 6 places times rates with any scale a tariff carries).
 _EXACT = Context(prec=60, rounding=ROUND_HALF_UP)
 _ONE_MICROSECOND = timedelta(microseconds=1)
 
@@ -68,7 +68,7 @@ def ordered_lines(lines: Iterable[PeriodLine]) -> list[PeriodLine]:
 
 @dataclass(frozen=True)
 class SiteAmounts:
-    """A site's bill totals, each already rounded as §9 prescribes."""
+    """A site's bill totals, each already rounded as the pricing rules prescribe."""
 
     energy_kwh: Decimal
     energy_cost: Decimal

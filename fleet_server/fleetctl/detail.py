@@ -7,6 +7,7 @@ how many more there are and which command lists them all (`fleetctl/listings.py`
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
 from typing import Any
 
 from fleet.v1 import query_service_pb2 as pb
@@ -33,19 +34,29 @@ DEVICE_COLUMNS = ("ID", "Site", "Name", "Serial", "Kind")
 MUNICIPALITY_COLUMNS = ("ID", "Name", "Region")
 
 
-def site_row(s: resources_pb2.Site) -> tuple[Any, ...]:
+Names = Mapping[int, str]
+_NONE: Names = {}
+
+
+def labelled(names: Names, item_id: int) -> str:
+    """A referenced item as `Name (id N)`; the bare id when its name is not at hand."""
+    name = names.get(item_id)
+    return f"{name} (id {item_id})" if name else f"id {item_id}"
+
+
+def site_row(s: resources_pb2.Site, municipalities: Names = _NONE, tariffs: Names = _NONE) -> tuple[Any, ...]:
     return (
         s.id,
         s.name,
         s.timezone,
-        s.municipality_id if s.HasField("municipality_id") else "-",
-        s.tariff_id if s.HasField("tariff_id") else "-",
+        labelled(municipalities, s.municipality_id) if s.HasField("municipality_id") else "-",
+        labelled(tariffs, s.tariff_id) if s.HasField("tariff_id") else "-",
         s.address,
     )
 
 
-def device_row(d: resources_pb2.Device) -> tuple[Any, ...]:
-    return (d.id, d.site_id, d.name, d.serial_number, d.kind)
+def device_row(d: resources_pb2.Device, sites: Names = _NONE) -> tuple[Any, ...]:
+    return (d.id, labelled(sites, d.site_id), d.name, d.serial_number, d.kind)
 
 
 def municipality_row(m: resources_pb2.Municipality) -> tuple[Any, ...]:
@@ -111,8 +122,13 @@ def render_detail(detail: pb.GetCustomerDetailResponse) -> str:
         f"Active: {_yes_no(c.is_active)}   Created: {when(c.created_at)}   "
         f"Token issued: {when(c.token_issued_at)}"
     )
-    sites = table(SITE_COLUMNS, [site_row(s) for s in detail.sites])
-    devices = table(DEVICE_COLUMNS, [device_row(d) for d in detail.devices])
+    # Names of what the rows refer to, from the first pages this detail carries (a reference
+    # beyond them shows its id).
+    municipality_names = {m.id: m.name for m in detail.municipalities}
+    tariff_names = {view.tariff.id: view.tariff.name for view in detail.tariffs}
+    site_names = {s.id: s.name for s in detail.sites}
+    sites = table(SITE_COLUMNS, [site_row(s, municipality_names, tariff_names) for s in detail.sites])
+    devices = table(DEVICE_COLUMNS, [device_row(d, site_names) for d in detail.devices])
     municipalities = table(MUNICIPALITY_COLUMNS, [municipality_row(m) for m in detail.municipalities])
     tariffs = "\n\n".join(tariff_card(view) for view in detail.tariffs)
     sync = table(

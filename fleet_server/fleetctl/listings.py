@@ -9,7 +9,7 @@ once and are never all held in memory (the table's column widths come from the f
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +21,7 @@ from fleet_server.fleetctl.detail import (
     DEVICE_COLUMNS,
     MUNICIPALITY_COLUMNS,
     SITE_COLUMNS,
+    Names,
     device_row,
     municipality_row,
     site_row,
@@ -32,29 +33,49 @@ from fleet_server.fleetctl.render import message_dict, print_json_list, print_ta
 PAGE_SIZE = 1000
 
 
+# The names a row needs, by list: {"sites": {1: "Head office"}, …}.
+NamesByList = Mapping[str, Names]
+
+
 @dataclass(frozen=True)
 class _List:
     """One list RPC: how to call it, which field holds the items, how a row of its table reads.
 
-    A list without `row` prints its items as cards (tariffs).
+    A list without `row` prints its items as cards (tariffs). `refers_to` names the lists whose
+    names its rows show instead of bare ids (read whole, before the first row is printed).
     """
 
     method: str
     request: Callable[..., Message]
     field: str
     columns: tuple[str, ...] = ()
-    row: Callable[[Any], tuple[Any, ...]] | None = None
+    row: Callable[[Any, NamesByList], tuple[Any, ...]] | None = None
+    refers_to: tuple[str, ...] = ()
 
 
 _LISTS = {
-    "sites": _List("ListSites", pb.ListSitesRequest, "sites", SITE_COLUMNS, site_row),
-    "devices": _List("ListDevices", pb.ListDevicesRequest, "devices", DEVICE_COLUMNS, device_row),
+    "sites": _List(
+        "ListSites",
+        pb.ListSitesRequest,
+        "sites",
+        SITE_COLUMNS,
+        lambda s, names: site_row(s, names["municipalities"], names["tariffs"]),
+        ("municipalities", "tariffs"),
+    ),
+    "devices": _List(
+        "ListDevices",
+        pb.ListDevicesRequest,
+        "devices",
+        DEVICE_COLUMNS,
+        lambda d, names: device_row(d, names["sites"]),
+        ("sites",),
+    ),
     "municipalities": _List(
         "ListMunicipalities",
         pb.ListMunicipalitiesRequest,
         "municipalities",
         MUNICIPALITY_COLUMNS,
-        municipality_row,
+        lambda m, _names: municipality_row(m),
     ),
     "tariffs": _List("ListTariffs", pb.ListTariffsRequest, "tariffs"),
 }
@@ -77,6 +98,30 @@ def pages(connection: Connection, noun: str, code: str) -> Iterator[list[Any]]:
             return
 
 
+def names_of(connection: Connection, noun: str, code: str) -> dict[int, str]:
+    """Every item of list `noun` of customer `code` by id, as its name."""
+    names: dict[int, str] = {}
+    for page in pages(connection, noun, code):
+        for item in page:
+            record = item.tariff if noun == "tariffs" else item
+            names[record.id] = record.name
+    return names
+
+
+def device_names(connection: Connection, code: str, wanted: set[int]) -> dict[int, str]:
+    """The names of the devices in `wanted`, reading the device list in id order only as far as
+    the largest of them (a query of a few devices of a large customer reads a page or two)."""
+    names: dict[int, str] = {}
+    if not wanted:
+        return names
+    last = max(wanted)
+    for page in pages(connection, "devices", code):
+        names.update((d.id, d.name) for d in page if d.id in wanted)
+        if len(names) == len(wanted) or (page and page[-1].id >= last):
+            break
+    return names
+
+
 def _print_tariffs(views: Iterator[list[pb.TariffView]]) -> None:
     shown = 0
     for page in views:
@@ -91,14 +136,16 @@ def _run(noun: str) -> Callable[[argparse.Namespace, Connection], int]:
     listing = _LISTS[noun]
 
     def run(args: argparse.Namespace, connection: Connection) -> int:
-        found = pages(connection, noun, args.code)
         row = listing.row
         if getattr(args, "json", False):
+            found = pages(connection, noun, args.code)
             print_json_list(noun, (message_dict(item) for page in found for item in page))
         elif row is None:
-            _print_tariffs(found)
+            _print_tariffs(pages(connection, noun, args.code))
         else:
-            rows = ([row(item) for item in page] for page in found)
+            names = {other: names_of(connection, other, args.code) for other in listing.refers_to}
+            found = pages(connection, noun, args.code)
+            rows = ([row(item, names) for item in page] for page in found)
             print_table_pages(listing.columns, rows, f"No {noun} synced yet.")
         return 0
 

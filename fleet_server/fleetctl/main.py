@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 from typing import Any
 
 import grpc
 
+from fleet_client.console import print_error, until_reader_leaves
 from fleet_server.fleetctl import connection as conn
-from fleet_server.fleetctl.errors import describe_rpc_error
+from fleet_server.fleetctl.errors import UsageError, describe_rpc_error, error_detail
 
 # Command modules under fleet_server/fleetctl/, each exposing register(cli: Cli).
 _MODULES: tuple[str, ...] = ("customers", "detail", "listings", "costs", "measurements")
@@ -58,21 +58,27 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # `fleetctl … | head` ends quietly: the reader leaving is not an error.
+    return until_reader_leaves(lambda: _command(args))
+
+
+def _command(args: argparse.Namespace) -> int:
+    """Run the parsed command: an error is one line on stderr, or JSON on stdout under `--json`."""
+    as_json = bool(getattr(args, "json", False))
     try:
         connection = conn.connect(args)
     except conn.MissingToken as exc:
-        print(f"fleetctl: {exc}", file=sys.stderr)
+        print_error("fleetctl", str(exc), as_json=as_json, kind="settings")
         return 2
     try:
         return int(args.run(args, connection))
+    except UsageError as exc:
+        print_error("fleetctl", str(exc), as_json=as_json, kind="usage")
+        return 2
     except grpc.RpcError as exc:
-        print(f"fleetctl: {describe_rpc_error(exc)}", file=sys.stderr)
+        message = describe_rpc_error(exc, args.server, with_code=not as_json)
+        print_error("fleetctl", message, as_json=as_json, **error_detail(exc))
         return 1
-    except BrokenPipeError:
-        # The reader went away (`fleetctl customers devices ACME | head`): stop quietly, and keep
-        # the interpreter's final flush from failing on the closed pipe.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
     finally:
         connection.close()
 

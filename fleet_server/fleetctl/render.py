@@ -10,8 +10,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf import timestamp_pb2
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
+
+from fleet_server.fleetctl.errors import UsageError
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -73,8 +76,61 @@ def print_json_list(name: str, items: Iterable[Any]) -> int:
 
 
 def message_dict(message: Message) -> dict[str, Any]:
-    """A protobuf message as the JSON-ready dict scripts get (field names as in the proto)."""
-    return MessageToDict(message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+    """A protobuf message as the JSON-ready dict scripts get: field names and order as in the
+    proto, every field present (a zero too), 64-bit integers as JSON numbers and doubles without
+    binary noise (`621.7931`, not `621.7930999999996`).
+
+    protobuf's own JSON mapping writes 64-bit integers as strings, for JavaScript, whose numbers
+    lose integers above 2^53; the ids and counts here are far below that, and scripts (jq,
+    Python) compare numbers, not strings. grpcurl and `buf curl` keep the protobuf mapping.
+    """
+    raw = MessageToDict(message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+    return _shaped(raw, message.DESCRIPTOR)
+
+
+_INT64 = frozenset(
+    {
+        FieldDescriptor.TYPE_INT64,
+        FieldDescriptor.TYPE_UINT64,
+        FieldDescriptor.TYPE_SINT64,
+        FieldDescriptor.TYPE_FIXED64,
+        FieldDescriptor.TYPE_SFIXED64,
+    }
+)
+# Significant digits kept of a double: more than any meter measures, fewer than the noise of a
+# sum of thousands of readings.
+_DOUBLE_DIGITS = 12
+
+
+def _shaped(raw: dict[str, Any], descriptor: Any) -> dict[str, Any]:
+    return {f.name: _field_value(raw[f.name], f) for f in descriptor.fields if f.name in raw}
+
+
+def _field_value(value: Any, f: FieldDescriptor) -> Any:
+    entry = f.message_type
+    if entry is not None and entry.GetOptions().map_entry:
+        inner = entry.fields_by_name["value"]
+        return {key: _one_value(item, inner) for key, item in value.items()}
+    if f.is_repeated:
+        return [_one_value(item, f) for item in value]
+    return _one_value(value, f)
+
+
+def _one_value(value: Any, f: FieldDescriptor) -> Any:
+    if f.message_type is not None:
+        if f.message_type.full_name.startswith("google.protobuf."):
+            return value  # Timestamp, Duration…: their JSON form is already the readable one
+        return _shaped(value, f.message_type)
+    if f.type in _INT64 and isinstance(value, str):
+        return int(value)
+    if f.type in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT) and isinstance(value, float):
+        return clean_float(value)
+    return value
+
+
+def clean_float(value: float) -> float:
+    """`value` without the binary noise of float arithmetic (12 significant digits)."""
+    return float(f"{value:.{_DOUBLE_DIGITS}g}")
 
 
 def print_json(value: Any) -> None:
@@ -87,6 +143,25 @@ def when(ts: timestamp_pb2.Timestamp | None) -> str:
     if ts is None or (ts.seconds == 0 and ts.nanos == 0):
         return "-"
     return ts.ToDatetime(tzinfo=UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def span(start: datetime, end: datetime) -> str:
+    """`[start, end)` as `2025-03-03 00:00Z to 2025-03-10 00:00Z` (UTC; end excluded)."""
+    return f"{_utc_minute(start)} to {_utc_minute(end)} (end excluded)"
+
+
+def _utc_minute(moment: datetime) -> str:
+    text = moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M")
+    return text + (f":{moment.second:02d}" if moment.second else "") + "Z"
+
+
+def check_range(start: datetime, end: datetime) -> None:
+    """Refuse `--to` at or before `--from` here, naming the flags (the server would name fields)."""
+    if end <= start:
+        raise UsageError(
+            f"--to ({_utc_minute(end)}) must be after --from ({_utc_minute(start)}): the range is "
+            "[--from, --to)"
+        )
 
 
 def time_argument(text: str) -> datetime:

@@ -30,7 +30,7 @@ class FleetAdminServicer(admin_service_pb2_grpc.FleetAdminServiceServicer):
         issued = await self._app.db.run(
             context.turn, customers.create_customer, request.code, request.name, self._app.clock.now()
         )
-        _audit(context, "created customer", issued.customer.code)
+        _audit(context, "created", issued.customer.code)
         context.add_rows(1)
         return pb.CreateCustomerResponse(customer=wire.customer_message(issued.customer), token=issued.token)
 

@@ -40,6 +40,7 @@ def _site(site: SiteCost) -> pb.SiteCost:
         vat=decimal_text(site.vat),
         total=decimal_text(site.total),
         unpriced_kwh=decimal_text(site.unpriced_kwh),
+        tariff_name=site.tariff_name,
     )
     if site.tariff_id is not None:
         message.tariff_id = site.tariff_id

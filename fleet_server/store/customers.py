@@ -219,3 +219,8 @@ def erase(session: Session, customer_id: int) -> dict[str, int]:
     )
     counts[Customer.__tablename__] = int(result.rowcount)  # type: ignore[attr-defined]
     return counts
+
+
+def codes(session: Session, limit: int) -> list[str]:
+    """Up to `limit` customer codes, by code (the candidates of a "did you mean")."""
+    return list(session.scalars(select(Customer.code).order_by(Customer.code).limit(limit)))

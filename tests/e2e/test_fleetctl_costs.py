@@ -48,7 +48,7 @@ def test_costs_table_and_json_from_the_installed_command(
     window = ("--from", "2026-03-02", "--to", "2026-03-09")
     shown = fleetctl(fleet_server, admin_token, "costs", *window)
     assert shown.returncode == 0, shown.stderr
-    assert ["1", "Depot", "7", "Peak", "2.000000", "4.50", "9.00"] in [
+    assert ["1", "Depot", "Peak/Off-Peak", "(id", "7)", "Peak", "2.000000", "4.50", "9.00"] in [
         line.split() for line in shown.stdout.splitlines()
     ]
     assert shown.stdout.rstrip().endswith("Total: ZAR 90.85")  # (9.00 + 70.00) * 1.15
@@ -60,4 +60,4 @@ def test_costs_table_and_json_from_the_installed_command(
 
     missing = fleetctl(fleet_server, admin_token, "costs", "--customer", "NOPE", *window)
     assert missing.returncode == 1
-    assert missing.stderr.strip() == "fleetctl: NOT_FOUND: unknown customer code: NOPE"
+    assert missing.stderr.strip() == "fleetctl: NOT_FOUND: no customer with code NOPE"

@@ -34,6 +34,7 @@ from fleet_client.rows import Cursor
 from fleet_client.source import SqlSource
 from fleet_client.state import PushState
 from fleet_server.db.session import Database
+from fleet_server.domain.tokens import TokenKind, mint
 from tests.support.client_sync import assert_mirrored, central_count, now_clock
 from tests.support.clients import Stubs, bearer
 from tests.support.process import ServerProcess, cli, free_port
@@ -211,6 +212,7 @@ def test_run_backfills_with_progress_and_stops_cleanly_on_sigterm(
         assert proc.returncode == 0, err
         assert "SIGTERM: stopping after the batches in flight" in err
         assert "fleet-push stopped" in err
+        assert "back-fill:" not in err  # on stdout only: a terminal shows each progress line once
         assert customer.token not in out + err
     state = PushState.open(state_url)
     saved = state.load("measurements")
@@ -358,7 +360,7 @@ def test_opt_in_off_never_connects(tmp_path: Path) -> None:
     try:
         base = {
             "FLEET_SERVER": listener.target,
-            "FLEET_TOKEN": "fleet_not_a_real_token",
+            "FLEET_TOKEN": mint(TokenKind.CUSTOMER),  # well-formed, unknown to any server
             "FLEET_SOURCE_URL": f"sqlite:///{tmp_path / 'portal.db'}",
             "FLEET_STATE_URL": f"sqlite:///{tmp_path / 'state.db'}",
         }

@@ -318,5 +318,6 @@ def test_tokens_never_reach_the_logs(stubs, admin_token, new_customer, caplog):
     logged = caplog.text
     assert "rpc method=/fleet.v1.FleetAdminService/RotateCustomerToken customer=admin:test-admin" in logged
     assert "admin test-admin rotated the token of customer ACME" in logged
+    assert "admin test-admin created customer NEW\n" in logged  # the noun once
     for secret in (admin_token, customer.token, rotated.token, created.token):
         assert secret not in logged

@@ -17,6 +17,7 @@ from fleet_client.cli import OFF_MESSAGE, Runtime, main
 from fleet_client.demo import create_demo_portal
 from fleet_client.source import SqlSource
 from fleet_client.state import PushState
+from fleet_server.domain.tokens import TokenKind, mint
 from tests.support.client_sync import (
     Counting,
     CountingInterceptor,
@@ -48,11 +49,13 @@ def _env(
 
 def _run(argv: list[str], env: dict[str, str], tmp_path: Path, **runtime: Any) -> tuple[int, str]:
     out = io.StringIO()
-    code = main(["--env-file", str(tmp_path / "absent.env"), *argv], Runtime(env=env, out=out, **runtime))
+    empty = tmp_path / "empty.env"  # never the working directory's .env
+    empty.touch()
+    code = main(["--env-file", str(empty), *argv], Runtime(env=env, out=out, **runtime))
     return code, out.getvalue()
 
 
-@pytest.mark.parametrize("switch", ["false", "", "no", "maybe"])
+@pytest.mark.parametrize("switch", ["false", "", "no", "off"])
 def test_opt_in_off_opens_no_connection_and_says_so_once(
     switch: str,
     server: InProcessServer,
@@ -162,7 +165,7 @@ def test_settings_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[st
         ["once"],
         {
             "FLEET_INGEST_ENABLED": "true",
-            "FLEET_TOKEN": "t",
+            "FLEET_TOKEN": mint(TokenKind.CUSTOMER),
             "FLEET_SOURCE_URL": "sqlite://",
             "FLEET_SERVER": "10.1.2.3:50051",
         },

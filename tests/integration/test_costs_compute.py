@@ -1,4 +1,4 @@
-"""ComputeCosts over the wire against hand-computed bills (§9)."""
+"""ComputeCosts over the wire against hand-computed bills."""
 
 from __future__ import annotations
 

@@ -50,9 +50,9 @@ def test_table_per_customer_with_period_lines_and_totals(capsys, fleet):
     code, out, _ = run(capsys, [*fleet, "costs", "--from", "2026-03-02", "--to", "2026-03-09"])
     assert code == 0
     acme, beta = out.split("\n\nBETA")
-    assert acme.startswith("ACME  [2026-03-02 00:00:00Z, 2026-03-09 00:00:00Z)")
+    assert acme.startswith("ACME · energy costs · 2026-03-02 00:00Z to 2026-03-09 00:00Z (end excluded)\n")
     rows = [line.split() for line in acme.splitlines()]
-    assert ["1", "Depot", "7", "Peak", "2.000000", "4.50", "9.00"] in rows
+    assert ["1", "Depot", "Peak/Off-Peak", "(id", "7)", "Peak", "2.000000", "4.50", "9.00"] in rows
     assert ["default", "1.000000", "2.00", "2.00"] in rows  # continuation line of site 1
     assert ["2", "Shed", "-", "-"] in rows
     assert ["1", "Depot", "ZAR", "3.000000", "11.00", "70.00", "12.15", "93.15", "0.000000"] in rows
@@ -79,7 +79,7 @@ def test_customer_filter_and_json(capsys, fleet):
     assert beta["code"] == "BETA"
     assert beta["totals"] == [{"currency": "EUR", "total": "3.00"}]
     assert beta["sites"][0]["periods"] == [
-        {"period_id": "0", "period_name": "default", "kwh": "10.000000", "rate": "0.30", "cost": "3.00"}
+        {"period_id": 0, "period_name": "default", "kwh": "10.000000", "rate": "0.30", "cost": "3.00"}
     ]
 
 
@@ -88,9 +88,13 @@ def test_server_errors_are_one_readable_line(capsys, fleet):
         capsys, [*fleet, "costs", "--customer", "NOPE", "--from", "2026-03-02", "--to", "2026-03-09"]
     )
     assert code == 1
-    assert err.strip() == "fleetctl: NOT_FOUND: unknown customer code: NOPE"
+    assert err.strip() == "fleetctl: NOT_FOUND: no customer with code NOPE"
     code, _, err = run(capsys, [*fleet, "costs", "--from", "2026-03-09", "--to", "2026-03-02"])
-    assert (code, err.strip()) == (1, "fleetctl: INVALID_ARGUMENT: end: must be after start")
+    assert (code, err.strip()) == (
+        2,
+        "fleetctl: --to (2026-03-02 00:00Z) must be after --from (2026-03-09 00:00Z): "
+        "the range is [--from, --to)",
+    )
 
 
 def test_a_bad_timestamp_is_a_usage_error(capsys, fleet):

@@ -32,7 +32,7 @@ SIX = Decimal("0.000001")
 CENT = Decimal("0.01")
 
 
-# ---- the slow reference: one reading at a time, straight from the words of §9 -----------------
+# ---- the slow reference: one reading at a time, straight from the pricing rules -----------------
 
 
 def covered_slots(period: PeriodSpec) -> set[tuple[int, int]]:

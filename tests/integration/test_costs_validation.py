@@ -78,7 +78,11 @@ def rejected(stubs: Stubs, token: str, message: pb.ComputeCostsRequest) -> grpc.
             "start: must not be before 2000-01-01T00:00:00Z",
             ["start"],
         ),
-        (request(codes=["ACME", "acme"]), "codes[1]: must match [A-Z0-9_-]{2,32}", ["codes[1]"]),
+        (
+            request(codes=["ACME", "acme"]),
+            "codes[1]: must match [A-Z0-9_-]{2,32} (did you mean ACME?)",
+            ["codes[1]"],
+        ),
         (
             _beyond_timestamp_range(request()),
             "start: must not be before 2000-01-01T00:00:00Z",
@@ -113,7 +117,7 @@ def test_the_span_limit_is_a_setting(engine, make_server, admin_token, seeded):
 def test_unknown_codes_are_not_found_and_named(engine, stubs, admin_token, seeded):
     error = rejected(stubs, admin_token, request(codes=["ZZZ", "ACME", "NOPE"]))
     assert error.code() == grpc.StatusCode.NOT_FOUND
-    assert error.details() == "unknown customer codes: NOPE, ZZZ"
+    assert error.details() == "no customers with codes NOPE, ZZZ"
     assert error_reason(error) == "CUSTOMER_NOT_FOUND"
     assert table_counts(engine) == seeded
 

@@ -149,7 +149,7 @@ def test_a_malformed_code_is_invalid_argument_on_every_call_naming_one(
     error = _fails(
         getattr(stubs.admin, call), request_type(code="acme"), admin_token, grpc.StatusCode.INVALID_ARGUMENT
     )
-    assert error.details() == "code: must match [A-Z0-9_-]{2,32}"
+    assert error.details() == "code: must match [A-Z0-9_-]{2,32} (did you mean ACME?)"
     assert bad_request_fields(error) == ["code"]
     assert _customers(engine) == before
 

@@ -1,4 +1,4 @@
-"""The rotation matrix (§4) through the wire, with an injected clock for the grace window's edges.
+"""The rotation matrix through the wire, with an injected clock for the grace window's edges.
 
 Whether a token is accepted is asked the way a portal would: open `PushMeasurements` with the
 token and close it without a batch. Any status past authentication (OK, or UNIMPLEMENTED while

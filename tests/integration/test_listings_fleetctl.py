@@ -48,7 +48,8 @@ def test_devices_lists_every_device_once_in_id_order(server, admin_token, large,
     assert lines[0].split() == ["ID", "Site", "Name", "Serial", "Kind"]
     assert set(lines[1]) == {"-", " "}
     assert [int(line.split()[0]) for line in lines[2:]] == list(range(1, DEVICES + 1))
-    assert lines[2].split() == ["1", "2", "Meter", "1", "SN-1", "meter"]
+    assert lines[2].split() == ["1", "Site", "2", "(id", "2)", "Meter", "1", "SN-1", "meter"]
+    assert lines[3].split()[1:4] == ["Head", "office", "(id"]  # the site by name, read before the rows
 
 
 def test_devices_as_json_is_one_document_with_every_device(server, admin_token, large, capsys):
@@ -56,8 +57,8 @@ def test_devices_as_json_is_one_document_with_every_device(server, admin_token, 
     devices = json.loads(capsys.readouterr().out)["devices"]
     assert [int(d["id"]) for d in devices] == list(range(1, DEVICES + 1))
     assert devices[0] == {
-        "id": "1",
-        "site_id": "2",
+        "id": 1,
+        "site_id": 2,
         "name": "Meter 1",
         "serial_number": "SN-1",
         "kind": "meter",
@@ -74,7 +75,7 @@ def test_sites_municipalities_and_tariffs(server, stubs, admin_token, large, cap
 
     assert _run(server, admin_token, "customers", "municipalities", "ACME", "--json") == 0
     assert json.loads(capsys.readouterr().out) == {
-        "municipalities": [{"id": "5", "name": "Phase23 Test City", "region": "Gauteng"}]
+        "municipalities": [{"id": 5, "name": "Phase23 Test City", "region": "Gauteng"}]
     }
 
     assert _run(server, admin_token, "customers", "tariffs", "ACME") == 0

@@ -35,10 +35,12 @@ def test_hour_buckets_as_a_table(server, admin_token, pushed, capsys):
     out = capsys.readouterr().out
     assert code == 0
     assert out.splitlines() == [
-        "Device  Hour               Count  Sum  Min  Max",
-        "------  -----------------  -----  ---  ---  ---",
-        "2       2025-09-01 00:00Z  4      6    0    3",
-        "2       2025-09-01 01:00Z  4      22   4    7",
+        "ACME · energy_kwh (kWh) · hourly buckets (UTC) · "
+        "2025-09-01 00:00Z to 2025-09-01 02:00Z (end excluded)",
+        "Device  Hour               Readings  Sum  Min  Max",
+        "------  -----------------  --------  ---  ---  ---",
+        "id 2    2025-09-01 00:00Z  4         6    0    3",
+        "id 2    2025-09-01 01:00Z  4         22   4    7",
     ]
 
 
@@ -50,8 +52,8 @@ def test_raw_readings_and_json(server, admin_token, pushed, capsys):
     points = json.loads(capsys.readouterr().out)["points"]
     assert code == 0
     assert [(p["device_id"], p["bucket_start"], p["sum"]) for p in points] == [
-        ("1", "2025-09-01T00:15:00Z", 1.0),
-        ("2", "2025-09-01T00:15:00Z", 1.0),
+        (1, "2025-09-01T00:15:00Z", 1.0),
+        (2, "2025-09-01T00:15:00Z", 1.0),
     ]
 
 
@@ -61,7 +63,10 @@ def test_day_buckets_as_a_table(server, admin_token, pushed, capsys):
         "--from", "2025-09-01", "--to", "2025-09-02",
     )  # fmt: skip
     lines = capsys.readouterr().out.splitlines()
-    assert lines[2:] == ["1       2025-09-01  8      28   0    7", "2       2025-09-01  8      28   0    7"]
+    assert lines[3:] == [
+        "id 1    2025-09-01  8         28   0    7",
+        "id 2    2025-09-01  8         28   0    7",
+    ]
 
 
 def test_fleet_summary(server, admin_token, pushed, new_customer, capsys):
@@ -80,10 +85,12 @@ def test_fleet_summary(server, admin_token, pushed, new_customer, capsys):
     )
     assert code == 0
     assert capsys.readouterr().out.splitlines() == [
-        "Customer  Devices  Seen  Rows  Sum",
-        "--------  -------  ----  ----  ---",
-        "ACME      0        2     16    56",
-        "ZULU      0        0     0     0",
+        "energy_kwh (kWh) per customer · 2025-09-01 00:00Z to 2025-09-02 00:00Z (end excluded)",
+        "Customer  Devices  Reporting  Readings  Sum (kWh)",
+        "--------  -------  ---------  --------  ---------",
+        "ACME      0        2          16        56",
+        "ZULU      0        0          0         0",
+        "Devices: devices the customer has pushed; Reporting: devices with readings in the range.",
     ]
 
 
@@ -114,5 +121,8 @@ def test_server_errors_are_one_readable_line(server, admin_token, pushed, capsys
         "--to",
         "2025-09-01",
     )
-    assert code == 1
-    assert "INVALID_ARGUMENT: end: must be after start" in capsys.readouterr().err
+    assert code == 2  # refused before any call, in the flags' own names
+    assert capsys.readouterr().err == (
+        "fleetctl: --to (2025-09-01 00:00Z) must be after --from (2025-09-02 00:00Z): "
+        "the range is [--from, --to)\n"
+    )

@@ -1,4 +1,4 @@
-"""Every §10 rule for reference data over the wire: status, field path, BadRequest, nothing written."""
+"""Every validation rule for reference data over the wire: status, field path, BadRequest, nothing written."""
 
 from __future__ import annotations
 

@@ -73,7 +73,7 @@ def test_missing_file_means_defaults(tmp_path: Path) -> None:
         ("yes", True),
         ("false", False),
         ("", False),
-        ("maybe", False),
+        ("off", False),
     ],
 )
 def test_only_an_explicit_yes_enables_pushing(raw: str, enabled: bool, tmp_path: Path) -> None:
@@ -85,6 +85,9 @@ def test_bad_numbers_and_switches_are_refused() -> None:
         PushSettings.load({"FLEET_BATCH_SIZE": "lots"}, None)
     with pytest.raises(ConfigurationError, match="FLEET_INSECURE: 'maybe' is not true/false"):
         PushSettings.load({"FLEET_INSECURE": "maybe"}, None)
+    # The master switch too: a typo is not a deliberate "off".
+    with pytest.raises(ConfigurationError, match="FLEET_INGEST_ENABLED: 'ture' is not true/false"):
+        PushSettings.load({"FLEET_INGEST_ENABLED": "ture"}, None)
 
 
 def test_token_stays_out_of_repr_and_help() -> None:

@@ -26,6 +26,10 @@ class _Query:
         self.printed_before: list[str] = []
         self.requests: list[pb.ListDevicesRequest] = []
 
+    def ListSites(self, request: pb.ListSitesRequest, **_: Any) -> pb.ListSitesResponse:
+        """One site, read whole before the first device is printed (its name labels the rows)."""
+        return pb.ListSitesResponse(sites=[res.Site(id=1, name="Head office")], total_size=1)
+
     def ListDevices(self, request: pb.ListDevicesRequest, **_: Any) -> pb.ListDevicesResponse:
         self.printed_before.append(self.out.getvalue())
         self.requests.append(request)
@@ -64,11 +68,12 @@ def test_the_table_keeps_the_first_pages_columns():
     assert lines[0].split() == ["ID", "Site", "Name", "Serial", "Kind"]
     assert [line.split()[0] for line in lines[2:]] == ["11", "12", "21", "22", "31", "32"]
     assert len({line.index("Meter") for line in lines[2:]}) == 1
+    assert all("Head office (id 1)" in line for line in lines[2:])  # the site by name, not a bare id
 
 
 def test_json_is_one_document():
     _, out = _listed(True)
-    assert [d["id"] for d in json.loads(out)["devices"]] == ["11", "12", "21", "22", "31", "32"]
+    assert [d["id"] for d in json.loads(out)["devices"]] == [11, 12, 21, 22, 31, 32]
 
 
 class _ClosedPipe(io.StringIO):

@@ -1,4 +1,4 @@
-"""Token format (§4): prefix, ≥ 32 random bytes, checksum that catches typos, SHA-256 storage form."""
+"""Token format: prefix, ≥ 32 random bytes, checksum that catches typos, SHA-256 storage form."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The pure pricing arithmetic of §9: rounding, period lines, VAT, fixed-charge pro-rata.
+"""The pure pricing arithmetic: rounding, period lines, VAT, fixed-charge pro-rata.
 
 Period matching and the per-reading kWh conversion happen in SQL; `test_costs_compute` checks
 their edges against the database and `test_costs_property` against a slow reference.

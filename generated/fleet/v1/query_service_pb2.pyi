@@ -253,7 +253,7 @@ class PeriodCost(_message.Message):
     def __init__(self, period_id: _Optional[int] = ..., period_name: _Optional[str] = ..., kwh: _Optional[str] = ..., rate: _Optional[str] = ..., cost: _Optional[str] = ...) -> None: ...
 
 class SiteCost(_message.Message):
-    __slots__ = ("site_id", "site_name", "tariff_id", "currency", "periods", "energy_kwh", "energy_cost", "fixed_charge", "vat", "total", "unpriced_kwh")
+    __slots__ = ("site_id", "site_name", "tariff_id", "currency", "periods", "energy_kwh", "energy_cost", "fixed_charge", "vat", "total", "unpriced_kwh", "tariff_name")
     SITE_ID_FIELD_NUMBER: _ClassVar[int]
     SITE_NAME_FIELD_NUMBER: _ClassVar[int]
     TARIFF_ID_FIELD_NUMBER: _ClassVar[int]
@@ -265,6 +265,7 @@ class SiteCost(_message.Message):
     VAT_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FIELD_NUMBER: _ClassVar[int]
     UNPRICED_KWH_FIELD_NUMBER: _ClassVar[int]
+    TARIFF_NAME_FIELD_NUMBER: _ClassVar[int]
     site_id: int
     site_name: str
     tariff_id: int
@@ -276,7 +277,8 @@ class SiteCost(_message.Message):
     vat: str
     total: str
     unpriced_kwh: str
-    def __init__(self, site_id: _Optional[int] = ..., site_name: _Optional[str] = ..., tariff_id: _Optional[int] = ..., currency: _Optional[str] = ..., periods: _Optional[_Iterable[_Union[PeriodCost, _Mapping]]] = ..., energy_kwh: _Optional[str] = ..., energy_cost: _Optional[str] = ..., fixed_charge: _Optional[str] = ..., vat: _Optional[str] = ..., total: _Optional[str] = ..., unpriced_kwh: _Optional[str] = ...) -> None: ...
+    tariff_name: str
+    def __init__(self, site_id: _Optional[int] = ..., site_name: _Optional[str] = ..., tariff_id: _Optional[int] = ..., currency: _Optional[str] = ..., periods: _Optional[_Iterable[_Union[PeriodCost, _Mapping]]] = ..., energy_kwh: _Optional[str] = ..., energy_cost: _Optional[str] = ..., fixed_charge: _Optional[str] = ..., vat: _Optional[str] = ..., total: _Optional[str] = ..., unpriced_kwh: _Optional[str] = ..., tariff_name: _Optional[str] = ...) -> None: ...
 
 class CurrencyTotal(_message.Message):
     __slots__ = ("currency", "total")

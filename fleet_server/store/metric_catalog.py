@@ -1,0 +1,64 @@
+"""Which metrics a customer has readings of, asked of the hourly rollups' primary key.
+
+PostgreSQL 16 has no skip scan, and the key leads with (customer_id, device_id, metric), so
+"any reading of metric M" is one index descent per device of the customer: a recursive walk
+visits each distinct device once (including devices never pushed as reference data) and stops
+at the first that has M. It is asked only when a measurement query found nothing, to tell an
+unknown metric from an empty range; for a known metric it stops at the first device that has it.
+
+Cold storage that moves rollup hours elsewhere must answer these too.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+_HAS_METRIC = text(
+    """
+WITH RECURSIVE device AS (
+    (SELECT device_id FROM fleet.measurement_rollups_hourly
+     WHERE customer_id = :customer ORDER BY device_id LIMIT 1)
+    UNION ALL
+    SELECT (SELECT r.device_id FROM fleet.measurement_rollups_hourly r
+            WHERE r.customer_id = :customer AND r.device_id > device.device_id
+            ORDER BY r.device_id LIMIT 1)
+    FROM device WHERE device.device_id IS NOT NULL
+)
+SELECT EXISTS (
+    SELECT 1 FROM device
+    WHERE device.device_id IS NOT NULL AND EXISTS (
+        SELECT 1 FROM fleet.measurement_rollups_hourly r
+        WHERE r.customer_id = :customer AND r.device_id = device.device_id AND r.metric = :metric
+    )
+)
+"""
+)
+
+# Each step jumps to the next (device, metric) pair: one descent per pair, not per hour.
+_METRICS = text(
+    """
+WITH RECURSIVE pair AS (
+    (SELECT device_id, metric FROM fleet.measurement_rollups_hourly
+     WHERE customer_id = :customer ORDER BY device_id, metric LIMIT 1)
+    UNION ALL
+    SELECT following.device_id, following.metric
+    FROM pair, LATERAL (
+        SELECT r.device_id, r.metric FROM fleet.measurement_rollups_hourly r
+        WHERE r.customer_id = :customer AND (r.device_id, r.metric) > (pair.device_id, pair.metric)
+        ORDER BY r.device_id, r.metric LIMIT 1
+    ) AS following
+)
+SELECT DISTINCT metric FROM (SELECT metric FROM pair LIMIT :pairs) AS seen ORDER BY metric
+"""
+)
+
+
+def has_metric(session: Session, customer_id: int, metric: str) -> bool:
+    """Whether the customer has any reading of `metric`, at any time, of any device."""
+    return bool(session.scalar(_HAS_METRIC, {"customer": customer_id, "metric": metric}))
+
+
+def metrics_of(session: Session, customer_id: int, pairs: int = 10_000) -> list[str]:
+    """The metrics the customer has readings of, from its first `pairs` (device, metric) pairs."""
+    return list(session.scalars(_METRICS, {"customer": customer_id, "pairs": pairs}))
