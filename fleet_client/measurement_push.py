@@ -170,7 +170,7 @@ class MeasurementPush:
         tick = _Tick()
         waiting = self.failures.waiting(st, now)
         if waiting is not None:
-            self._finish(report, st, lanes, tick, now, count_live=False)
+            self._finish(report, st, lanes, tick, now, count_live=lanes.apart)
             return waiting
         opts = self.options
         horizon = now - timedelta(seconds=opts.safety_lag_s)
@@ -194,7 +194,7 @@ class MeasurementPush:
             failed = self.failures.failed(st, exc, now)
             failed.streams, failed.rows = 1, result.rows
             failed.accepted, failed.duplicates = result.accepted, result.duplicates
-            self._finish(report, st, lanes, tick, now, count_live=False)
+            self._finish(report, st, lanes, tick, now, count_live=lanes.apart)
             return failed
         self.failures.succeeded(st, now)
         if capped and one_lane:
@@ -349,7 +349,8 @@ class MeasurementPush:
     ) -> None:
         """Record the newest reading at the portal (the live lag's other end) and what waits in the
         live lane, then save. Counting is skipped unless it is known to be a short range: one lane
-        that did not run dry may have a whole back-fill behind its cursor."""
+        that did not run dry may have a whole back-fill behind its cursor. The live lane's range is
+        short while a back-fill runs (at worst, the readings of a server outage)."""
         try:
             newest = self.source.newest_measurement(until=now)
             waiting = (
@@ -357,15 +358,15 @@ class MeasurementPush:
                 if count_live
                 else None
             )
-        except Exception as exc:
+        except Exception as exc:  # the last observation stands, with its time
             _LOGGER.debug("reading the live lane's figures failed", exc_info=exc)
-            newest, waiting = None, None
-        lanes.observe(
-            now,
-            newest_at_portal=newest.received_at if newest is not None else None,
-            live_waiting=waiting,
-            backfill_rate=rate,
-        )
+        else:
+            lanes.observe(
+                now,
+                newest_at_portal=newest.received_at if newest is not None else None,
+                live_waiting=waiting,
+                backfill_rate=rate,
+            )
         self.state.save(st, lanes)
         self._figures = lanes.figures(st.cursor)
 

@@ -8,6 +8,7 @@ the same with real processes killed at random points).
 from __future__ import annotations
 
 import random
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -19,6 +20,7 @@ from sqlalchemy import Engine, create_engine, delete, insert
 
 from fleet_client import portal_schema as t
 from fleet_client.backoff import Backoff
+from fleet_client.errors import Unavailable
 from fleet_client.lanes import LaneState
 from fleet_client.pusher import Outcome, Pusher, PushOptions
 from fleet_client.rows import Cursor
@@ -246,6 +248,33 @@ def test_a_busy_live_lane_may_take_the_whole_cap(make_rig: Callable[..., Rig]) -
     assert cursor is not None
     assert backfill_before is not None
     assert cursor > backfill_before  # 500 live left, so 500 for the back-fill
+
+
+def test_while_the_server_is_away_the_live_lag_and_backlog_grow_and_the_live_lane_catches_up_first(
+    make_rig: Callable[..., Rig],
+) -> None:
+    rig = make_rig(max_rows_per_tick=1_000)
+    rig.portal.history(6_000)
+    rig.tick()
+    rig.ingest.fail["measurements"] = deque(Unavailable("server went away") for _ in range(3))
+    for _ in range(3):
+        rig.portal.live(400)
+        report = rig.tick(wait=60.0)
+        assert report.result("measurements").outcome is Outcome.FAILED
+    figures = rig.pusher.lanes
+    assert figures is not None
+    assert figures.backfilling
+    assert figures.live_waiting == 1_200
+    assert figures.backlog_rows == {"live": 1_200, "back-fill": 5_000}
+    assert figures.live_lag_s is not None
+    assert figures.live_lag_s >= 180  # the newest reading is three minutes younger than any acknowledged
+    backfill = rig.cursor()
+    rig.tick()  # back: the live lane's 1,000 first
+    assert rig.cursor() == backfill
+    rig.tick()  # its last 200, then the back-fill again
+    figures = rig.pusher.lanes
+    assert figures is not None
+    assert (figures.live_lag_s, figures.live_waiting, figures.backfill_rows_left) == (0.0, 0, 4_200)
 
 
 # -- the merge -----------------------------------------------------------------------------------
