@@ -8,10 +8,11 @@ finely enough that the drift of a shared machine falls on both alike.
 
 Time is compressed 10x: a tick interval of 2 s stands for fleet-push's 20 s, the safety lag is
 0.5 s for 5 s, and the 500 meters report every 1.5 s for every 15 s, staggered as meters are
-(50 readings every 0.15 s, each write its own transaction and its own `received_at`). The live
-source therefore adds 333 rows/s instead of 33: ten times its real share of the stream, so the
-back-fill ratio is a conservative figure. The back-fill's own ticks are not compressed (they
-run as fast as the server takes rows), which makes the lag in ticks conservative too.
+(50 readings every 0.15 s, each write its own transaction and its own `received_at`), written
+by a process of their own as a portal's software would. The live source adds 333 rows/s, not
+33: ten times its real share of the stream, so the back-fill ratio is a conservative figure.
+The back-fill's own ticks are not compressed (they run as fast as the server takes rows),
+which makes the lag in ticks conservative too.
 
 - live lag: for every write of 50 readings, from its insert at the portal (its `received_at`)
   to the acknowledgement of the batch holding its last reading; in ticks (of 2 s).
@@ -22,6 +23,8 @@ run as fast as the server takes rows), which makes the lag in ticks conservative
 from __future__ import annotations
 
 import math
+import multiprocessing
+import queue
 import sqlite3
 import tempfile
 import threading
@@ -105,6 +108,18 @@ class _Phase:
     groups: list[_Group] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
+    written: Any = None  # the live writer's queue of (received_at, last device)
+
+    def collect(self) -> None:
+        """Take in the writes the live source reported so far."""
+        while self.written is not None:
+            try:
+                received, last = self.written.get_nowait()
+            except queue.Empty:
+                return
+            with self.lock:
+                self.groups.append(_Group(received, last))
+
     def on_ack(self, _batch_id: int, cursor: Cursor, ack: Any) -> None:
         rows = ack.accepted + ack.duplicates
         if cursor.received_at < self.live_from:
@@ -112,6 +127,7 @@ class _Phase:
             return
         self.live_rows += rows
         now = time.time()
+        self.collect()  # a write is reported within milliseconds; it is readable only after the safety lag
         with self.lock:
             for group in self.groups:
                 done = group.received_at < cursor.received_at or (
@@ -129,30 +145,24 @@ class _Phase:
             return [g.acked_s for g in self.groups]
 
 
-class _LiveSource:
-    """500 meters reporting every LIVE_EVERY_S, staggered: 50 readings per write, `received_at = now`.
-
-    Writes only while `on` is set (the windows with a live source)."""
-
-    def __init__(self, url: str, phase: _Phase) -> None:
-        self.engine = create_engine(url, connect_args={"timeout": 30})
-        self.phase = phase
-        self.on = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._write, daemon=True)
-
-    def _write(self) -> None:
-        slot = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(days=1)
-        per_write = METERS // WRITES_PER_ROUND
-        every = LIVE_EVERY_S / WRITES_PER_ROUND
-        write = 0
-        while not self._stop.is_set():
-            if not self.on.wait(0.05):
+def _write_live(url: str, ready: Any, on: Any, stop: Any, written: Any) -> None:
+    """The portal's own writer, in a process of its own as a portal's software is: 500 meters
+    every LIVE_EVERY_S, staggered (50 readings per write, `received_at = now`), while `on` is set.
+    Each write's `(received_at, last device)` goes to `written`."""
+    engine = create_engine(url, connect_args={"timeout": 30})
+    slot = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(days=1)
+    per_write = METERS // WRITES_PER_ROUND
+    every = LIVE_EVERY_S / WRITES_PER_ROUND
+    write = 0
+    ready.set()
+    try:
+        while not stop.is_set():
+            if not on.wait(0.05):
                 continue
             began = time.monotonic()
             first = LIVE_DEVICE + (write % WRITES_PER_ROUND) * per_write
             received = datetime.now(UTC)
-            with self.engine.begin() as conn:
+            with engine.begin() as conn:
                 conn.execute(
                     insert(t.measurements),
                     [
@@ -166,21 +176,39 @@ class _LiveSource:
                         for i in range(per_write)
                     ],
                 )
-            with self.phase.lock:
-                self.phase.groups.append(_Group(received, first + per_write - 1))
+            written.put((received, first + per_write - 1))
             write += 1
             if write % WRITES_PER_ROUND == 0:
                 slot += timedelta(minutes=15)
-            self._stop.wait(max(0.0, every - (time.monotonic() - began)))
+            stop.wait(max(0.0, every - (time.monotonic() - began)))
+    finally:
+        engine.dispose()
+
+
+class _LiveSource:
+    """The live writer's process, switched on and off from here."""
+
+    def __init__(self, url: str) -> None:
+        context = multiprocessing.get_context("spawn")  # never fork a process that runs gRPC threads
+        self.on = context.Event()
+        self.ready = context.Event()
+        self._stop = context.Event()
+        self.written: Any = context.Queue()
+        self._process = context.Process(
+            target=_write_live, args=(url, self.ready, self.on, self._stop, self.written), daemon=True
+        )
 
     def __enter__(self) -> _LiveSource:
-        self._thread.start()
+        self._process.start()
+        if not self.ready.wait(60):
+            raise RuntimeError("the live writer process did not start")
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        self._thread.join(10)
-        self.engine.dispose()
+        self._process.join(15)
+        if self._process.is_alive():
+            self._process.kill()
 
 
 def _backfill(env: Any, portal: Path, scratch: Path, windows: int, window_s: float) -> dict[str, Any]:
@@ -212,7 +240,8 @@ def _backfill(env: Any, portal: Path, scratch: Path, windows: int, window_s: flo
     alone: list[float] = []
     beside: list[float] = []
     try:
-        with _LiveSource(url, phase) as live:
+        with _LiveSource(url) as live:
+            phase.written = live.written
             driver.start()
             while pusher.lanes is None or not pusher.lanes.backfilling:  # the first tick splits the lanes
                 time.sleep(0.01)
@@ -226,12 +255,15 @@ def _backfill(env: Any, portal: Path, scratch: Path, windows: int, window_s: flo
                 (beside if window % 2 else alone).append(phase.backfill_rate(began, time.monotonic()))
             live.on.clear()
             deadline = time.monotonic() + 2 * TICK_S  # the last writes still get their acknowledgement
-            while any(g.acked_s is None for g in phase.groups) and time.monotonic() < deadline:
+            time.sleep(0.1)
+            phase.collect()
+            while any(lag is None for lag in phase.lags()) and time.monotonic() < deadline:
                 time.sleep(0.02)
     finally:
         stop.set()
         pusher.request_stop()
-        driver.join(60)
+        if driver.ident is not None:
+            driver.join(60)
         state.release()
         state.close()
         client.close()
