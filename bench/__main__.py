@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import create_engine, text
 
-from bench import client, costs, dataset, ingest, queries, snapshot
+from bench import client, costs, dataset, ingest, lanes, queries, snapshot
 from bench.environment import BenchEnvironment
 from fleet_server.fleetctl.render import table
 
@@ -83,6 +83,11 @@ def run() -> dict[str, Any]:
             "client_build", lambda: {"client_build": client.build_rate(50_000 if QUICK else 200_000)}, results
         )
         _section("unchanged", lambda: {"unchanged_snapshot": client.unchanged_snapshot(env)}, results)
+        _section(
+            "lanes",
+            lambda: lanes.measure(env, rows=200_000 if QUICK else 2_000_000, window_s=0.8 if QUICK else 2.0),
+            results,
+        )
     finally:
         env.close()
     return results
@@ -141,6 +146,30 @@ def render(results: dict[str, Any]) -> str:
         "client_build",
         "reported",
         lambda f: (f"{f['rows_per_s']:,.0f} rows/s", f"build only {f['build_rows_per_s']:,.0f}", ""),
+    )
+    reported(
+        "live lag during a back-fill",
+        "live_lag_ticks",
+        "p99 <= 2 ticks",
+        lambda f: (
+            f"p50 {_fmt(f['p50'])} / p99 {_fmt(f['p99'])} / max {_fmt(f['max'])} ticks",
+            f"{f['groups']} writes, {f['unacknowledged']} unacked; "
+            f"one lane would wait {_fmt(f['one_lane_ticks'], ',.0f')}",
+            "met — "
+            if isinstance(f["p99"], float) and f["p99"] <= 2 and not f["unacknowledged"]
+            else "NOT MET — ",
+        ),
+    )
+    reported(
+        "back-fill beside live ÷ alone",
+        "backfill_beside_live_ratio",
+        ">= 0.90",
+        lambda f: (
+            _fmt(f["ratio"]),
+            f"alone {_fmt(min(f['alone_windows']), ',.0f')}..{_fmt(max(f['alone_windows']), ',.0f')} rows/s; "
+            f"with live rows {_fmt(f['total_ratio'])}",
+            "met — " if isinstance(f["ratio"], float) and f["ratio"] >= 0.9 else "NOT MET — ",
+        ),
     )
     reported(
         "baseline: binary COPY",

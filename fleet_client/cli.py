@@ -30,8 +30,10 @@ from fleet_client.clock import Clock, SystemClock
 from fleet_client.console import print_error, until_reader_leaves
 from fleet_client.demo import DEMO_START, create_demo_portal
 from fleet_client.errors import ConfigurationError
+from fleet_client.lanes import LaneFigures, describe_duration
 from fleet_client.once_output import causes, print_report, report_json
 from fleet_client.pusher import Pusher
+from fleet_client.report import lag_text
 from fleet_client.resources import MEASUREMENTS
 from fleet_client.settings import PushSettings, settings_help
 from fleet_client.source import SqlSource
@@ -415,14 +417,49 @@ def _cursor_cell(row: ResourceState) -> str:
     return f"hash {row.snapshot_hash[:12]}" if row.snapshot_hash else "-"
 
 
+def _count(value: int | None) -> str:
+    return f"{value:,}" if value is not None else "?"
+
+
+def _lane_lines(f: LaneFigures) -> list[str]:
+    """The measurement lanes under the table: the back-fill's position and pace, the live lag."""
+    if f.backfilling:
+        assert f.split is not None
+        rate = f"{f.backfill_rows_per_s:,.0f} rows/s" if f.backfill_rows_per_s is not None else "? rows/s"
+        head = "measurement lanes: back-fill and live (the live lane goes first in every tick)"
+        backfill = (
+            f"  back-fill  at {f.backfill_cursor.describe() if f.backfill_cursor else 'the start'}"
+            f" → {f.split.describe()} · {f.backfill_rows_sent:,} sent · {_count(f.backfill_rows_left)} left"
+            f" · {rate} · ETA {describe_duration(f.backfill_eta_s)} · since {_iso(f.backfill_started)}"
+        )
+        lines = [head, backfill]
+    else:
+        last = (
+            f"; the last back-fill ({f.backfill_rows_sent:,} rows) ended {_iso(f.backfill_finished)}"
+            if f.backfill_finished is not None
+            else ""
+        )
+        lines = [f"measurement lanes: one (no back-fill running{last})"]
+    lag = lag_text(f.live_lag_s) if f.live_lag_s is not None else "?"
+    lines.append(
+        f"  live       at {f.live_cursor.describe() if f.live_cursor else 'the start'} · lag {lag}"
+        f" (newest at the portal {_iso(f.newest_at_portal)}, newest acknowledged {_iso(f.newest_acked)})"
+        f" · {_count(f.live_waiting)} waiting · as of {_iso(f.checked_at)}"
+    )
+    return lines
+
+
 def _status(settings: PushSettings, as_json: bool, runtime: Runtime) -> int:
     state = PushState.open(settings.state_url, runtime.clock, settings.lock_stale_s)
     try:
         rows = state.load_all()
         holder = state.lock_holder()
         block = state.auth_block()
+        lanes = state.load_lanes()
     finally:
         state.close()
+    measurements = next(r for r in rows if r.resource == MEASUREMENTS)
+    figures = lanes.figures(measurements.cursor)
     out = runtime.stdout
     if as_json:
         doc = {
@@ -430,6 +467,7 @@ def _status(settings: PushSettings, as_json: bool, runtime: Runtime) -> int:
             "server": settings.server,
             "state_url": _safe_url(settings.state_url),
             "resources": [r.to_json() for r in rows],
+            "lanes": figures.to_json(),
             "lock": None
             if holder is None
             else {"host": holder.host, "pid": holder.pid, "heartbeat_at": holder.heartbeat_at.isoformat()},
@@ -460,6 +498,7 @@ def _status(settings: PushSettings, as_json: bool, runtime: Runtime) -> int:
     for line in table:
         cells = [cell.ljust(width) for cell, width in zip(line[:-1], widths, strict=True)]
         print("  ".join([*cells, line[-1]]), file=out)
+    print("\n".join(_lane_lines(figures)), file=out)
     if holder is not None:
         print(
             f"pushing now: pid {holder.pid} on {holder.host}, heartbeat {_iso(holder.heartbeat_at)}",

@@ -1,12 +1,17 @@
-"""Pushing measurements: keyset-paged reads, batches on one stream, and a cursor that moves on acks only.
+"""Pushing measurements: keyset pages in two lanes, batches on one stream, cursors moved by acks only.
 
 Rows are read in key order `(received_at, device_id, metric, time)`, never newer than
 `now - safety_lag` (a row committed late with a slightly older `received_at` is still ahead of
 the cursor when it becomes visible), at most `max_rows_per_tick` per tick, in batches of
 `batch_size` on one bidirectional stream with up to `window` batches unacknowledged, so reading
-the next batch overlaps the server committing the previous one. The cursor moves, and is
+the next batch overlaps the server committing the previous one. A cursor moves, and is
 persisted, only when a batch is acknowledged: whatever was in flight when a tick failed is read
 and sent again next time, and the server counts it as duplicates.
+
+While a back-fill runs there are two lanes (`fleet_client.lanes`): each tick reads the live lane
+first, until it runs dry, then the back-fill lane up to the split, both on the same stream and
+within the same cap. A tick that stops at the cap with readings left, with one lane, begins a
+back-fill: the newest key at the portal becomes the split.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import re
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -25,9 +30,10 @@ from fleet_client.client import IngestClient
 from fleet_client.clock import Clock
 from fleet_client.errors import FleetRpcError, ProtocolError
 from fleet_client.failures import FailurePolicy, SourceError
-from fleet_client.progress import BackfillProgress
+from fleet_client.lanes import Lane, LaneFigures, LaneState
+from fleet_client.progress import BackfillRate
 from fleet_client.push_options import PushOptions
-from fleet_client.report import Outcome, ResourceResult, TickReport
+from fleet_client.report import Outcome, Progress, ResourceResult, TickReport
 from fleet_client.resources import MEASUREMENTS
 from fleet_client.rows import Cursor, MeasurementRow
 from fleet_client.source import Source
@@ -40,15 +46,89 @@ _ROW_FIELD = re.compile(r"^measurements\[(\d+)\]")
 AckHook = Callable[[int, Cursor, Any], None]
 """`(batch_id, cursor, ack)`, called after an acknowledged batch's cursor is saved."""
 
+_Read = Callable[[Cursor | None, int, datetime], Sequence[MeasurementRow]]
+
+
+@dataclass
+class _Page:
+    """Rows of one lane, in key order; `last_of_backfill` when the back-fill lane has nothing after them."""
+
+    lane: Lane
+    rows: Sequence[MeasurementRow]
+    last_of_backfill: bool = False
+
 
 @dataclass
 class _InFlight:
     batch_id: int
+    lane: Lane
     rows: Sequence[MeasurementRow]
+    ends_backfill: bool
 
     @property
     def cursor(self) -> Cursor:
         return Cursor.of(self.rows[-1])
+
+
+@dataclass
+class _Tick:
+    """What one tick sent per lane, and whether its back-fill ended."""
+
+    rows: dict[Lane, int] = field(default_factory=lambda: dict.fromkeys(Lane, 0))
+    merged: bool = False
+
+
+class _Pages:
+    """The tick's pages, live lane first; each lane is read until it runs dry, back-fill up to the split."""
+
+    def __init__(self, read: _Read, lanes: LaneState, cursor: Cursor | None, horizon: datetime) -> None:
+        self._read = read
+        self._split = lanes.split
+        self._horizon = horizon
+        self._open = [Lane.LIVE, Lane.BACKFILL] if lanes.apart else [Lane.LIVE]
+        self._after = {lane: lanes.after(lane, cursor) for lane in self._open}
+
+    @property
+    def exhausted(self) -> bool:
+        """Every lane ran dry: the data, not the cap, ended the tick."""
+        return not self._open
+
+    def next(self, limit: int) -> _Page | None:
+        """The next page of at most `limit` rows; None when every lane ran dry. A back-fill page is
+        empty when the lane ended exactly where its previous page did: it still has to say so."""
+        while self._open:
+            lane = self._open[0]
+            if lane is Lane.BACKFILL:
+                assert self._split is not None
+                page = self._read(self._after[lane], limit, self._split.received_at)
+                rows, reached = _up_to(page, self._split)
+            else:
+                rows, reached = self._read(self._after[lane], limit, self._horizon), False
+            dry = reached or len(rows) < limit
+            if dry:
+                self._open.pop(0)
+            if rows:
+                self._after[lane] = Cursor.of(rows[-1])
+            if lane is Lane.BACKFILL:
+                return _Page(lane, rows, last_of_backfill=dry)
+            if rows:
+                return _Page(lane, rows)
+        return None
+
+
+def _up_to(rows: Sequence[MeasurementRow], split: Cursor) -> tuple[Sequence[MeasurementRow], bool]:
+    """`rows` cut after the split row, and whether it was among them.
+
+    The back-fill reads `received_at <= split.received_at`; rows after the split within that
+    same instant belong to the live lane. Only equality is tested here: the order is the
+    database's, never Python's (a collation may sort metric names differently).
+    """
+    if not rows or rows[-1].received_at < split.received_at:
+        return rows, False
+    for i, row in enumerate(rows):
+        if row.received_at == split.received_at and Cursor.of(row) == split:
+            return rows[: i + 1], True
+    return rows, False
 
 
 class MeasurementPush:
@@ -74,76 +154,138 @@ class MeasurementPush:
         self.options = options
         self.stop = stop
         self.on_batch_acked = on_batch_acked
-        self.progress = BackfillProgress(source, clock)
+        self.rate = BackfillRate(clock)
+        self._figures: LaneFigures | None = None
+
+    @property
+    def figures(self) -> LaneFigures | None:
+        """Both lanes as the last tick left them (None before the first tick)."""
+        return self._figures
 
     def push(self, report: TickReport) -> ResourceResult:
         """Send what is waiting, up to the tick's cap; the back-fill's progress goes into `report`."""
         st = self.state.load(MEASUREMENTS)
+        lanes = self.state.load_lanes()
         now = self.clock.now()
+        tick = _Tick()
         waiting = self.failures.waiting(st, now)
         if waiting is not None:
+            self._finish(report, st, lanes, tick, now, count_live=lanes.apart)
             return waiting
         opts = self.options
         horizon = now - timedelta(seconds=opts.safety_lag_s)
+        pages = _Pages(self._read, lanes, st.cursor, horizon)
+        started = self.clock.monotonic()
         try:
-            rows = self._read(st.cursor, min(opts.batch_size, opts.max_rows_per_tick), horizon)
+            first = self._first_page(st, lanes, pages, tick)
         except SourceError as exc:
             return self.failures.failed(st, exc, now)
-        if not rows:
+        if first is None:
             if st.failures or st.last_error:
                 self.failures.succeeded(st, now)
-                self.state.save(st)
-            self.progress.record(
-                report, st.cursor, horizon, rows=0, started=self.clock.monotonic(), capped=False
-            )
+            self._finish(report, st, lanes, tick, now, started=started)
             return ResourceResult(MEASUREMENTS, Outcome.UP_TO_DATE)
         st.last_attempt = now
         result = ResourceResult(MEASUREMENTS, Outcome.PUSHED, streams=1)
-        started = self.clock.monotonic()
+        one_lane = not lanes.apart
         try:
-            capped = self._stream(st, rows, horizon, result)
+            capped = self._stream(st, lanes, pages, first, result, tick)
         except (FleetRpcError, SourceError) as exc:
             failed = self.failures.failed(st, exc, now)
             failed.streams, failed.rows = 1, result.rows
             failed.accepted, failed.duplicates = result.accepted, result.duplicates
+            self._finish(report, st, lanes, tick, now, count_live=lanes.apart)
             return failed
         self.failures.succeeded(st, now)
-        self.state.save(st)
+        if capped and one_lane:
+            self._begin_backfill(st, lanes, horizon, tick)
         elapsed = max(self.clock.monotonic() - started, 1e-9)
         result.detail = (
             f"{result.rows:,} rows, {result.accepted:,} accepted, {result.duplicates:,} duplicates, "
             f"{result.rows / elapsed:,.0f} rows/s"
         )
-        if result.outcome is not Outcome.STOPPED:
-            self.progress.record(report, st.cursor, horizon, rows=result.rows, started=started, capped=capped)
+        if not one_lane or tick.merged:
+            result.detail += f"; live {tick.rows[Lane.LIVE]:,}, back-fill {tick.rows[Lane.BACKFILL]:,}"
+        stopped = result.outcome is Outcome.STOPPED
+        self._finish(
+            report,
+            st,
+            lanes,
+            tick,
+            now,
+            started=None if stopped else started,
+            capped=capped,
+            count_live=lanes.apart or not capped,
+        )
         return result
 
+    def _finish(
+        self,
+        report: TickReport,
+        st: ResourceState,
+        lanes: LaneState,
+        tick: _Tick,
+        now: datetime,
+        *,
+        started: float | None = None,
+        capped: bool = False,
+        count_live: bool = True,
+    ) -> None:
+        """Save what the tick saw of both lanes; with `started` (a tick that ran to its end) also
+        the back-fill's progress, and `backlog` when the cap, not the data, ended the tick."""
+        backfilling = lanes.apart or tick.merged
+        rate = None
+        if backfilling and started is not None:
+            rate = self.rate.add(tick.rows[Lane.BACKFILL], started)
+        self._observe(st, lanes, now, count_live=count_live, rate=rate if lanes.apart else None)
+        figures = self._figures
+        if started is None or figures is None:
+            return
+        report.backlog = capped
+        if backfilling and rate is not None:
+            left = figures.backfill_rows_left
+            eta = left / rate if left is not None and rate > 0 else None
+            report.progress = Progress(figures.backfill_rows_sent, left, rate, eta, figures.live_lag_s)
+        if tick.merged:
+            self.rate.reset()
+
+    def _first_page(self, st: ResourceState, lanes: LaneState, pages: _Pages, tick: _Tick) -> _Page | None:
+        """The first page with rows, or None; opens no stream. A back-fill found empty here merges at once."""
+        asked = min(self.options.batch_size, self.options.max_rows_per_tick)
+        page = pages.next(asked)
+        while page is not None and not page.rows:
+            self._merge(st, lanes, tick)
+            page = pages.next(asked)
+        return page
+
     def _stream(
-        self, st: ResourceState, first: Sequence[MeasurementRow], horizon: datetime, result: ResourceResult
+        self,
+        st: ResourceState,
+        lanes: LaneState,
+        pages: _Pages,
+        first: _Page,
+        result: ResourceResult,
+        tick: _Tick,
     ) -> bool:
         """Send up to the tick's cap on one stream; True when the cap (not the data) ended it."""
         opts = self.options
         budget = opts.max_rows_per_tick
-        pending: Sequence[MeasurementRow] = first
-        asked = min(opts.batch_size, budget)
-        exhausted = False
+        pending: _Page | None = first
         in_flight: deque[_InFlight] = deque()
         batch_id = 0
         with self.client.measurement_stream() as stream:
             while True:
-                while pending and len(in_flight) < opts.window and not self.stop.is_set():
-                    batch_id += 1
-                    stream.send(wire.measurement_batch(batch_id, pending))
-                    sent = _InFlight(batch_id, pending)
-                    in_flight.append(sent)
-                    budget -= len(pending)
-                    if len(pending) < asked:
-                        exhausted, pending = True, ()
-                    elif budget <= 0:
-                        pending = ()
+                while pending is not None and len(in_flight) < opts.window and not self.stop.is_set():
+                    if pending.rows:
+                        batch_id += 1
+                        stream.send(wire.measurement_batch(batch_id, pending.rows))
+                        in_flight.append(
+                            _InFlight(batch_id, pending.lane, pending.rows, pending.last_of_backfill)
+                        )
+                        budget -= len(pending.rows)
                     else:
-                        asked = min(opts.batch_size, budget)
-                        pending = self._read(sent.cursor, asked, horizon)
+                        _end_backfill_with(in_flight, lambda: self._merge(st, lanes, tick))
+                    pending = pages.next(min(opts.batch_size, budget)) if budget > 0 else None
                 if not in_flight:
                     break
                 try:
@@ -154,24 +296,96 @@ class MeasurementPush:
                 done = in_flight.popleft()
                 if ack.batch_id != done.batch_id:
                     raise ProtocolError(f"acknowledgement for batch {ack.batch_id}, expected {done.batch_id}")
-                st.cursor = done.cursor
+                st.cursor = lanes.acknowledged(done.lane, st.cursor, done.cursor, len(done.rows))
+                tick.rows[done.lane] += len(done.rows)
                 st.rows_sent += len(done.rows)
-                self.state.save(st)
+                if done.ends_backfill:
+                    self._merge(st, lanes, tick, save=False)
+                self.state.save(st, lanes)
                 result.rows += len(done.rows)
                 result.accepted += ack.accepted
                 result.duplicates += ack.duplicates
                 if self.on_batch_acked is not None:
                     self.on_batch_acked(done.batch_id, done.cursor, ack)
-        if self.stop.is_set() and pending:
+        if self.stop.is_set() and pending is not None:
             result.outcome = Outcome.STOPPED
-        return not exhausted and budget <= 0
+        return not pages.exhausted and budget <= 0
 
-    def _read(self, cursor: Cursor | None, limit: int, horizon: datetime) -> Sequence[MeasurementRow]:
+    def _merge(self, st: ResourceState, lanes: LaneState, tick: _Tick, *, save: bool = True) -> None:
+        """The back-fill lane is done and every batch of it acknowledged: one lane again."""
+        if not lanes.apart:
+            return
+        st.cursor = lanes.merge(self.clock.now())
+        tick.merged = True
+        _LOGGER.info("back-fill done: %s rows; one lane again", f"{lanes.backfill_rows:,}")
+        if save:
+            self.state.save(st, lanes)
+
+    def _begin_backfill(self, st: ResourceState, lanes: LaneState, horizon: datetime, tick: _Tick) -> None:
+        """Split off a live lane after the newest key at the portal; the rest is the back-fill."""
         try:
-            return self.source.measurements_after(cursor, limit, until=horizon)
+            split = self.source.newest_measurement(until=horizon)
+        except Exception as exc:
+            _LOGGER.warning("could not split the back-fill from the live lane (%s); one lane for now", exc)
+            return
+        if split is None or split == st.cursor:
+            return
+        try:
+            left = self.source.count_measurements_after(st.cursor, until=split.received_at)
+        except Exception as exc:
+            _LOGGER.debug("counting the back-fill failed", exc_info=exc)
+            left = None
+        # The one lane was back-filling all along.
+        tick.rows[Lane.BACKFILL], tick.rows[Lane.LIVE] = tick.rows[Lane.LIVE], 0
+        lanes.begin_backfill(split, self.clock.now(), rows_sent=tick.rows[Lane.BACKFILL], rows_left=left)
+        _LOGGER.info(
+            "back-fill of %s readings up to %s; newer ones go in the live lane first",
+            f"{left:,}" if left is not None else "an unknown number of",
+            split.describe(),
+        )
+
+    def _observe(
+        self, st: ResourceState, lanes: LaneState, now: datetime, *, count_live: bool, rate: float | None
+    ) -> None:
+        """Record the newest reading at the portal (the live lag's other end) and what waits in the
+        live lane, then save. Counting is skipped unless it is known to be a short range: one lane
+        that did not run dry may have a whole back-fill behind its cursor. The live lane's range is
+        short while a back-fill runs (at worst, the readings of a server outage)."""
+        try:
+            newest = self.source.newest_measurement(until=now)
+            waiting = (
+                self.source.count_measurements_after(lanes.after(Lane.LIVE, st.cursor), until=now)
+                if count_live
+                else None
+            )
+        except Exception as exc:  # the last observation stands, with its time
+            _LOGGER.debug("reading the live lane's figures failed", exc_info=exc)
+        else:
+            lanes.observe(
+                now,
+                newest_at_portal=newest.received_at if newest is not None else None,
+                live_waiting=waiting,
+                backfill_rate=rate,
+            )
+        self.state.save(st, lanes)
+        self._figures = lanes.figures(st.cursor)
+
+    def _read(self, cursor: Cursor | None, limit: int, until: datetime) -> Sequence[MeasurementRow]:
+        try:
+            return self.source.measurements_after(cursor, limit, until=until)
         except Exception as exc:
             _LOGGER.debug("reading measurements from the portal failed", exc_info=exc)
             raise SourceError(MEASUREMENTS, exc) from exc
+
+
+def _end_backfill_with(in_flight: deque[_InFlight], merge: Callable[[], None]) -> None:
+    """The back-fill lane ran dry with no row left to send: its last batch in flight ends it on its
+    acknowledgement, or, when none is in flight, every back-fill batch is acknowledged and it ends now."""
+    for batch in reversed(in_flight):
+        if batch.lane is Lane.BACKFILL:
+            batch.ends_backfill = True
+            return
+    merge()
 
 
 def _explain_rejected_row(error: FleetRpcError, batch: _InFlight) -> None:

@@ -77,5 +77,6 @@ def report_json(report: TickReport, server: str, block: AuthBlock | None = None)
             "rows_left": progress.rows_left,
             "rows_per_s": round(progress.rows_per_s, 1),
             "eta_s": None if progress.eta_s is None else round(progress.eta_s),
+            "live_lag_s": None if progress.live_lag_s is None else round(progress.live_lag_s, 1),
         },
     }

@@ -20,6 +20,7 @@ from fleet_client.backoff import Backoff
 from fleet_client.client import IngestClient
 from fleet_client.clock import Clock, SystemClock
 from fleet_client.failures import FailurePolicy, TokenRefused
+from fleet_client.lanes import LaneFigures
 from fleet_client.measurement_push import AckHook, MeasurementPush
 from fleet_client.push_options import PushOptions
 from fleet_client.reference_push import ReferencePush
@@ -29,7 +30,16 @@ from fleet_client.source import Source
 from fleet_client.state import PushState
 from fleet_client.token_gate import TokenGate
 
-__all__ = ["AckHook", "Outcome", "Progress", "PushOptions", "Pusher", "ResourceResult", "TickReport"]
+__all__ = [
+    "AckHook",
+    "LaneFigures",
+    "Outcome",
+    "Progress",
+    "PushOptions",
+    "Pusher",
+    "ResourceResult",
+    "TickReport",
+]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -73,6 +83,11 @@ class Pusher:
     @on_batch_acked.setter
     def on_batch_acked(self, hook: AckHook | None) -> None:
         self._measurements.on_batch_acked = hook
+
+    @property
+    def lanes(self) -> LaneFigures | None:
+        """Both measurement lanes (back-fill and live) as the last tick left them; None before it."""
+        return self._measurements.figures
 
     # -- control -------------------------------------------------------------------------------
 

@@ -48,19 +48,33 @@ class ResourceResult:
 
 @dataclass(frozen=True)
 class Progress:
-    """A back-fill's progress after a tick: rows sent so far, rows left, rate and ETA."""
+    """A back-fill's progress after a tick: rows sent so far, rows left, rate and ETA, and the live
+    lane's lag (the newest reading at the portal minus the newest acknowledged one)."""
 
     rows_sent: int
     rows_left: int | None
     rows_per_s: float
     eta_s: float | None
+    live_lag_s: float | None = None
 
     def __str__(self) -> str:
         left = f"{self.rows_left:,}" if self.rows_left is not None else "?"
         eta = str(timedelta(seconds=round(self.eta_s))) if self.eta_s is not None else "?"
-        return (
+        line = (
             f"back-fill: {self.rows_sent:,} rows sent, {left} left, {self.rows_per_s:,.0f} rows/s, ETA {eta}"
         )
+        if self.live_lag_s is not None:
+            line += f"; live lag {lag_text(self.live_lag_s)}"
+        return line
+
+
+def lag_text(seconds: float) -> str:
+    """A lag as people read it: `0.4s`, `42s`, `1:02:03`."""
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    return str(timedelta(seconds=round(seconds)))
 
 
 @dataclass

@@ -3,7 +3,9 @@
 A portal with another schema implements `Source` itself (docs/client.md shows how); the pusher
 needs nothing else from it. Every method reads a consistent, complete answer: reference sets are
 whole snapshots, and `measurements_after` is a keyset page in `(received_at, device_id, metric,
-time)` order that never returns a row received after `until`.
+time)` order that never returns a row received after `until`; `newest_measurement` is the last
+key in that order, which the pusher uses to split a back-fill from the live lane
+(`fleet_client.lanes`) and to measure the live lag.
 """
 
 from __future__ import annotations
@@ -55,6 +57,10 @@ class Source(Protocol):
 
     def count_measurements_after(self, cursor: Cursor | None, *, until: datetime) -> int | None:
         """How many readings `measurements_after` would still return, for progress; None if unknown."""
+        ...
+
+    def newest_measurement(self, *, until: datetime) -> Cursor | None:
+        """The key of the last reading in key order with `received_at <= until`; None when there is none."""
         ...
 
 
@@ -167,6 +173,19 @@ class SqlSource:
         stmt = select(func.count()).select_from(t.measurements).where(_after(cursor, until))
         with self.engine.connect() as conn:
             return int(conn.scalar(stmt) or 0)
+
+    def newest_measurement(self, *, until: datetime) -> Cursor | None:
+        m = t.measurements.c
+        # Every key column descending: the (received_at, …) index read backwards, one row.
+        stmt = (
+            select(m.received_at, m.device_id, m.metric, m.time)
+            .where(m.received_at <= until)
+            .order_by(m.received_at.desc(), m.device_id.desc(), m.metric.desc(), m.time.desc())
+            .limit(1)
+        )
+        with self.engine.connect() as conn:
+            row = conn.execute(stmt).first()
+        return Cursor(*row) if row is not None else None
 
 
 def _tariff(row: Any, periods: tuple[PeriodRow, ...]) -> TariffRow:

@@ -2,8 +2,13 @@
 
 Per resource (`sites`, `devices`, `municipalities`, `tariffs`, `measurements`): the measurement
 cursor, the last acknowledged snapshot hash, last attempt, last success, consecutive failures,
-next attempt and last error. A local SQLite file by default, or any URL (the portal's own
+next attempt and last error; for measurements also the lanes (`fleet_client.lanes`), saved in
+the same transaction as the cursor. A local SQLite file by default, or any URL (the portal's own
 database works: the tables are prefixed `fleet_push_`).
+
+The schema only grows by whole tables, which `open()` creates when missing: a state written by
+an older fleet-push opens as it is (no lanes row = one lane), and an older fleet-push ignores the
+tables it does not know.
 
 Exactly one pusher may write a state. `acquire()` takes a lock row; a second pusher refuses to
 run with a message naming the holder. A lock is taken over only when its holder is provably
@@ -25,9 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Column,
     Connection,
     Engine,
+    Float,
     Integer,
     MetaData,
     String,
@@ -45,7 +52,8 @@ from sqlalchemy.exc import IntegrityError
 
 from fleet_client.clock import Clock, SystemClock
 from fleet_client.errors import FleetClientError
-from fleet_client.resources import RESOURCES
+from fleet_client.lanes import LaneState
+from fleet_client.resources import MEASUREMENTS, RESOURCES
 from fleet_client.rows import Cursor
 from fleet_client.sqltypes import UtcDateTime
 
@@ -70,6 +78,23 @@ state_table = Table(
     Column("next_attempt", UtcDateTime),
     Column("last_error", Text),
     Column("rows_sent", Integer, nullable=False, default=0),
+)
+
+lanes_table = Table(
+    "fleet_push_lanes",
+    _metadata,
+    Column("resource", String(32), primary_key=True),
+    Column("split", Text),
+    Column("live_cursor", Text),
+    Column("backfill_started", UtcDateTime),
+    Column("backfill_finished", UtcDateTime),
+    Column("backfill_rows", BigInteger, nullable=False, default=0),
+    Column("backfill_total", BigInteger),
+    Column("backfill_rate", Float),
+    Column("newest_acked", UtcDateTime),
+    Column("newest_at_portal", UtcDateTime),
+    Column("live_waiting", BigInteger),
+    Column("checked_at", UtcDateTime),
 )
 
 meta_table = Table(
@@ -214,6 +239,16 @@ class PushState:
             rows = {r["resource"]: _from_row(r) for r in conn.execute(select(state_table)).mappings()}
         return [rows.get(name, ResourceState(name)) for name in RESOURCES]
 
+    def load_lanes(self) -> LaneState:
+        """The measurement lanes (one lane when never saved)."""
+        with self.engine.connect() as conn:
+            row = (
+                conn.execute(select(lanes_table).where(lanes_table.c.resource == MEASUREMENTS))
+                .mappings()
+                .first()
+            )
+        return _lanes_from_row(row) if row is not None else LaneState()
+
     def auth_block(self) -> AuthBlock | None:
         with self.engine.connect() as conn:
             raw = conn.scalar(select(meta_table.c.value).where(meta_table.c.key == _AUTH_BLOCK))
@@ -294,7 +329,8 @@ class PushState:
 
     # -- writing -------------------------------------------------------------------------------
 
-    def save(self, state: ResourceState) -> None:
+    def save(self, state: ResourceState, lanes: LaneState | None = None) -> None:
+        """Write `state` (and the measurement `lanes`, when given) in one transaction."""
         values = {
             "cursor": json.dumps(state.cursor.to_json()) if state.cursor else None,
             "snapshot_hash": state.snapshot_hash,
@@ -312,6 +348,8 @@ class PushState:
             )
             if done.rowcount == 0:
                 conn.execute(insert(state_table).values(resource=state.resource, **values))
+            if lanes is not None:
+                _save_lanes(conn, state.resource, lanes)
 
     def block_auth(self, fingerprint: str, message: str) -> None:
         value = json.dumps(
@@ -363,6 +401,49 @@ def _from_row(row: Any) -> ResourceState:
         next_attempt=row["next_attempt"],
         last_error=row["last_error"],
         rows_sent=row["rows_sent"] or 0,
+    )
+
+
+def _key(cursor: Cursor | None) -> str | None:
+    return json.dumps(cursor.to_json()) if cursor else None
+
+
+def _cursor(raw: str | None) -> Cursor | None:
+    return Cursor.from_json(json.loads(raw)) if raw else None
+
+
+def _save_lanes(conn: Connection, resource: str, lanes: LaneState) -> None:
+    values = {
+        "split": _key(lanes.split),
+        "live_cursor": _key(lanes.live_cursor),
+        "backfill_started": lanes.backfill_started,
+        "backfill_finished": lanes.backfill_finished,
+        "backfill_rows": lanes.backfill_rows,
+        "backfill_total": lanes.backfill_total,
+        "backfill_rate": lanes.backfill_rate,
+        "newest_acked": lanes.newest_acked,
+        "newest_at_portal": lanes.newest_at_portal,
+        "live_waiting": lanes.live_waiting,
+        "checked_at": lanes.checked_at,
+    }
+    done = conn.execute(update(lanes_table).where(lanes_table.c.resource == resource).values(**values))
+    if done.rowcount == 0:
+        conn.execute(insert(lanes_table).values(resource=resource, **values))
+
+
+def _lanes_from_row(row: Any) -> LaneState:
+    return LaneState(
+        split=_cursor(row["split"]),
+        live_cursor=_cursor(row["live_cursor"]),
+        backfill_started=row["backfill_started"],
+        backfill_finished=row["backfill_finished"],
+        backfill_rows=row["backfill_rows"] or 0,
+        backfill_total=row["backfill_total"],
+        backfill_rate=row["backfill_rate"],
+        newest_acked=row["newest_acked"],
+        newest_at_portal=row["newest_at_portal"],
+        live_waiting=row["live_waiting"],
+        checked_at=row["checked_at"],
     )
 
 

@@ -143,6 +143,52 @@ def test_once_then_status_table_and_json(
     assert customer.token not in raw
 
 
+def test_status_shows_both_lanes_during_a_backfill_and_one_after(
+    server: InProcessServer, new_customer, demo: Any, tmp_path: Path
+) -> None:
+    customer = new_customer("LANES")
+    env = _env(server, customer.token, demo.url, tmp_path, FLEET_MAX_ROWS_PER_TICK="500")
+    assert _run(["once"], env, tmp_path)[0] == 0
+    code, table = _run(["status"], env, tmp_path)
+    assert code == 0
+    lines = table.splitlines()
+    at = lines.index("measurement lanes: back-fill and live (the live lane goes first in every tick)")
+    backfill, live = lines[at + 1], lines[at + 2]
+    assert backfill.startswith(
+        "  back-fill  at 2025-03-03T21:00:20+00:00 d1 power_w → 2025-03-04T00:00:20+00:00 d3 power_w"
+        " · 500 sent · 76 left · "
+    )
+    assert " rows/s · ETA " in backfill
+    # The demo portal's newest reading (received at 00:00:20) is in the back-fill: the live lag
+    # is the back-fill's distance from it.
+    assert live.startswith(
+        "  live       at 2025-03-04T00:00:20+00:00 d3 power_w · lag 3:00:00 (newest at the"
+    )
+    assert "newest acknowledged 2025-03-03T21:00:20+00:00) · 0 waiting · as of " in live
+    doc = json.loads(_run(["status", "--json"], env, tmp_path)[1])
+    assert doc["lanes"]["lanes"] == 2
+    assert doc["lanes"]["backfill"]["rows_left"] == 76
+    assert doc["lanes"]["backfill"]["split"]["received_at"] == "2025-03-04T00:00:20+00:00"
+    assert doc["lanes"]["live"]["lag_s"] == 3 * 3600
+
+    code, out = _run(["once", "--json"], env, tmp_path)
+    assert code == 0
+    backfill = json.loads(out)["backfill"]  # the tick that ends the back-fill still reports it
+    assert (backfill["rows_sent"], backfill["rows_left"], backfill["live_lag_s"]) == (576, 0, 0.0)
+    lines = _run(["status"], env, tmp_path)[1].splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("measurement lanes: one"))
+    assert lines[at].startswith(
+        "measurement lanes: one (no back-fill running; the last back-fill (576 rows) ended "
+    )
+    assert lines[at + 1].startswith("  live       at 2025-03-04T00:00:20+00:00 d3 power_w · lag 0.0s (")
+    doc = json.loads(_run(["status", "--json"], env, tmp_path)[1])
+    assert (doc["lanes"]["lanes"], doc["lanes"]["backfill"]["rows_left"], doc["lanes"]["live"]["lag_s"]) == (
+        1,
+        0,
+        0,
+    )
+
+
 def test_a_second_pusher_on_the_same_state_refuses(
     server: InProcessServer, new_customer, demo: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -226,13 +272,22 @@ def test_portal_and_push_state_in_postgresql(
             if rows:
                 dst.execute(insert(table), rows)
     customer = new_customer("PGPORTAL")
-    env = _env(server, customer.token, pg_portal, tmp_path, FLEET_STATE_URL=pg_portal)
+    # Two capped ticks: a back-fill with its lanes kept in PostgreSQL beside the portal.
+    env = _env(
+        server, customer.token, pg_portal, tmp_path, FLEET_STATE_URL=pg_portal, FLEET_MAX_ROWS_PER_TICK="400"
+    )
+    code, out = _run(["once"], env, tmp_path)
+    assert code == 0, out
+    state = PushState.open(pg_portal)
+    assert state.load_lanes().split is not None
+    state.close()
     code, out = _run(["once"], env, tmp_path)
     assert code == 0, out
     source = SqlSource(pg)
     assert_mirrored(source, engine, customer.id)
     state = PushState.open(pg_portal)
     assert state.load("measurements").rows_sent == 576
+    assert state.load_lanes().split is None
     state.close()
     sqlite.dispose()
     pg.dispose()

@@ -79,6 +79,8 @@ def test_pages_return_every_row_once_in_key_order(portal: Engine, keys, limit: i
     )
     assert [(row.received_at, row.device_id, row.metric, row.time) for row in got] == expected
     assert source.count_measurements_after(None, until=until) == len(expected)
+    # The newest key is the last one a full walk returns: the split a back-fill ends at.
+    assert source.newest_measurement(until=until) == (Cursor.of(got[-1]) if got else None)
 
 
 def test_count_after_a_cursor(portal: Engine) -> None:
@@ -90,6 +92,23 @@ def test_count_after_a_cursor(portal: Engine) -> None:
     first = source.measurements_after(None, 2, until=BASE + timedelta(hours=1))
     assert source.count_measurements_after(Cursor.of(first[-1]), until=BASE + timedelta(hours=1)) == 2
     assert source.count_measurements_after(Cursor.of(first[-1]), until=BASE) == 1
+
+
+def test_the_newest_key_respects_until_and_the_whole_key_order(portal: Engine) -> None:
+    source = SqlSource(portal)
+    assert source.newest_measurement(until=BASE + timedelta(days=1)) is None
+    with portal.begin() as conn:
+        conn.execute(
+            insert(t.measurements),
+            _rows({(0, 1, "a", 0), (1, 2, "a", 5), (1, 2, "b", 3), (1, 1, "power_w", 9), (2, 1, "a", 1)}),
+        )
+    assert source.newest_measurement(until=BASE + timedelta(seconds=1)) == Cursor(
+        BASE + timedelta(seconds=1), 2, "b", BASE + timedelta(minutes=3)
+    )
+    assert source.newest_measurement(until=BASE + timedelta(seconds=5)) == Cursor(
+        BASE + timedelta(seconds=2), 1, "a", BASE + timedelta(minutes=1)
+    )
+    assert source.newest_measurement(until=BASE - timedelta(seconds=1)) is None
 
 
 def test_times_come_back_as_aware_utc(portal: Engine) -> None:

@@ -8,8 +8,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import text, update
 
+from fleet_client.lanes import LaneState
 from fleet_client.rows import Cursor
 from fleet_client.state import PushLocked, PushState, ResourceState, lock_table
 from fleet_server.clock import FakeClock
@@ -117,3 +118,47 @@ def test_auth_block_round_trip(url: str) -> None:
     )
     state.clear_auth_block()
     assert state.auth_block() is None
+
+
+def test_lanes_are_saved_with_the_cursor_and_survive_a_restart(url: str) -> None:
+    clock = FakeClock(T0)
+    state = PushState.open(url, clock)
+    state.acquire()
+    assert state.load_lanes() == LaneState()  # never saved: one lane
+    split = Cursor(T0, 7, "energy_kwh", T0 - timedelta(minutes=15))
+    lanes = LaneState(
+        split=split,
+        live_cursor=Cursor(T0 + timedelta(seconds=30), 2, "power_w", T0),
+        backfill_started=T0 - timedelta(hours=1),
+        backfill_rows=123_456,
+        backfill_total=35_000_000,
+        backfill_rate=21_300.5,
+        newest_acked=T0 + timedelta(seconds=30),
+        newest_at_portal=T0 + timedelta(seconds=45),
+        live_waiting=12,
+        checked_at=T0 + timedelta(seconds=50),
+    )
+    backfill = ResourceState("measurements", cursor=Cursor(T0 - timedelta(days=400), 1, "energy_kwh", T0))
+    state.save(backfill, lanes)
+    state.release()
+    state.close()
+    reopened = PushState.open(url, clock)
+    assert reopened.load_lanes() == lanes
+    assert reopened.load("measurements").cursor == backfill.cursor
+    reopened.close()
+
+
+def test_a_state_written_before_lanes_existed_opens_with_one_lane(url: str) -> None:
+    state = PushState.open(url, FakeClock(T0))
+    state.acquire()
+    cursor = Cursor(T0, 3, "power_w", T0)
+    state.save(ResourceState("measurements", cursor=cursor, rows_sent=10))
+    state.release()
+    with state.engine.begin() as conn:
+        conn.execute(text("DROP TABLE fleet_push_lanes"))
+    state.close()
+    reopened = PushState.open(url, FakeClock(T0))  # creates the missing table, keeps the rest
+    assert reopened.load_lanes() == LaneState()
+    assert reopened.load("measurements").cursor == cursor
+    assert reopened.load_lanes().figures(cursor).live_cursor == cursor
+    reopened.close()
