@@ -16,6 +16,7 @@ from fleet.v1 import resources_pb2
 from fleet_server.domain.measurements import FIELD_RECEIVED_AT, FIELD_TIME
 from fleet_server.domain.reference import SyncSummary
 from fleet_server.domain.reference_validation import (
+    DEFAULT_TIMEZONE,
     DeviceItem,
     MunicipalityItem,
     PeriodItem,
@@ -35,7 +36,8 @@ def site_item(site: resources_pb2.Site) -> SiteItem:
         id=site.id,
         name=site.name,
         address=site.address,
-        timezone=site.timezone,
+        # Empty means UTC on the wire; saying so here shares one string among all such sites.
+        timezone=site.timezone or DEFAULT_TIMEZONE,
         municipality_id=site.municipality_id if site.HasField("municipality_id") else None,
         tariff_id=site.tariff_id if site.HasField("tariff_id") else None,
     )
