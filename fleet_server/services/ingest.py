@@ -91,11 +91,11 @@ class FleetIngestServicer(ingest_service_pb2_grpc.FleetIngestServiceServicer):
         """
         async with self._app.ingest.stream(context.customer().customer_id) as stream:
 
-            def accept(request: pb.PushMeasurementsRequest) -> asyncio.Future[BatchResult]:
+            def accept(request: pb.PushMeasurementsRequest) -> tuple[int, asyncio.Future[BatchResult]]:
                 batch = ingest_wire.decode_batch(request)
                 written = stream.accept(batch)
                 context.add_rows(len(batch))
-                return written
+                return request.batch_id, written
 
-            async for request, result in measurement_stream.pipelined(request_iterator, accept):
-                yield ingest_wire.ack(request, result)
+            async for batch_id, result in measurement_stream.pipelined(request_iterator, accept):
+                yield ingest_wire.ack(batch_id, result)
