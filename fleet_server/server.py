@@ -120,6 +120,8 @@ def check_settings(settings: Settings) -> None:
         "--db-pool-size": settings.db_pool_size,
         "--health-poll-s": settings.health_poll_s,
         "--db-queue-timeout-s": settings.db_queue_timeout_s,
+        "--max-snapshot-rows": settings.max_snapshot_rows,
+        "--max-snapshot-bytes": settings.max_snapshot_bytes,
     }
     for flag, value in positive.items():
         if value <= 0:
