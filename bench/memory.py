@@ -297,11 +297,7 @@ class Scenarios:
 
     def run(self, name: str, scenario: Callable[[Outcome], None]) -> Row:
         print(f"… {name}", file=sys.stderr, flush=True)
-        settings = dict(SERVER_ENV)
-        if scenario == self.fleet:
-            # All 310 streams open at once: past the default of 256 calls some would be refused.
-            settings["FLEET_MAX_CONCURRENT_RPCS"] = "400"
-        self.env.start_server(settings, log=self.log)
+        self.env.start_server(SERVER_ENV, log=self.log)
         try:
             pid = self.env.pid
             rest = memory_kib(pid)["VmRSS"]
