@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -75,7 +76,15 @@ class BenchEnvironment:
     def target(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start_server(self) -> None:
+    @property
+    def pid(self) -> int:
+        """Process id of the running server."""
+        assert self._server is not None
+        return self._server.pid
+
+    def start_server(self, settings: Mapping[str, str] | None = None, log: Path | None = None) -> None:
+        """Start `fleet-server`; `settings` (`FLEET_*` variables) override the benchmark's own, and
+        its log goes to `log` when given."""
         with socket.socket() as probe:  # a free loopback port for the server to listen on
             probe.bind(("127.0.0.1", 0))
             self.port = int(probe.getsockname()[1])
@@ -87,24 +96,35 @@ class BenchEnvironment:
             "FLEET_INGEST_ROWS_PER_S": "100000000",
             "FLEET_INGEST_BURST_ROWS": "100000000",
             "FLEET_MAX_MESSAGE_BYTES": str(64 * 1024 * 1024),
+            **(settings or {}),
         }
-        self._server = subprocess.Popen(
-            [sys.executable, "-m", "fleet_server.cli", "serve", "--listen", self.target],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        sink = log.open("ab") if log is not None else None
+        try:
+            self._server = subprocess.Popen(
+                [sys.executable, "-m", "fleet_server.cli", "serve", "--listen", self.target],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=sink if sink is not None else subprocess.DEVNULL,
+            )
+        finally:
+            if sink is not None:
+                sink.close()
         # The server opens its port only once it is ready to serve (its database is up: ours).
         with grpc.insecure_channel(self.target) as channel:
             grpc.channel_ready_future(channel).result(timeout=60)
 
-    def close(self) -> None:
+    def stop_server(self) -> None:
         if self._server is not None and self._server.poll() is None:
             self._server.terminate()
             try:
                 self._server.wait(15)
             except subprocess.TimeoutExpired:
                 self._server.kill()
+                self._server.wait(15)
+        self._server = None
+
+    def close(self) -> None:
+        self.stop_server()
         if self._embedded is not None:
             self._embedded.cleanup()  # stops the embedded PostgreSQL: this run is its only user
             shutil.rmtree(self._embedded.pgdata.parent, ignore_errors=True)

@@ -13,6 +13,7 @@ from fleet_server.db.session import Database
 from fleet_server.domain.authentication import SqlTokenStore, TokenStore
 from fleet_server.domain.fairness import IngestGate
 from fleet_server.domain.ingest import MeasurementIngest
+from fleet_server.domain.memory import BATCH_RETRY_MS, SNAPSHOT_RETRY_MS, ByteBudget, resident_cost
 from fleet_server.rpc.admission import Admission, Limits
 from fleet_server.store.partitions import Partitions
 
@@ -24,7 +25,8 @@ class App:
     FLEET_QUERY_DATABASE_URL names one, else the primary). `gate` (one measurement stream per
     customer, the row budgets) and `partitions` (the months known to exist) are this process's
     ingest state; `ingest` is the measurement use case built on them. `admission` counts the calls
-    in progress against their budgets (per customer, operators, callers without a token).
+    in progress against their budgets (per customer, operators, callers without a token);
+    `snapshot_memory` and `batch_memory` bound the pushed data all calls of this process hold.
     """
 
     def __init__(
@@ -43,7 +45,17 @@ class App:
         self.tokens: TokenStore = tokens or SqlTokenStore(db, self.clock)
         self.gate = IngestGate.build(db, settings, self.clock)
         self.partitions = Partitions(db)
-        self.ingest = MeasurementIngest(db, self.gate, self.partitions, self.clock)
+        # One customer's snapshot streams together hold no more than one full snapshot costs.
+        self.snapshot_memory = ByteBudget(
+            "reference-data snapshots",
+            settings.max_snapshot_memory_bytes,
+            per_holder=resident_cost(settings.max_snapshot_bytes, settings.max_snapshot_rows),
+            retry_after_ms=SNAPSHOT_RETRY_MS,
+        )
+        self.batch_memory = ByteBudget(
+            "measurement batches", settings.max_batch_memory_bytes, retry_after_ms=BATCH_RETRY_MS
+        )
+        self.ingest = MeasurementIngest(db, self.gate, self.partitions, self.clock, self.batch_memory)
         self.admission = Admission(Limits.from_settings(settings), self.clock)
 
     def close(self) -> None:

@@ -76,7 +76,20 @@ class Settings:
         "re-spread over --workers and load balancers (its calls get 10 more minutes to finish)",
     )
     max_snapshot_rows: int = _setting(
-        1_000_000, "largest reference-data snapshot accepted per stream, in rows (tariff periods count)"
+        250_000, "largest reference-data snapshot accepted per stream, in rows (tariff periods count)"
+    )
+    max_snapshot_bytes: int = _setting(
+        64 * 1024 * 1024, "largest reference-data snapshot accepted per stream, in bytes of its messages"
+    )
+    max_snapshot_memory_bytes: int = _setting(
+        384 * 1024 * 1024,
+        "memory all reference-data snapshots in progress may hold, as estimated from their bytes and "
+        "rows; past it a stream is refused with a retry hint (0 = no limit)",
+    )
+    max_batch_memory_bytes: int = _setting(
+        256 * 1024 * 1024,
+        "memory all measurement batches read but not yet written may hold, as estimated from their "
+        "bytes and rows; past it a batch is refused with a retry hint (0 = no limit)",
     )
     db_pool_size: int = _setting(10, "database connections per process (and threads running database work)")
     db_queue_timeout_s: float = _setting(

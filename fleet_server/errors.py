@@ -62,6 +62,8 @@ class Reason(StrEnum):
     ANONYMOUS_CALL_LIMIT = "ANONYMOUS_CALL_LIMIT"
     # A request stream that sent nothing for the idle limit.
     STREAM_IDLE = "STREAM_IDLE"
+    # The process (or the customer) holds as many pushed bytes as it may; retry after the hint.
+    MEMORY_BUSY = "MEMORY_BUSY"
     # Costs.
     UNKNOWN_TIMEZONE = "UNKNOWN_TIMEZONE"
     # Measurement queries: the customer has no reading of that metric at all (a typo, most likely).

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.orm import Session
 
 from fleet_server.domain.paging import CUSTOMER_PAGES, Page, cut
+from fleet_server.domain.rules import check_text
 from fleet_server.domain.tokens import TokenKind, hash_token, mint
 from fleet_server.errors import AlreadyExists, InvalidArgument, NotFound, Reason, Violations
 from fleet_server.store import customers as store
@@ -25,7 +26,6 @@ CODE_PATTERN = re.compile(r"[A-Z0-9_-]{2,32}")
 # A "did you mean" compares spellings against at most this many codes (a miss is rare and an
 # operator's; beyond it, only a different case is looked up).
 _SPELLING_CANDIDATES = 10_000
-MAX_NAME_LENGTH = 200
 # A grace window is a hand-over period, not a second permanent credential: a rotation whose old
 # token outlives a month has not really rotated anything.
 MAX_GRACE = timedelta(days=30)
@@ -119,8 +119,8 @@ def create_customer(session: Session, code: str, name: str, now: datetime) -> Is
     check_code(code, "code", problems)
     if not name.strip():
         problems.add("name", "must not be empty")
-    elif len(name.strip()) > MAX_NAME_LENGTH:
-        problems.add("name", f"must be at most {MAX_NAME_LENGTH} characters")
+    else:
+        check_text(name.strip(), "name", problems)
     problems.raise_if_any()
     if store.code_taken(session, code):
         raise _code_taken(code)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 
 from fleet_server.clock import Clock
@@ -19,6 +19,7 @@ from fleet_server.db.scheduler import Turn
 from fleet_server.db.session import Database
 from fleet_server.domain.fairness import IngestGate
 from fleet_server.domain.measurements import validate_batch
+from fleet_server.domain.memory import ByteBudget, Holding, resident_cost
 from fleet_server.store.measurements import BatchResult, BatchWriter, MeasurementBatch
 from fleet_server.store.partitions import Partitions
 
@@ -28,39 +29,59 @@ _LOGGER = logging.getLogger(__name__)
 class MeasurementIngest:
     """What every measurement stream of this process shares: the database, the gate, the partitions."""
 
-    def __init__(self, db: Database, gate: IngestGate, partitions: Partitions, clock: Clock) -> None:
+    def __init__(
+        self, db: Database, gate: IngestGate, partitions: Partitions, clock: Clock, memory: ByteBudget
+    ) -> None:
         self._db = db
         self._gate = gate
         self._partitions = partitions
         self._clock = clock
+        self._memory = memory
 
     @contextlib.asynccontextmanager
     async def stream(self, customer_id: int) -> AsyncIterator[MeasurementStreamSession]:
         """The customer's stream for the `async with` body; RESOURCE_EXHAUSTED if one is open already."""
         async with self._gate.exclusive_stream(customer_id):
             writes = OrderedWrites(self._db, self._partitions, customer_id)
-            yield MeasurementStreamSession(writes, self._gate, self._clock, customer_id)
+            yield MeasurementStreamSession(writes, self._gate, self._clock, self._memory, customer_id)
 
 
 class MeasurementStreamSession:
     """One open stream: `accept` each decoded batch."""
 
-    def __init__(self, writes: OrderedWrites, gate: IngestGate, clock: Clock, customer_id: int) -> None:
+    def __init__(
+        self, writes: OrderedWrites, gate: IngestGate, clock: Clock, memory: ByteBudget, customer_id: int
+    ) -> None:
         self._writes = writes
         self._gate = gate
         self._clock = clock
+        self._memory = memory
         self._customer_id = customer_id
 
-    def accept(self, batch: MeasurementBatch) -> asyncio.Future[BatchResult]:
-        """Validate the batch and spend its rows of the budget (raising refuses it), then queue it.
+    def accept(
+        self, serialized_bytes: int, rows: int, decode: Callable[[], MeasurementBatch]
+    ) -> asyncio.Future[BatchResult]:
+        """Hold what the batch will cost in the process's batch memory, `decode` and validate it,
+        spend its rows of the customer's row budget (raising refuses it), then queue it.
 
-        The future settles when the batch is committed, or with the error that stopped it
-        (`NotWritten` when an earlier batch of the stream failed).
+        The memory is taken first, from the request's size and row count, so a batch the process
+        cannot hold is refused before it is decoded. The future settles when the batch is
+        committed, or with the error that stopped it (`NotWritten` when an earlier batch of the
+        stream failed); the memory is given back then.
         """
-        now = self._clock.now()
-        validate_batch(batch, now)
-        self._gate.budget.admit(self._customer_id, len(batch))
-        return self._writes.submit(batch, now)
+        held = Holding(self._memory, self._customer_id)
+        held.take(resident_cost(serialized_bytes, rows))
+        try:
+            batch = decode()
+            now = self._clock.now()
+            validate_batch(batch, now)
+            self._gate.budget.admit(self._customer_id, len(batch))
+            written = self._writes.submit(batch, now)
+        except BaseException:
+            held.release()
+            raise
+        written.add_done_callback(lambda _: held.release())
+        return written
 
 
 class NotWritten(Exception):

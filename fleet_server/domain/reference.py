@@ -22,7 +22,7 @@ snapshot back) when the caller can no longer vouch for the snapshot — the push
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from sqlalchemy.orm import Session
@@ -95,12 +95,11 @@ def _require_parents(
 
 
 def _summary(received: int, changes: reference.Changes, periods: int = 0) -> SyncSummary:
-    inserted, updated = len(changes.inserted), len(changes.updated)
     return SyncSummary(
         received=received,
-        inserted=inserted,
-        updated=updated,
-        unchanged=received - inserted - updated,
+        inserted=changes.inserted,
+        updated=changes.updated,
+        unchanged=received - changes.inserted - changes.updated,
         deleted=changes.deleted,
         periods_written=periods,
     )
@@ -198,8 +197,9 @@ def apply_tariffs(
         Reason.MUNICIPALITY_NOT_FOUND,
     )
     changed_sets = reference.changed_period_sets(session, customer_id, rows)
-    changes = reference.upsert_snapshot(session, Resource.TARIFFS, customer_id, rows)
-    changes.updated.update(changed_sets - changes.inserted)
+    changes = reference.upsert_snapshot(session, Resource.TARIFFS, customer_id, rows, watched=changed_sets)
+    # A tariff whose row is unchanged but whose periods changed counts as updated too.
+    changes = replace(changes, updated=changes.updated + len(changed_sets - changes.written))
     written = reference.replace_periods(session, customer_id, [t for t in rows if t.id in changed_sets])
     sync_status.record_push(session, customer_id, Resource.TARIFFS, len(rows), now)
     confirm()

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 
-from fleet_server.domain.rules import check_range
+from fleet_server.domain.rules import check_range, check_text
 from fleet_server.errors import Violations
 from fleet_server.store.reference import PeriodRecord, TariffRecord
 
@@ -33,9 +33,11 @@ DEFAULT_TIMEZONE = "UTC"
 # no schedule but a flood. The bound keeps one tariff — which a view must show whole, periods
 # and all — far below gRPC's message limit (ListTariffs, GetCustomerDetail).
 MAX_PERIODS_PER_TARIFF = 1000
+# IANA zone names are short (the longest, America/Argentina/ComodRivadavia, has 32 characters).
+MAX_TIMEZONE_LENGTH = 64
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SiteItem:
     id: int
     name: str
@@ -45,7 +47,7 @@ class SiteItem:
     tariff_id: int | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DeviceItem:
     id: int
     site_id: int
@@ -54,14 +56,14 @@ class DeviceItem:
     kind: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class MunicipalityItem:
     id: int
     name: str
     region: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PeriodItem:
     """A TOU period as pushed: times and rate still as the caller's strings."""
 
@@ -73,7 +75,7 @@ class PeriodItem:
     rate: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TariffItem:
     """A tariff as pushed; `effective_from`/`effective_to` are None when unset on the wire."""
 
@@ -104,17 +106,19 @@ def _check_name(value: str, path: str, problems: Violations) -> None:
     if not value.strip():
         problems.add(path, "must not be empty")
     else:
-        _check_text(value, path, problems)
+        check_text(value, path, problems)
 
 
-def _check_text(value: str, path: str, problems: Violations) -> None:
-    # PostgreSQL text cannot hold NUL; without this the write would fail as an internal error.
-    if "\x00" in value:
-        problems.add(path, "must not contain NUL characters")
+def _check_timezone(value: str, path: str, problems: Violations) -> None:
+    """Empty (= UTC) or an IANA name; a long value is refused before it is looked up or echoed."""
+    if value and check_text(value, path, problems, max_length=MAX_TIMEZONE_LENGTH) and not is_timezone(value):
+        problems.add(path, f"unknown IANA time zone {value!r}")
 
 
 def _check_unique(ids: Sequence[int], prefix: str, problems: Violations) -> None:
     """`prefix[i].id: duplicate id N (also at prefix[j])` for every repeat after the first."""
+    if len(set(ids)) == len(ids):
+        return  # the usual case, at a fraction of the memory of the positions below
     first_at: dict[int, int] = {}
     for index, value in enumerate(ids):
         if value in first_at:
@@ -183,9 +187,8 @@ def validate_sites(items: Sequence[SiteItem]) -> list[SiteItem]:
         path = f"sites[{i}]"
         _check_id(site.id, f"{path}.id", problems)
         _check_name(site.name, f"{path}.name", problems)
-        _check_text(site.address, f"{path}.address", problems)
-        if site.timezone and not is_timezone(site.timezone):
-            problems.add(f"{path}.timezone", f"unknown IANA time zone {site.timezone!r}")
+        check_text(site.address, f"{path}.address", problems)
+        _check_timezone(site.timezone, f"{path}.timezone", problems)
         _check_optional_id(site.municipality_id, f"{path}.municipality_id", problems)
         _check_optional_id(site.tariff_id, f"{path}.tariff_id", problems)
     _check_unique([s.id for s in items], "sites", problems)
@@ -200,8 +203,8 @@ def validate_devices(items: Sequence[DeviceItem]) -> list[DeviceItem]:
         _check_id(device.id, f"{path}.id", problems)
         _check_id(device.site_id, f"{path}.site_id", problems)
         _check_name(device.name, f"{path}.name", problems)
-        _check_text(device.serial_number, f"{path}.serial_number", problems)
-        _check_text(device.kind, f"{path}.kind", problems)
+        check_text(device.serial_number, f"{path}.serial_number", problems)
+        check_text(device.kind, f"{path}.kind", problems)
     _check_unique([d.id for d in items], "devices", problems)
     problems.raise_if_any()
     return list(items)
@@ -213,7 +216,7 @@ def validate_municipalities(items: Sequence[MunicipalityItem]) -> list[Municipal
         path = f"municipalities[{i}]"
         _check_id(municipality.id, f"{path}.id", problems)
         _check_name(municipality.name, f"{path}.name", problems)
-        _check_text(municipality.region, f"{path}.region", problems)
+        check_text(municipality.region, f"{path}.region", problems)
     _check_unique([m.id for m in items], "municipalities", problems)
     problems.raise_if_any()
     return list(items)

@@ -1,4 +1,4 @@
-"""The time rules shared by every kind of data and query: one check for an instant, one for a range."""
+"""The rules shared by every kind of data and query: an instant, a range, and free text."""
 
 from __future__ import annotations
 
@@ -10,6 +10,10 @@ from fleet_server.errors import Violations
 EARLIEST_TIME = datetime(2000, 1, 1, tzinfo=UTC)
 # Clocks drift; more than a day ahead is a wrong timezone or a wrong clock, not drift.
 MAX_FUTURE = timedelta(days=1)
+# Every free-text field (names, addresses, serial numbers, kinds, regions) is at most this many
+# characters (Unicode code points): room for any real value, and a bound on what one row can
+# make the server hold and store.
+MAX_TEXT_LENGTH = 256
 
 
 def check_time(
@@ -70,3 +74,18 @@ def check_range(
         problems.add(end_path, f"range must not span more than {max_span.days} days")
         return False
     return True
+
+
+def check_text(value: str, path: str, problems: Violations, *, max_length: int = MAX_TEXT_LENGTH) -> bool:
+    """Record why free text is unusable — longer than `max_length` characters, or holding NUL.
+
+    The value itself is never echoed: it may be megabytes long. True when `value` passed.
+    """
+    if len(value) > max_length:
+        problems.add(path, f"must be at most {max_length} characters (got {len(value):,})")
+    elif "\x00" in value:
+        # PostgreSQL text cannot hold NUL; without this the write would fail as an internal error.
+        problems.add(path, "must not contain NUL characters")
+    else:
+        return True
+    return False

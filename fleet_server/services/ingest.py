@@ -33,12 +33,19 @@ class FleetIngestServicer(ingest_service_pb2_grpc.FleetIngestServiceServicer):
         the authenticated customer's snapshot in one transaction that commits only while the
         call still lives (see `SnapshotStream`)."""
         customer_id = context.customer().customer_id
-        stream = SnapshotStream(context, self._app.settings.max_snapshot_rows)
-        snapshot = await read(stream)
-        context.add_rows(len(snapshot))
-        now = self._app.clock.now()
-        turn = context.turn.for_rows(len(snapshot))
-        return await self._app.db.run(turn, apply, customer_id, snapshot, now, stream.confirm_open)
+        settings = self._app.settings
+        with SnapshotStream(
+            context,
+            max_rows=settings.max_snapshot_rows,
+            max_bytes=settings.max_snapshot_bytes,
+            memory=self._app.snapshot_memory,
+            customer_id=customer_id,
+        ) as stream:
+            snapshot = await read(stream)
+            context.add_rows(len(snapshot))
+            now = self._app.clock.now()
+            turn = context.turn.for_rows(len(snapshot))
+            return await self._app.db.run(turn, apply, customer_id, snapshot, now, stream.confirm_open)
 
     @translate_errors
     async def PushSites(
@@ -91,11 +98,11 @@ class FleetIngestServicer(ingest_service_pb2_grpc.FleetIngestServiceServicer):
         """
         async with self._app.ingest.stream(context.customer().customer_id) as stream:
 
-            def accept(request: pb.PushMeasurementsRequest) -> asyncio.Future[BatchResult]:
-                batch = ingest_wire.decode_batch(request)
-                written = stream.accept(batch)
-                context.add_rows(len(batch))
-                return written
+            def accept(request: pb.PushMeasurementsRequest) -> tuple[int, asyncio.Future[BatchResult]]:
+                rows = len(request.measurements)
+                written = stream.accept(request.ByteSize(), rows, lambda: ingest_wire.decode_batch(request))
+                context.add_rows(rows)
+                return request.batch_id, written
 
-            async for request, result in measurement_stream.pipelined(request_iterator, accept):
-                yield ingest_wire.ack(request, result)
+            async for batch_id, result in measurement_stream.pipelined(request_iterator, accept):
+                yield ingest_wire.ack(batch_id, result)

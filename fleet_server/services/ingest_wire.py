@@ -8,6 +8,7 @@ twice as fast as a Python loop over the rows (measured on upb 7.x; see DESIGN.md
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from operator import attrgetter
 
 from fleet.v1 import ingest_service_pb2 as ingest_pb
@@ -16,6 +17,7 @@ from fleet.v1 import resources_pb2
 from fleet_server.domain.measurements import FIELD_RECEIVED_AT, FIELD_TIME
 from fleet_server.domain.reference import SyncSummary
 from fleet_server.domain.reference_validation import (
+    DEFAULT_TIMEZONE,
     DeviceItem,
     MunicipalityItem,
     PeriodItem,
@@ -24,10 +26,11 @@ from fleet_server.domain.reference_validation import (
 )
 from fleet_server.rpc.wellknown import optional_datetime
 from fleet_server.store.measurements import BatchResult, MeasurementBatch
-from fleet_server.store.timestamps import pg_micros_from_unix
+from fleet_server.store.timestamps import UNIX_TO_PG_US, pg_micros_from_unix
 
 _ROW_FIELDS = attrgetter("device_id", "metric", "value", "time", "received_at")
 _STAMP_FIELDS = attrgetter("seconds", "nanos")
+_DECODE_ROWS = 8192
 
 
 def site_item(site: resources_pb2.Site) -> SiteItem:
@@ -35,7 +38,8 @@ def site_item(site: resources_pb2.Site) -> SiteItem:
         id=site.id,
         name=site.name,
         address=site.address,
-        timezone=site.timezone,
+        # Empty means UTC on the wire; saying so here shares one string among all such sites.
+        timezone=site.timezone or DEFAULT_TIMEZONE,
         municipality_id=site.municipality_id if site.HasField("municipality_id") else None,
         tariff_id=site.tariff_id if site.HasField("tariff_id") else None,
     )
@@ -92,30 +96,58 @@ def summary_message(summary: SyncSummary) -> resources_pb2.SyncSummary:
 
 
 def decode_batch(request: ingest_pb.PushMeasurementsRequest) -> MeasurementBatch:
-    """The request's rows as columns (times in microseconds since 2000-01-01, see the domain)."""
+    """The request's rows as columns (times in microseconds since 2000-01-01, see the domain).
+
+    Rows are decoded `_DECODE_ROWS` at a time: the transposition makes a tuple and two
+    Timestamp objects per row, which for a whole 4 MiB batch (140,000 of the smallest rows)
+    would briefly cost more than the columns themselves. The batch keeps no reference to the
+    request: it lives until it is written, and the protobuf can go at once.
+    """
     rows = request.measurements
-    if not rows:
+    devices: list[int] = []
+    metrics: list[str] = []
+    values: list[float] = []
+    times: list[int] = []
+    received: list[int] = []
+    for start in range(0, len(rows), _DECODE_ROWS):
+        chunk = rows[start : start + _DECODE_ROWS]
+        chunk_devices, chunk_metrics, chunk_values, stamps, received_stamps = zip(
+            *map(_ROW_FIELDS, chunk), strict=True
+        )
+        devices += chunk_devices
+        metrics += chunk_metrics
+        values += chunk_values
+        times += pg_micros_from_unix(map(_STAMP_FIELDS, stamps))
+        received += pg_micros_from_unix(map(_STAMP_FIELDS, received_stamps))
+    if not devices:
         return MeasurementBatch([], [], [], [], [])
-    devices, metrics, values, times, received = zip(*map(_ROW_FIELDS, rows), strict=True)
-
-    def is_unset(index: int, field: str) -> bool:
-        if field not in (FIELD_TIME, FIELD_RECEIVED_AT):
-            return False
-        return not rows[index].HasField(field)
-
+    unset = _unset_stamps(rows, FIELD_TIME, times) | _unset_stamps(rows, FIELD_RECEIVED_AT, received)
     return MeasurementBatch(
-        device_ids=list(devices),
-        metrics=list(metrics),
-        times=pg_micros_from_unix(map(_STAMP_FIELDS, times)),
-        values=list(values),
-        received=pg_micros_from_unix(map(_STAMP_FIELDS, received)),
-        is_unset=is_unset,
+        device_ids=devices,
+        metrics=metrics,
+        times=times,
+        values=values,
+        received=received,
+        is_unset=lambda index, field: (index, field) in unset,
     )
 
 
-def ack(
-    request: ingest_pb.PushMeasurementsRequest, result: BatchResult
-) -> ingest_pb.PushMeasurementsResponse:
+# An unset Timestamp reads as the Unix epoch: that instant in PostgreSQL microseconds.
+_UNSET_STAMP = -UNIX_TO_PG_US
+
+
+def _unset_stamps(
+    rows: Sequence[resources_pb2.Measurement], field: str, micros: list[int]
+) -> set[tuple[int, str]]:
+    """(row, field) of every unset timestamp; rows are looked at only when one reads as the epoch."""
+    if min(micros) > _UNSET_STAMP:
+        return set()
+    return {
+        (i, field) for i, value in enumerate(micros) if value == _UNSET_STAMP and not rows[i].HasField(field)
+    }
+
+
+def ack(batch_id: int, result: BatchResult) -> ingest_pb.PushMeasurementsResponse:
     return ingest_pb.PushMeasurementsResponse(
-        batch_id=request.batch_id, accepted=result.accepted, duplicates=result.duplicates
+        batch_id=batch_id, accepted=result.accepted, duplicates=result.duplicates
     )

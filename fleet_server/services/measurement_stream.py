@@ -17,6 +17,7 @@ _LOGGER = logging.getLogger(__name__)
 
 Req = TypeVar("Req")
 Res = TypeVar("Res")
+Tag = TypeVar("Tag")
 # Batches of one stream accepted ahead of their acknowledgement: one writing, one waiting.
 MAX_QUEUED_BATCHES = 2
 
@@ -39,8 +40,8 @@ def log_orphaned_write(future: asyncio.Future[Any]) -> None:
 
 
 async def _succeeded(
-    queue: collections.deque[tuple[Req, asyncio.Future[Res]]],
-) -> AsyncIterator[tuple[Req, Res]]:
+    queue: collections.deque[tuple[Tag, asyncio.Future[Res]]],
+) -> AsyncIterator[tuple[Tag, Res]]:
     """The queued requests' results, in order, up to the first that failed.
 
     What succeeded before a refused request (or before the request stream failed) still goes
@@ -57,49 +58,60 @@ async def _succeeded(
 
 async def pipelined(
     requests: AsyncIterator[Req],
-    accept: Callable[[Req], asyncio.Future[Res]],
+    accept: Callable[[Req], tuple[Tag, asyncio.Future[Res]]],
     *,
     max_queued: int = MAX_QUEUED_BATCHES,
-) -> AsyncIterator[tuple[Req, Res]]:
-    """Each request with its result, in request order, as soon as the result is there.
+) -> AsyncIterator[tuple[Tag, Res]]:
+    """Each request's tag with its result, in request order, as soon as the result is there.
 
-    `accept` checks a request (raising refuses it) and starts its work, returning a future.
-    The next request is read while earlier ones are worked on (at most `max_queued` at once),
-    and a finished result goes out at once even while the client is still sending. When a
-    request is refused, the results of the requests before it that succeeded go out first,
-    then the error; likewise when reading the next request fails (the stream idled out).
+    `accept` checks a request (raising refuses it) and starts its work, returning the tag the
+    result goes out with (a batch id) and a future. Only the tag is kept: a request may be
+    megabytes of protobuf that nothing needs once its work has started. The next request is
+    read while earlier ones are worked on, but only while fewer than `max_queued` are: a
+    stream whose queue is full reads nothing, so what it holds is its queue, and HTTP/2 flow
+    control holds the client back. A finished result goes out at once even while the client is
+    still sending. When a request is refused, the results of the requests before it that
+    succeeded go out first, then the error; likewise when reading the next request fails (the
+    stream idled out).
     """
     iterator = aiter(requests)
-    reading: asyncio.Future[Req] | None = asyncio.ensure_future(anext(iterator))
-    queue: collections.deque[tuple[Req, asyncio.Future[Res]]] = collections.deque()
+    reading: asyncio.Future[Req] | None = None
+    ended = False
+    queue: collections.deque[tuple[Tag, asyncio.Future[Res]]] = collections.deque()
     try:
-        while reading is not None or queue:
+        while True:
+            if reading is None and not ended and len(queue) < max_queued:
+                reading = asyncio.ensure_future(anext(iterator))
+            if reading is None and not queue:
+                return
             waiting: set[asyncio.Future[Any]] = {queue[0][1]} if queue else set()
-            if reading is not None and len(queue) < max_queued:
+            if reading is not None:
                 waiting.add(reading)
             await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
             if queue and queue[0][1].done():
-                request, work = queue.popleft()
-                yield request, work.result()
+                tag, work = queue.popleft()
+                yield tag, work.result()
                 continue
             assert reading is not None
             try:
                 request = reading.result()
             except StopAsyncIteration:
-                reading = None
+                ended = True
                 continue
             except Exception:  # the request stream failed (it idled out): it ends as after a refusal
-                reading = None
                 async for settled in _succeeded(queue):
                     yield settled
                 raise
-            reading = asyncio.ensure_future(anext(iterator))
+            finally:
+                reading = None  # a done future holds its result: the whole request
             try:
-                queue.append((request, accept(request)))
+                queue.append(accept(request))
             except Exception:
                 async for settled in _succeeded(queue):
                     yield settled
                 raise
+            finally:
+                del request
     finally:
         if reading is not None:
             reading.add_done_callback(_retrieve)

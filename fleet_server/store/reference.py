@@ -10,6 +10,7 @@ writers take row locks in one order. Reads return plain records, each list order
 from __future__ import annotations
 
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -79,11 +80,14 @@ class TariffRecord:
 
 @dataclass(frozen=True)
 class Changes:
-    """What a snapshot upsert did: ids inserted, ids updated, rows deleted."""
+    """What a snapshot upsert did: rows inserted, rows updated, rows deleted — counts, not ids, so
+    a large snapshot does not hold a second copy of its keys — and which of the ids the caller
+    asked to watch were written (inserted or updated)."""
 
-    inserted: set[int]
-    updated: set[int]
+    inserted: int
+    updated: int
     deleted: int
+    written: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -146,6 +150,9 @@ _TABLES = {
         ),
     ),
 }
+# Rows per upsert statement: a 10,000-row snapshot is still one statement; the largest text
+# rows (three 256-character fields) make a few MB of parameters.
+ROWS_PER_STATEMENT = 10_000
 _SQL = {
     resource: (text(table.upsert_sql()), text(table.delete_missing_sql()))
     for resource, table in _TABLES.items()
@@ -187,23 +194,42 @@ _MISSING_PARENTS = {
 
 
 def _columns(resource: Resource, rows: Sequence[Any]) -> dict[str, list[Any]]:
-    """The snapshot as one list per column, rows sorted by id (a fixed write order)."""
-    ordered = sorted(rows, key=lambda r: r.id)
+    """The rows as one list per column, in the order given."""
     names = ("id", *(c for c, _ in _TABLES[resource].columns))
-    return {name: [getattr(r, name) for r in ordered] for name in names}
+    return {name: [getattr(r, name) for r in rows] for name in names}
 
 
-def upsert_snapshot(session: Session, resource: Resource, customer_id: int, rows: Sequence[Any]) -> Changes:
-    """Upsert `rows` (anything with the table's columns as attributes), delete the customer's others."""
+def upsert_snapshot(
+    session: Session,
+    resource: Resource,
+    customer_id: int,
+    rows: Sequence[Any],
+    watched: AbstractSet[int] = frozenset(),
+) -> Changes:
+    """Upsert `rows` (anything with the table's columns as attributes), delete the customer's others.
+
+    Rows go in id order (a fixed lock order), in statements of at most `ROWS_PER_STATEMENT`:
+    the driver renders a statement's arrays whole in memory, about twice the size of the values
+    again, so one statement for a snapshot of a million rows would double what the snapshot
+    costs the process while it is written.
+    """
     upsert, delete_missing = _SQL[resource]
-    params: dict[str, Any] = {"customer_id": customer_id, **_columns(resource, rows)}
-    inserted: set[int] = set()
-    updated: set[int] = set()
-    if rows:
+    ordered = sorted(rows, key=lambda r: r.id)
+    inserted = updated = 0
+    written: set[int] = set()
+    for start in range(0, len(ordered), ROWS_PER_STATEMENT):
+        chunk = ordered[start : start + ROWS_PER_STATEMENT]
+        params: dict[str, Any] = {"customer_id": customer_id, **_columns(resource, chunk)}
         for row_id, is_new in session.execute(upsert, params):
-            (inserted if is_new else updated).add(int(row_id))
-    deleted = session.execute(delete_missing, {"customer_id": customer_id, "id": params["id"]})
-    return Changes(inserted, updated, int(deleted.rowcount))  # type: ignore[attr-defined]
+            if is_new:
+                inserted += 1
+            else:
+                updated += 1
+            if row_id in watched:
+                written.add(int(row_id))
+    ids = [r.id for r in ordered]
+    deleted = session.execute(delete_missing, {"customer_id": customer_id, "id": ids})
+    return Changes(inserted, updated, int(deleted.rowcount), frozenset(written))  # type: ignore[attr-defined]
 
 
 def missing_parents(session: Session, customer_id: int, parent: Resource, ids: Sequence[int]) -> set[int]:

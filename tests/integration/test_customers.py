@@ -71,7 +71,9 @@ def test_create_with_a_bad_code_is_invalid_argument_and_writes_nothing(stubs, ad
     [
         ("", "name: must not be empty"),
         ("   ", "name: must not be empty"),
-        ("x" * 201, "name: must be at most 200"),
+        ("x" * 257, "name: must be at most 256 characters (got 257)"),
+        ("x" * 4_000_000, "name: must be at most 256 characters (got 4,000,000)"),
+        ("Acme\x00Ltd", "name: must not contain NUL characters"),
     ],
 )
 def test_create_with_a_bad_name_is_invalid_argument(stubs, admin_token, engine, name, message):
@@ -83,6 +85,7 @@ def test_create_with_a_bad_name_is_invalid_argument(stubs, admin_token, engine, 
     )
     assert error.details().startswith(message)
     assert bad_request_fields(error) == ["name"]
+    assert error_reason(error) == "INVALID_ARGUMENT"
     assert _customers(engine) == []
 
 

@@ -17,7 +17,7 @@ from fleet_server.clock import FakeClock
 from fleet_server.config import Settings
 from fleet_server.db.session import Database
 from fleet_server.domain.customers import create_customer
-from tests.support.clients import Stubs, bad_request_fields, rejected
+from tests.support.clients import Stubs, bad_request_fields, error_reason, rejected
 from tests.support.database import truncate_all
 from tests.support.inprocess import InProcessServer
 from tests.support.reference_data import (
@@ -86,6 +86,8 @@ def _without_effective_from() -> list[Any]:
 
 
 _Y2K = datetime(2000, 1, 1, tzinfo=UTC)
+_TOO_LONG = "€" * 257
+_OVER_LIMIT = "must be at most 256 characters (got 257)"
 _BEFORE_Y2K = timestamp_pb2.Timestamp(seconds=int(_Y2K.timestamp()) - 1)
 
 INVALID: dict[str, Case] = {
@@ -227,6 +229,44 @@ INVALID: dict[str, Case] = {
     "tariff duplicate id": Case(
         "tariffs", lambda: [reference_tariff(), reference_tariff()], "tariffs[1].id", "duplicate id 10"
     ),
+    # Length limits: every text field, in characters (a euro sign is one character, three bytes).
+    "site name too long": Case(
+        "sites", lambda: [site(1), site(2, name=_TOO_LONG)], "sites[1].name", _OVER_LIMIT
+    ),
+    "site address too long": Case(
+        "sites", lambda: [site(1, address=_TOO_LONG)], "sites[0].address", _OVER_LIMIT
+    ),
+    "site address of 3.9 MB": Case(
+        "sites",
+        lambda: [site(1, address="A" * 3_900_000)],
+        "sites[0].address",
+        "must be at most 256 characters (got 3,900,000)",
+    ),
+    "site timezone too long": Case(
+        "sites",
+        lambda: [site(1, timezone="Africa/" + "J" * 58)],
+        "sites[0].timezone",
+        "must be at most 64 characters (got 65)",
+    ),
+    "device name too long": Case(
+        "devices", lambda: [device(3, 1, name=_TOO_LONG)], "devices[0].name", _OVER_LIMIT
+    ),
+    "device serial number too long": Case(
+        "devices", lambda: [device(3, 1, serial_number=_TOO_LONG)], "devices[0].serial_number", _OVER_LIMIT
+    ),
+    "device kind too long": Case(
+        "devices", lambda: [device(3, 1, kind=_TOO_LONG)], "devices[0].kind", _OVER_LIMIT
+    ),
+    "municipality name too long": Case(
+        "municipalities", lambda: [municipality(6, name=_TOO_LONG)], "municipalities[0].name", _OVER_LIMIT
+    ),
+    "municipality region too long": Case(
+        "municipalities", lambda: [municipality(6, region=_TOO_LONG)], "municipalities[0].region", _OVER_LIMIT
+    ),
+    "tariff name too long": Case("tariffs", _tariff_with(name=_TOO_LONG), "tariffs[0].name", _OVER_LIMIT),
+    "period name too long": Case(
+        "tariffs", _period_with(1, name=_TOO_LONG), "tariffs[0].periods[1].name", _OVER_LIMIT
+    ),
 }
 
 
@@ -239,4 +279,5 @@ def test_invalid_item_rejects_the_whole_snapshot(tree, engine, case):
     assert error.details().startswith(f"{case.field}: ")
     assert case.message in error.details()
     assert bad_request_fields(error) == [case.field]
+    assert error_reason(error) == "INVALID_ARGUMENT"
     assert db_state(engine) == before

@@ -10,7 +10,8 @@ import pytest
 from fleet.v1 import ingest_service_pb2 as ingest_pb
 from fleet.v1 import resources_pb2 as res
 
-from fleet_server.errors import ResourceExhausted, StreamBroken
+from fleet_server.domain.memory import ByteBudget, resident_cost
+from fleet_server.errors import Reason, ResourceExhausted, StreamBroken
 from fleet_server.services.snapshot_stream import SnapshotStream
 
 
@@ -28,9 +29,19 @@ class _Call:
             callback(self)
 
 
-def _stream(limit: int = 100) -> tuple[SnapshotStream, _Call]:
+def _stream(
+    limit: int = 100, max_bytes: int = 1_000_000, memory: ByteBudget | None = None
+) -> tuple[SnapshotStream, _Call]:
     call = _Call()
-    return SnapshotStream(call, limit), call  # type: ignore[arg-type]
+    budget = memory or ByteBudget("snapshots", 0, retry_after_ms=1)
+    stream = SnapshotStream(
+        call,  # type: ignore[arg-type]
+        max_rows=limit,
+        max_bytes=max_bytes,
+        memory=budget,
+        customer_id=1,
+    )
+    return stream, call
 
 
 async def _messages(*batches: list[res.Site], cancel_at_end: bool = False) -> AsyncIterator[Any]:
@@ -89,3 +100,54 @@ def test_a_tariff_weighs_one_row_plus_its_periods() -> None:
 
     with pytest.raises(ResourceExhausted):
         asyncio.run(stream.tariffs(messages()))
+
+
+def _site_messages(count: int, address: str = "A" * 100) -> AsyncIterator[ingest_pb.PushSitesRequest]:
+    async def messages() -> AsyncIterator[ingest_pb.PushSitesRequest]:
+        for i in range(count):
+            yield ingest_pb.PushSitesRequest(sites=[res.Site(id=i + 1, name="s", address=address)])
+
+    return messages()
+
+
+ONE_MESSAGE = ingest_pb.PushSitesRequest(sites=[res.Site(id=1, name="s", address="A" * 100)]).ByteSize()
+
+
+def test_bytes_over_the_limit_are_refused_while_reading_and_the_rest_is_never_read() -> None:
+    stream, _ = _stream(max_bytes=3 * ONE_MESSAGE)
+    read = 0
+
+    async def endless() -> AsyncIterator[ingest_pb.PushSitesRequest]:
+        nonlocal read
+        while True:
+            read += 1
+            yield ingest_pb.PushSitesRequest(sites=[res.Site(id=read, name="s", address="A" * 100)])
+
+    with pytest.raises(ResourceExhausted) as refused:
+        asyncio.run(stream.sites(endless()))
+    assert refused.value.reason == Reason.SNAPSHOT_TOO_LARGE
+    assert refused.value.metadata == {"limit": "bytes", "max": str(3 * ONE_MESSAGE)}
+    assert read == 4
+
+
+def test_a_snapshot_of_exactly_the_byte_limit_is_read() -> None:
+    stream, _ = _stream(max_bytes=3 * ONE_MESSAGE)
+    assert len(asyncio.run(stream.sites(_site_messages(3)))) == 3
+
+
+def test_every_message_is_charged_what_it_costs_decoded_and_given_back_on_close() -> None:
+    memory = ByteBudget("snapshots", 10**9, per_holder=10**9, retry_after_ms=1)
+    with _stream(memory=memory)[0] as stream:
+        asyncio.run(stream.sites(_site_messages(2)))
+        assert memory.held == 2 * resident_cost(ONE_MESSAGE, 1)
+    assert memory.held == 0
+
+
+def test_a_stream_the_process_cannot_hold_is_refused_with_a_hint_and_holds_nothing() -> None:
+    memory = ByteBudget("snapshots", 3 * resident_cost(ONE_MESSAGE, 1), retry_after_ms=1234)
+    memory.take("another customer", 2 * resident_cost(ONE_MESSAGE, 1))
+    with _stream(memory=memory)[0] as stream, pytest.raises(ResourceExhausted) as refused:
+        asyncio.run(stream.sites(_site_messages(2)))
+    assert refused.value.reason == Reason.MEMORY_BUSY
+    assert refused.value.retry_after_ms == 1234
+    assert memory.held == 2 * resident_cost(ONE_MESSAGE, 1)

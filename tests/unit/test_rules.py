@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from fleet_server.domain.rules import MAX_FUTURE, check_range, check_time
+from fleet_server.domain.rules import MAX_FUTURE, MAX_TEXT_LENGTH, check_range, check_text, check_time
 from fleet_server.errors import Violations
 
 NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
@@ -76,4 +76,21 @@ def test_an_open_range_needs_only_its_start():
     assert range_problems(None, datetime(1999, 1, 1, tzinfo=UTC), end_optional=True) == [
         "start: must be set",
         "end: must not be before 2000-01-01T00:00:00Z",
+    ]
+
+
+def test_text_is_limited_in_characters_not_bytes():
+    problems = Violations()
+    assert check_text("€" * MAX_TEXT_LENGTH, "name", problems)
+    assert not check_text("€" * (MAX_TEXT_LENGTH + 1), "name", problems)
+    assert [str(v) for v in problems.items] == ["name: must be at most 256 characters (got 257)"]
+
+
+def test_text_never_echoes_the_value_and_refuses_nul():
+    problems = Violations()
+    check_text("secret" * 1000, "address", problems, max_length=10)
+    check_text("a\x00b", "kind", problems)
+    assert [str(v) for v in problems.items] == [
+        "address: must be at most 10 characters (got 6,000)",
+        "kind: must not contain NUL characters",
     ]
