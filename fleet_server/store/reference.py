@@ -409,3 +409,23 @@ def sites_of(session: Session, customer_ids: Sequence[int]) -> list[tuple[int, S
 def tariffs_of(session: Session, customer_ids: Sequence[int]) -> list[tuple[int, TariffRecord]]:
     """(customer id, tariff with its periods) of every tariff of the customers, by id."""
     return _tariffs(session, Tariff.customer_id.in_(customer_ids), TariffPeriod.customer_id.in_(customer_ids))
+
+
+def device_ids(session: Session, customer_id: int, after: int = 0) -> list[int]:
+    """Ids of the customer's devices above `after`, ascending (an index-only scan of the key)."""
+    rows = session.scalars(
+        select(Device.id).where(Device.customer_id == customer_id, Device.id > after).order_by(Device.id)
+    )
+    return [int(device_id) for device_id in rows]
+
+
+def devices_with_ids(session: Session, customer_id: int, ids: Sequence[int]) -> list[DeviceRecord]:
+    """Those of `ids` that name a device of the customer, by id."""
+    if not ids:
+        return []
+    rows = session.scalars(
+        select(Device)
+        .where(Device.customer_id == customer_id, Device.id.in_(sorted(set(ids))))
+        .order_by(Device.id)
+    )
+    return [DeviceRecord(d.id, d.site_id, d.name, d.serial_number, d.kind) for d in rows]
