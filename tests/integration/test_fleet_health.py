@@ -3,6 +3,7 @@ injected clock."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import grpc
@@ -260,3 +261,120 @@ def test_bad_requests_are_refused_naming_the_field(stubs, admin_token, fields, c
     error = rejected(lambda: health(stubs, admin_token, **fields))
     assert error.code() is code
     assert field in error.details()
+
+
+@pytest.fixture
+def server(make_server, clock):
+    return make_server(clock=clock)
+
+
+def fleetctl_run(target: str, admin_token: str, *argv: str) -> int:
+    from fleet_server.fleetctl.main import main as fleetctl
+
+    return fleetctl(["--server", target, "--admin-token", admin_token, *argv])
+
+
+def test_fleetctl_fleet_health_gives_a_verdict_per_customer_and_fails_when_any_is_bad(
+    make_server, clock, admin_token, new_customer, engine, capsys
+):
+    server = make_server(clock=clock)
+    client = Stubs.connect(server.target)
+    good = new_customer("GOOD")
+    created_at(engine, "GOOD", NOW - timedelta(days=1))
+    push(client, good.token, "sites", [site(1)])
+    push(client, good.token, "devices", [device(1, 1)])
+    push_batches(client, good.token, [request(1, [reading(1, NOW - timedelta(minutes=3), 1.0)])])
+    new_customer("QUIET")
+    created_at(engine, "QUIET", NOW - timedelta(days=2))
+    client.admin.DeactivateCustomer(apb.DeactivateCustomerRequest(code="QUIET"), metadata=bearer(admin_token))
+
+    assert fleetctl_run(server.target, admin_token, "fleet", "health") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:3] == ["CUSTOMER", "VERDICT", "LAST"]
+    assert lines[2].split()[:5] == ["GOOD", "OK", "0s", "ago", "3m"]
+    assert lines[3].split()[:2] == ["QUIET", "INACTIVE"]
+    assert lines[-1] == "2 customers: 1 OK, 1 inactive, 0 not OK"
+
+    late = new_customer("LATE")
+    created_at(engine, "LATE", NOW - timedelta(days=2))
+    push(client, late.token, "sites", [site(1)])
+    push(client, late.token, "devices", [device(i, 1, name=f"Meter {i}") for i in range(1, 8)])
+    clock.advance(timedelta(hours=7))
+    assert fleetctl_run(server.target, admin_token, "fleet", "health", "--stale-after", "8h") == 1
+    out = capsys.readouterr().out
+    late_line = next(line for line in out.splitlines() if line.startswith("LATE"))
+    assert "SILENT DEVICES" in late_line
+    assert "STALE" not in late_line
+    assert "  7 of 7 devices silent for over 6h00m: 1 Meter 1 (never reported)" in out
+    assert "and 2 more" in out
+    assert "  all of them: fleetctl fleet silent-devices LATE" in out
+    assert next(line for line in out.splitlines() if line.startswith("GOOD")).split()[1:3] == [
+        "SILENT",
+        "DEVICES",
+    ]
+
+    assert (
+        fleetctl_run(
+            server.target,
+            admin_token,
+            "fleet",
+            "health",
+            "--customer",
+            "LATE",
+            "--stale-after",
+            "8h",
+            "--json",
+        )
+        == 1
+    )
+    document = json.loads(capsys.readouterr().out)
+    assert [c["code"] for c in document["customers"]] == ["LATE"]
+    assert document["customers"][0]["verdict"] == "SILENT DEVICES"
+    assert document["not_ok"] == 1
+
+    assert fleetctl_run(server.target, admin_token, "fleet", "silent-devices", "LATE") == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines[2:]] == [str(i) for i in range(1, 8)]
+    client.close()
+
+
+def test_fleetctl_fleet_health_explains_stale_and_expiring_tokens(
+    make_server, clock, admin_token, new_customer, engine, capsys
+):
+    server = make_server(clock=clock)
+    client = Stubs.connect(server.target)
+    acme = new_customer("ACME")
+    created_at(engine, "ACME", NOW - timedelta(days=2))
+    push(client, acme.token, "sites", [site(1)])
+    _rotate(client, admin_token, "ACME", timedelta(hours=20))
+    push(client, acme.token, "sites", [site(1)])  # the old token
+    clock.advance(timedelta(hours=2))
+    assert fleetctl_run(server.target, admin_token, "fleet", "health") == 1
+    out = capsys.readouterr().out
+    assert "STALE" in out
+    assert "  no push for 2h00m (stale after 1h00m); last pushes: sites 2026-01-05 12:00:00Z" in out
+    assert "TOKEN EXPIRING" not in out  # used two hours ago
+
+    push(client, acme.token, "sites", [site(1)])
+    assert fleetctl_run(server.target, admin_token, "fleet", "health") == 1
+    out = capsys.readouterr().out
+    assert "TOKEN EXPIRING" in out
+    assert (
+        "  the old token was used 0s ago and stops working in 18h00m (2026-01-06 08:00:00Z): "
+        "the portal must switch to its new FLEET_TOKEN"
+    ) in out
+    client.close()
+
+
+def test_span_reads_as_people_say_it():
+    from fleet_server.fleetctl.health import span
+
+    assert [span(timedelta(seconds=s)) for s in (0, 59, 60, 3599, 3600, 3 * 3600 + 300, 49 * 3600)] == [
+        "0s",
+        "59s",
+        "1m",
+        "59m",
+        "1h00m",
+        "3h05m",
+        "2d1h",
+    ]
