@@ -163,9 +163,17 @@ def list_silent_devices(
     return _activity(session, customer_id, now - threshold, size, after or 0).silent
 
 
-def last_pushes(session: Session) -> list[LastPush]:
-    """Every customer's last push per resource (the metrics' starting point after a restart)."""
-    return sync_status.all_last_pushes(session)
+@dataclass(frozen=True)
+class FleetState:
+    """Which customers exist and are active, and every customer's last push per resource: what the
+    metrics re-read from the database now and then (pushes through other servers, restarts)."""
+
+    active: dict[str, bool]
+    pushes: list[LastPush]
+
+
+def fleet_state(session: Session) -> FleetState:
+    return FleetState(dict(customers.activity(session)), sync_status.all_last_pushes(session))
 
 
 def _customer_health(

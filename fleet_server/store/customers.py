@@ -295,3 +295,10 @@ def token_states(
     if after_code is not None:
         query = query.where(Customer.code > after_code)
     return [TokenState(*row) for row in session.execute(query)]
+
+
+def activity(session: Session) -> list[tuple[str, bool]]:
+    """(code, is_active) of every customer."""
+    return [
+        (row.code, bool(row.is_active)) for row in session.execute(select(Customer.code, Customer.is_active))
+    ]

@@ -59,8 +59,9 @@ class IngestMetrics:
         )
         self.last_push = Gauge(
             "fleet_last_push_timestamp_seconds",
-            "When the customer's last successful push of the resource ended (Unix time); seeded from "
-            "the database at start, so a portal that went quiet before a restart still shows.",
+            "When the customer's last successful push of the resource ended (Unix time); also re-read "
+            "from the database every minute, so a portal that went quiet before a restart, or pushes "
+            "to another server, still shows.",
             ("customer", "resource"),
             multiprocess_mode="max",
             registry=registry,
@@ -79,7 +80,16 @@ class IngestMetrics:
             multiprocess_mode="max",
             registry=registry,
         )
+        self.active = Gauge(
+            "fleet_customer_active",
+            "1 for an active customer, 0 for a deactivated or erased one (alerts on a customer's pushes "
+            "join on it, so a customer switched off on purpose does not page anyone).",
+            ("customer",),
+            multiprocess_mode="livemax",
+            registry=registry,
+        )
         self._children: dict[tuple[str, Resource], _CustomerResource] = {}
+        self._known: set[str] = set()
 
     def of(self, customer: str, resource: Resource) -> _CustomerResource:
         """The children of one customer and resource; every outcome starts at zero, so `increase()`
@@ -96,8 +106,18 @@ class IngestMetrics:
         return found
 
     def seed_last_push(self, customer: str, resource: Resource, when: datetime) -> None:
-        """A push recorded in the database before this process started (never moves the gauge back)."""
+        """A push recorded in the database: before this process started, or through another server
+        (never moves the gauge back)."""
         self.of(customer, resource).pushed_at(when.timestamp())
+
+    def customers(self, active: dict[str, bool]) -> None:
+        """Every customer's active flag; one erased since the last call is 0 (a series cannot be
+        removed in multiprocess mode)."""
+        for code in self._known - active.keys():
+            self.active.labels(code).set(0)
+        for code, is_active in active.items():
+            self.active.labels(code).set(1 if is_active else 0)
+        self._known |= active.keys()
 
     def token_use(self, identity: CustomerIdentity) -> None:
         if identity.previous_token:

@@ -1,9 +1,12 @@
-"""The gauges that are read, not counted: database turns and connections, memory — and, once at start,
-every customer's last push from the database.
+"""The gauges that are read, not counted: database turns and connections, memory — and, every minute,
+which customers are active and when each last pushed, from the database.
 
 One task per serving process, on its event loop: a sample is a few lock-protected reads, far
 cheaper than updating the gauges on every database job. In multiprocess mode this is also the
 only way a worker's gauges reach the supervisor's `/metrics`, which reads files, not objects.
+Re-reading the last pushes from `sync_status` keeps them true across restarts and for pushes
+that went to another server behind the same load balancer; one query of a few rows per
+customer a minute.
 """
 
 from __future__ import annotations
@@ -14,35 +17,42 @@ from collections.abc import Mapping
 
 from fleet_server.db.scheduler import Turn
 from fleet_server.db.session import Database
-from fleet_server.domain.fleet_health import last_pushes
+from fleet_server.domain.fleet_health import fleet_state
 from fleet_server.telemetry.server_metrics import ServerMetrics
 
 _LOGGER = logging.getLogger(__name__)
 
 SAMPLE_INTERVAL_S = 2.0
-# The seed is an operator-lane read like any other, from a tenant of its own.
-_SEED_TURN = Turn.operator("metrics")
+REFRESH_INTERVAL_S = 60.0
+# The refresh is an operator-lane read like any other, from a tenant of its own.
+_REFRESH_TURN = Turn.operator("metrics")
 
 
-async def seed_last_pushes(metrics: ServerMetrics, db: Database) -> int:
-    """Set `fleet_last_push_timestamp_seconds` from sync_status: a portal that went quiet before this
-    process started is still seen going stale. Returns the series seeded."""
-    pushes = await db.run(_SEED_TURN, last_pushes)
-    for push in pushes:
+async def refresh_from_database(metrics: ServerMetrics, db: Database) -> int:
+    """Set the customers' active flags and last pushes from the database; the last-push series set."""
+    state = await db.run(_REFRESH_TURN, fleet_state)
+    metrics.ingest.customers(state.active)
+    for push in state.pushes:
         metrics.ingest.seed_last_push(push.code, push.resource, push.at)
-    return len(pushes)
+    return len(state.pushes)
 
 
 async def sample_forever(
-    metrics: ServerMetrics, databases: Mapping[str, Database], interval_s: float = SAMPLE_INTERVAL_S
+    metrics: ServerMetrics,
+    databases: Mapping[str, Database],
+    interval_s: float = SAMPLE_INTERVAL_S,
+    refresh_s: float = REFRESH_INTERVAL_S,
 ) -> None:
-    """Seed, then sample every `interval_s` until cancelled; a failed seed is logged, not fatal."""
-    try:
-        seeded = await seed_last_pushes(metrics, databases["primary"])
-        _LOGGER.debug("seeded %d last-push series from the database", seeded)
-    except Exception as exc:  # the database may be down at start; pushes set the gauges anyway
-        _LOGGER.warning("could not seed last-push metrics from the database: %s", exc)
+    """Sample every `interval_s` and refresh from the database every `refresh_s`, until cancelled."""
+    loop = asyncio.get_running_loop()
+    refreshed_at: float | None = None
     while True:
+        if refreshed_at is None or loop.time() - refreshed_at >= refresh_s:
+            refreshed_at = loop.time()
+            try:
+                await refresh_from_database(metrics, databases["primary"])
+            except Exception as exc:  # the database may be down; pushes still set the gauges
+                _LOGGER.warning("could not refresh customer metrics from the database: %s", exc)
         sample(metrics, databases)
         await asyncio.sleep(interval_s)
 

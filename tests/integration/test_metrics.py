@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
+from fleet.v1 import admin_service_pb2 as apb
 from fleet.v1 import query_service_pb2 as qpb
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import generate_latest
@@ -246,20 +247,24 @@ def test_database_gauges_are_sampled(server):
     assert value(server, "fleet_process_resident_memory_bytes") > 0
 
 
-def test_last_push_is_seeded_from_the_database_at_start(make_server, new_customer, clock):
+def test_last_pushes_and_active_customers_are_read_from_the_database(
+    make_server, new_customer, clock, admin_token
+):
     acme = new_customer("ACME")
+    new_customer("BETA")
     first = make_server(clock=clock, metrics_listen="127.0.0.1:0")
     client = Stubs.connect(first.target)
     push(client, acme.token, "sites", [site(1)])
+    client.admin.DeactivateCustomer(apb.DeactivateCustomerRequest(code="BETA"), metadata=bearer(admin_token))
     client.close()
     second = make_server(clock=clock, metrics_listen="127.0.0.1:0")
-    from fleet_server.telemetry.sampler import seed_last_pushes
+    from fleet_server.telemetry.sampler import refresh_from_database
 
-    assert second.run(seed_last_pushes(second.app.metrics, second.app.db)) == 1
-    assert (
-        value(second, "fleet_last_push_timestamp_seconds", customer="ACME", resource="sites")
-        == NOW.timestamp()
-    )
+    assert second.run(refresh_from_database(second.app.metrics, second.app.db)) == 1
+    last = value(second, "fleet_last_push_timestamp_seconds", customer="ACME", resource="sites")
+    assert last == NOW.timestamp()
+    assert value(second, "fleet_customer_active", customer="ACME") == 1
+    assert value(second, "fleet_customer_active", customer="BETA") == 0
 
 
 def test_without_metrics_listen_there_are_no_metrics(make_server):
