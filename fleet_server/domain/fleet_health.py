@@ -134,17 +134,21 @@ def fleet_health(session: Session, query: HealthQuery, now: datetime) -> FleetHe
     if query.code:
         customer_id_for(session, query.code)  # INVALID_ARGUMENT / NOT_FOUND for a bad code
     states = customers.token_states(session, query.after_code, size + 1, query.code or None)
-    syncs = sync_status.status_of(session, [s.id for s in states[:size]])
-    checked: list[CustomerHealth] = []
-    devices = 0
+    devices = reference.device_ids(session, [s.id for s in states[:size]])
+    page: list[TokenState] = []
+    covered = 0
     for state in states[:size]:
-        health = _customer_health(session, state, syncs[state.id], now, silent_after, stale_after)
-        checked.append(health)
-        devices += health.device_count
-        if devices >= DEVICES_PER_PAGE:
+        if page and covered + len(devices[state.id]) > DEVICES_PER_PAGE:
             break
-    more = len(checked) < len(states)
-    return FleetHealth(now, silent_after, stale_after, Page(checked, more=more))
+        page.append(state)
+        covered += len(devices[state.id])
+    ids = [state.id for state in page]
+    syncs = sync_status.status_of(session, ids)
+    activity = _activities(session, {i: devices[i] for i in ids}, now - silent_after, FIRST_SILENT, 0)
+    checked = [
+        _customer_health(state, syncs[state.id], activity[state.id], now, stale_after) for state in page
+    ]
+    return FleetHealth(now, silent_after, stale_after, Page(checked, more=len(page) < len(states)))
 
 
 def list_silent_devices(
@@ -160,7 +164,8 @@ def list_silent_devices(
     size = SILENT_PAGES.size(page_size)
     read_consistently(session)
     customer_id = customer_id_for(session, code)
-    return _activity(session, customer_id, now - threshold, size, after or 0).silent
+    devices = reference.device_ids(session, [customer_id])
+    return _activities(session, devices, now - threshold, size, after or 0)[customer_id].silent
 
 
 @dataclass(frozen=True)
@@ -173,18 +178,18 @@ class FleetState:
 
 
 def fleet_state(session: Session) -> FleetState:
-    return FleetState(dict(customers.activity(session)), sync_status.all_last_pushes(session))
+    # sync_status before customers: the order every multi-table lock (erasure, TRUNCATE) takes.
+    pushes = sync_status.all_last_pushes(session)
+    return FleetState(dict(customers.activity(session)), pushes)
 
 
 def _customer_health(
-    session: Session,
     state: TokenState,
     sync: list[SyncRecord],
+    activity: DeviceActivity,
     now: datetime,
-    silent_after: timedelta,
     stale_after: timedelta,
 ) -> CustomerHealth:
-    activity = _activity(session, state.id, now - silent_after, FIRST_SILENT, 0)
     token = _token_health(state, now)
     last_push = max((record.last_push_at for record in sync), default=None)
     problems: list[Problem] = []
@@ -212,33 +217,44 @@ def _customer_health(
 
 @dataclass(frozen=True)
 class DeviceActivity:
-    """A customer's devices (above some id) seen at one moment: how many, which are silent, the newest
-    reading of any of them."""
+    """A customer's devices seen at one moment: how many, which are silent, the newest reading of any."""
 
     devices: int
     silent: Page[SilentDevice]
     newest_reading_at: datetime | None
 
 
-def _activity(
-    session: Session, customer_id: int, threshold: datetime, size: int, after: int
-) -> DeviceActivity:
-    """The customer's devices whose newest reading is older than `threshold`, or that never reported.
+def _activities(
+    session: Session, devices: dict[int, list[int]], threshold: datetime, size: int, after: int
+) -> dict[int, DeviceActivity]:
+    """Per customer (id → its device ids), the devices whose newest reading is older than `threshold`
+    or that never reported: the first `size` after id `after`, and how many in all.
 
-    The page holds the first `size` of them after id `after`; its `total_size` counts them all.
+    Two statements for the whole page of customers, whatever its size: the newest readings (a walk
+    of the rollup key, see `store.device_activity`) and the listed devices.
     """
-    hours = device_activity.newest_hours(session, customer_id)
-    newest = device_activity.newest_readings(session, customer_id, hours.values())
-    ids = reference.device_ids(session, customer_id)
-    silent = [d for d in ids if (last := newest.get(d)) is None or last < threshold]
-    following = [d for d in silent if d > after]
-    records = reference.devices_with_ids(session, customer_id, following[:size])
-    page = Page(
-        items=[SilentDevice(r.id, r.name, r.site_id, newest.get(r.id)) for r in records],
-        more=len(following) > size,
-        total_size=len(silent),
-    )
-    return DeviceActivity(devices=len(ids), silent=page, newest_reading_at=max(newest.values(), default=None))
+    newest = device_activity.newest_readings(session, list(devices))
+    silent: dict[int, list[int]] = {}
+    for customer_id, ids in devices.items():
+        silent[customer_id] = [
+            d for d in ids if (last := newest.get((customer_id, d))) is None or last < threshold
+        ]
+    listed = {c: [d for d in ids if d > after][: size + 1] for c, ids in silent.items()}
+    records = reference.devices_with_keys(session, [(c, d) for c, ids in listed.items() for d in ids[:size]])
+    latest: dict[int, datetime] = {}
+    for (customer_id, _), moment in newest.items():
+        if customer_id not in latest or moment > latest[customer_id]:
+            latest[customer_id] = moment
+    found: dict[int, DeviceActivity] = {}
+    for customer_id, ids in devices.items():
+        shown = [records[(customer_id, d)] for d in listed[customer_id][:size] if (customer_id, d) in records]
+        page = Page(
+            items=[SilentDevice(r.id, r.name, r.site_id, newest.get((customer_id, r.id))) for r in shown],
+            more=len(listed[customer_id]) > size,
+            total_size=len(silent[customer_id]),
+        )
+        found[customer_id] = DeviceActivity(len(ids), page, latest.get(customer_id))
+    return found
 
 
 def _token_health(state: TokenState, now: datetime) -> TokenHealth:

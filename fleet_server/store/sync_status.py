@@ -81,9 +81,9 @@ class LastPush:
 def all_last_pushes(session: Session) -> list[LastPush]:
     """Every customer's last push of every resource it has pushed: one row per (customer, resource)."""
     rows = session.execute(
-        select(Customer.code, SyncStatus.resource, SyncStatus.last_push_at).join(
-            Customer, Customer.id == SyncStatus.customer_id
-        )
+        select(Customer.code, SyncStatus.resource, SyncStatus.last_push_at)
+        .select_from(SyncStatus)
+        .join(Customer, Customer.id == SyncStatus.customer_id)
     )
     return [LastPush(code, Resource(resource), at) for code, resource, at in rows]
 
