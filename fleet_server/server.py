@@ -368,7 +368,9 @@ async def start_server(app: App, listen: str | None = None) -> RunningServer:
     running = RunningServer(server, port, health_servicer, app, database_health)
     running._monitor = asyncio.create_task(database_health.watch(health_servicer, settings.health_poll_s))
     if app.metrics is not None:
-        running._metrics_sampler = asyncio.create_task(sampler.sample_forever(app.metrics, app.databases()))
+        running._metrics_sampler = asyncio.create_task(
+            sampler.sample_forever(app.metrics, app.databases(), app.admission)
+        )
     return running
 
 

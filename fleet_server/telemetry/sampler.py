@@ -1,5 +1,5 @@
-"""The gauges that are read, not counted: database turns and connections, memory — and, every minute,
-which customers are active and when each last pushed, from the database.
+"""The gauges that are read, not counted: database turns, connections, call budgets, memory — and,
+every minute, which customers are active and when each last pushed, from the database.
 
 One task per serving process, on its event loop: a sample is a few lock-protected reads, far
 cheaper than updating the gauges on every database job. In multiprocess mode this is also the
@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from fleet_server.db.scheduler import Turn
 from fleet_server.db.session import Database
 from fleet_server.domain.fleet_health import fleet_state
+from fleet_server.rpc.admission import Admission
 from fleet_server.telemetry.server_metrics import ServerMetrics
 
 _LOGGER = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ async def refresh_from_database(metrics: ServerMetrics, db: Database) -> int:
 async def sample_forever(
     metrics: ServerMetrics,
     databases: Mapping[str, Database],
+    admission: Admission | None = None,
     interval_s: float = SAMPLE_INTERVAL_S,
     refresh_s: float = REFRESH_INTERVAL_S,
 ) -> None:
@@ -53,10 +55,14 @@ async def sample_forever(
                 await refresh_from_database(metrics, databases["primary"])
             except Exception as exc:  # the database may be down; pushes still set the gauges
                 _LOGGER.warning("could not refresh customer metrics from the database: %s", exc)
-        sample(metrics, databases)
+        sample(metrics, databases, admission)
         await asyncio.sleep(interval_s)
 
 
-def sample(metrics: ServerMetrics, databases: Mapping[str, Database]) -> None:
+def sample(
+    metrics: ServerMetrics, databases: Mapping[str, Database], admission: Admission | None = None
+) -> None:
     metrics.database.sample(databases)
     metrics.process.sample()
+    if admission is not None:
+        metrics.admission.sample(admission)

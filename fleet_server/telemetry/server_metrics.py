@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from fleet_server.clock import Clock
 from fleet_server.db.session import Database
+from fleet_server.rpc.admission import Admission
 from fleet_server.telemetry.grpc_metrics import GrpcMetrics, GrpcMetricsInterceptor
 from fleet_server.telemetry.ingest_metrics import IngestMetrics, IngestMetricsInterceptor
 
@@ -66,6 +67,40 @@ class DatabaseMetrics:
             for lane, (running, waiting) in db.turns.load().items():
                 self.running.labels(name, lane).set(running)
                 self.waiting.labels(name, lane).set(waiting)
+
+
+class AdmissionMetrics:
+    """The call budgets (`rpc/admission.py`): slots in use against each budget's size."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.in_use = Gauge(
+            "fleet_calls_in_progress",
+            "Calls in progress per budget (customers, operators, anonymous_streams, anonymous_calls); "
+            "a full budget refuses its own kind with RESOURCE_EXHAUSTED.",
+            ("budget",),
+            multiprocess_mode="livesum",
+            registry=registry,
+        )
+        self.limit = Gauge(
+            "fleet_calls_limit",
+            "The size of each call budget (summed over workers).",
+            ("budget",),
+            multiprocess_mode="livesum",
+            registry=registry,
+        )
+
+    def sample(self, admission: Admission) -> None:
+        limits = admission.limits
+        sizes = {
+            "customers": limits.customers,
+            "operators": limits.operators,
+            "anonymous_streams": limits.anonymous_streams,
+            "anonymous_calls": limits.anonymous_calls,
+        }
+        for budget, in_use in admission.in_use().items():
+            self.in_use.labels(budget).set(in_use)
+            if budget in sizes:
+                self.limit.labels(budget).set(sizes[budget])
 
 
 class ProcessMetrics:
@@ -154,6 +189,7 @@ class ServerMetrics:
         self.grpc = GrpcMetrics(self.registry)
         self.ingest = IngestMetrics(self.registry)
         self.database = DatabaseMetrics(self.registry)
+        self.admission = AdmissionMetrics(self.registry)
         self.process = ProcessMetrics(self.registry)
         self.compression = CompressionMetrics(self.registry)
         info = Gauge(

@@ -241,10 +241,12 @@ def test_the_exposition_parses_and_carries_the_documented_label_sets(server, stu
 def test_database_gauges_are_sampled(server):
     from fleet_server.telemetry.sampler import sample
 
-    sample(server.app.metrics, server.app.databases())
+    sample(server.app.metrics, server.app.databases(), server.app.admission)
     assert value(server, "fleet_db_pool_connections", database="primary") == server.app.settings.db_pool_size
     assert value(server, "fleet_db_jobs_waiting", database="primary", lane="ingest") == 0
     assert value(server, "fleet_process_resident_memory_bytes") > 0
+    assert value(server, "fleet_calls_limit", budget="operators") == server.app.settings.max_operator_calls
+    assert value(server, "fleet_calls_in_progress", budget="customers") == 0
 
 
 def test_last_pushes_and_active_customers_are_read_from_the_database(
