@@ -49,13 +49,13 @@ async def sample_forever(
     loop = asyncio.get_running_loop()
     refreshed_at: float | None = None
     while True:
+        sample(metrics, databases, admission)  # first: the gauges are there from the start
         if refreshed_at is None or loop.time() - refreshed_at >= refresh_s:
             refreshed_at = loop.time()
             try:
                 await refresh_from_database(metrics, databases["primary"])
             except Exception as exc:  # the database may be down; pushes still set the gauges
                 _LOGGER.warning("could not refresh customer metrics from the database: %s", exc)
-        sample(metrics, databases, admission)
         await asyncio.sleep(interval_s)
 
 
