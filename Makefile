@@ -9,7 +9,7 @@ PROTOS := $(wildcard protos/fleet/v1/*.proto)
 PYTEST_ARGS ?=
 LOAD_ARGS ?=
 
-.PHONY: help venv proto proto-check lint typecheck migrations-check test run bench load clean
+.PHONY: help venv proto proto-check lint typecheck migrations-check test run bench load check-prometheus clean
 
 help:
 	@echo "make run    - serve on an embedded PostgreSQL (or FLEET_DATABASE_URL)"
@@ -18,6 +18,7 @@ help:
 	@echo "make load   - a fleet against a real server on loopback, ~2 min (bench/load.json);"
 	@echo "              LOAD_ARGS='--workers 2' or '--quick' (see python -m bench.load --help)"
 	@echo "make proto  - regenerate generated/ from protos/"
+	@echo "make check-prometheus - alert rule tests, and a real Prometheus scraping fleet-server --workers 2"
 
 # The contract (generated/, distribution fleet-sync-contract) goes into the same pip run as the
 # project that depends on it: named there as a local path, it is never looked up on an index.
@@ -69,8 +70,9 @@ migrations-check: $(STAMP)
 test: lint typecheck proto-check migrations-check
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Prometheus metrics at http://127.0.0.1:9464/metrics (docs/operations.md, "Metrics and alerts").
 run: $(STAMP)
-	$(BIN)/fleet-server serve --bootstrap-admin-token
+	$(BIN)/fleet-server serve --bootstrap-admin-token --metrics-listen 127.0.0.1:9464
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
@@ -78,6 +80,16 @@ bench: $(STAMP)
 # 300 live portals, 10 back-fills, an operator, then a ramp of concurrent streams; bars as PASS/FAIL.
 load: $(STAMP)
 	$(BIN)/python -m bench.load $(LOAD_ARGS)
+
+# Not part of `make test`: it installs Debian's prometheus package (promtool and prometheus) when
+# missing, runs `promtool test rules` on docs/prometheus-rules.yml, then a real Prometheus scrapes
+# fleet-server --workers 2 on loopback for a minute and a few series are checked by its HTTP API.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+check-prometheus: $(STAMP)
+	command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
+		$(SUDO) apt-get update && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus; }
+	$(BIN)/python -m tests.support.prometheus_check
 
 clean:
 	rm -rf $(VENV) .proto-out .proto-check build *.egg-info generated/build generated/*.egg-info

@@ -30,6 +30,8 @@ class BenchEnvironment:
     url: str
     _embedded: Any = None
     _server: subprocess.Popen[bytes] | None = None
+    _metrics_server: subprocess.Popen[bytes] | None = None
+    metrics_port: int = 0
     port: int = 0
     admin_token: str = ""
     tokens: dict[str, str] = field(default_factory=dict)
@@ -85,9 +87,21 @@ class BenchEnvironment:
     def start_server(self, settings: Mapping[str, str] | None = None, log: Path | None = None) -> None:
         """Start `fleet-server`; `settings` (`FLEET_*` variables) override the benchmark's own, and
         its log goes to `log` when given."""
-        with socket.socket() as probe:  # a free loopback port for the server to listen on
-            probe.bind(("127.0.0.1", 0))
-            self.port = int(probe.getsockname()[1])
+        self.port = _free_port()
+        self._server = self._spawn(self.port, settings, log)
+
+    def start_metrics_server(self) -> str:
+        """A second server on the same database with --metrics-listen: the ingest figure is measured
+        through both in the same rounds, so the cost of the metrics is seen against the noise."""
+        self.metrics_port = _free_port()
+        self._metrics_server = self._spawn(
+            self.metrics_port, {"FLEET_METRICS_LISTEN": f"127.0.0.1:{_free_port()}"}
+        )
+        return f"127.0.0.1:{self.metrics_port}"
+
+    def _spawn(
+        self, port: int, settings: Mapping[str, str] | None = None, log: Path | None = None
+    ) -> subprocess.Popen[bytes]:
         env = {
             **os.environ,
             "FLEET_DATABASE_URL": self.url,
@@ -100,8 +114,8 @@ class BenchEnvironment:
         }
         sink = log.open("ab") if log is not None else None
         try:
-            self._server = subprocess.Popen(
-                [sys.executable, "-m", "fleet_server.cli", "serve", "--listen", self.target],
+            server = subprocess.Popen(
+                [sys.executable, "-m", "fleet_server.cli", "serve", "--listen", f"127.0.0.1:{port}"],
                 env=env,
                 stdout=subprocess.DEVNULL,
                 stderr=sink if sink is not None else subprocess.DEVNULL,
@@ -110,18 +124,20 @@ class BenchEnvironment:
             if sink is not None:
                 sink.close()
         # The server opens its port only once it is ready to serve (its database is up: ours).
-        with grpc.insecure_channel(self.target) as channel:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             grpc.channel_ready_future(channel).result(timeout=60)
+        return server
 
     def stop_server(self) -> None:
-        if self._server is not None and self._server.poll() is None:
-            self._server.terminate()
-            try:
-                self._server.wait(15)
-            except subprocess.TimeoutExpired:
-                self._server.kill()
-                self._server.wait(15)
-        self._server = None
+        for server in (self._server, self._metrics_server):
+            if server is not None and server.poll() is None:
+                server.terminate()
+                try:
+                    server.wait(15)
+                except subprocess.TimeoutExpired:
+                    server.kill()
+                    server.wait(15)
+        self._server = self._metrics_server = None
 
     def close(self) -> None:
         self.stop_server()
@@ -129,3 +145,10 @@ class BenchEnvironment:
             self._embedded.cleanup()  # stops the embedded PostgreSQL: this run is its only user
             shutil.rmtree(self._embedded.pgdata.parent, ignore_errors=True)
             self._embedded = None
+
+
+def _free_port() -> int:
+    """A free loopback port for a server to listen on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

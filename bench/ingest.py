@@ -125,7 +125,10 @@ def measure(env: Any, rounds: int, devices: int, steps: int) -> dict[str, Any]:
     token_b = env.customer("BENCH_B")
     # Warm-up: creates the partitions the rounds touch and warms both paths.
     _run(_stream_worker, (env.target, token_a, rounds, devices, steps, 0))
+    metrics_target = env.start_metrics_server()
+    _run(_stream_worker, (metrics_target, token_a, rounds + 1, devices, steps, 0))
     single: list[float] = []
+    with_metrics: list[float] = []
     double: list[float] = []
     copy_rates: list[float] = []
     for r in range(rounds):
@@ -133,6 +136,10 @@ def measure(env: Any, rounds: int, devices: int, steps: int) -> dict[str, Any]:
         server_rate = n / s
         ((c, cs),) = _run(_copy_worker, (env.url, r, devices, steps))
         copy_rate = c / cs
+        ((m, ms),) = _run(_stream_worker, (metrics_target, token_a, r, devices, steps, 3))
+        with_metrics.append(m / ms / copy_rate)
+        if m != devices * steps:
+            raise RuntimeError(f"the server with metrics accepted {m} of {devices * steps} new rows")
         pair = _run(
             _stream_worker,
             (env.target, token_a, r, devices, steps, 2),
@@ -147,6 +154,9 @@ def measure(env: Any, rounds: int, devices: int, steps: int) -> dict[str, Any]:
     rows = devices * steps
     return {
         "ingest_ratio": _summary(single, f"{rounds} rounds x {rows} rows, batches of {BATCH}"),
+        "ingest_ratio_metrics_on": _summary(
+            with_metrics, "as ingest ratio, through a server with --metrics-listen, same rounds"
+        ),
         "ingest_2_customers_ratio": _summary(double, f"{rounds} rounds x 2 x {rows} rows"),
         "copy_rows_per_s": _summary(copy_rates, "binary COPY, commit per 500 rows"),
     }

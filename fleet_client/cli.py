@@ -31,6 +31,7 @@ from fleet_client.console import print_error, until_reader_leaves
 from fleet_client.demo import DEMO_START, create_demo_portal
 from fleet_client.errors import ConfigurationError
 from fleet_client.lanes import LaneFigures, describe_duration
+from fleet_client.metrics import PushMetrics, serve_metrics
 from fleet_client.once_output import causes, print_report, report_json
 from fleet_client.pusher import Pusher
 from fleet_client.report import lag_text
@@ -95,6 +96,12 @@ def _parser() -> argparse.ArgumentParser:
         "run", parents=[common], help="push every FLEET_INTERVAL_S seconds until SIGTERM/SIGINT"
     )
     run.add_argument("--interval", type=float, default=None, help="seconds between ticks (FLEET_INTERVAL_S)")
+    run.add_argument(
+        "--metrics-listen",
+        default=None,
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (FLEET_METRICS_LISTEN)",
+    )
     once = commands.add_parser("once", parents=[common], help="run one tick and exit")
     once.add_argument("--json", action="store_true", help="the tick's outcome as JSON, for scripts")
     status = commands.add_parser("status", parents=[common], help="print the push state per resource")
@@ -290,7 +297,21 @@ class _Stopper:
 
 def _run(settings: PushSettings, args: argparse.Namespace, runtime: Runtime) -> int:
     """Tick until stopped. Bad settings at start exit (2); a portal that does not answer, or a bad
-    edit later, is logged once per cause and tried again every interval."""
+    edit later, is logged once per cause and tried again every interval. With --metrics-listen the
+    pusher's metrics are served for as long as it runs."""
+    listen = args.metrics_listen or settings.metrics_listen
+    metrics = PushMetrics() if listen else None
+    endpoint = serve_metrics(metrics, listen) if metrics is not None else None
+    try:
+        return _run_until_stopped(settings, args, runtime, metrics)
+    finally:
+        if endpoint is not None:
+            endpoint.close()
+
+
+def _run_until_stopped(
+    settings: PushSettings, args: argparse.Namespace, runtime: Runtime, metrics: PushMetrics | None
+) -> int:
     with _Stopper() as stopper:
         said_off = False
         started = False
@@ -305,7 +326,7 @@ def _run(settings: PushSettings, args: argparse.Namespace, runtime: Runtime) -> 
                 settings = _reload(runtime, args, settings)
                 continue
             try:
-                _run_enabled(settings, args, runtime, stopper)
+                _run_enabled(settings, args, runtime, stopper, metrics)
                 said = None
             except (ConfigurationError, PortalUnavailable) as exc:
                 if not started and isinstance(exc, ConfigurationError):
@@ -341,7 +362,11 @@ def _reload(runtime: Runtime, args: argparse.Namespace, current: PushSettings) -
 
 
 def _run_enabled(
-    settings: PushSettings, args: argparse.Namespace, runtime: Runtime, stopper: _Stopper
+    settings: PushSettings,
+    args: argparse.Namespace,
+    runtime: Runtime,
+    stopper: _Stopper,
+    metrics: PushMetrics | None = None,
 ) -> None:
     """Tick until stopped or switched off; a changed token in the .env is picked up between ticks."""
     with _pusher(settings, runtime) as pusher:
@@ -349,6 +374,7 @@ def _run_enabled(
         _LOGGER.info("fleet-push pushing %s to %s", _safe_url(settings.source_url), settings.server)
         try:
             while not stopper.event.is_set():
+                started = pusher.clock.monotonic()
                 try:
                     report = pusher.tick()
                 except SQLAlchemyError as exc:
@@ -361,6 +387,8 @@ def _run_enabled(
                     )
                     stopper.event.wait(_interval(args, settings))
                     continue
+                if metrics is not None:
+                    metrics.record_tick(pusher, report, pusher.clock.monotonic() - started)
                 if report.progress is not None:
                     print(str(report.progress), file=runtime.stdout, flush=True)
                 if stopper.event.is_set():

@@ -62,6 +62,9 @@ class PushSettings:
     keepalive_s: float = _setting(60.0, "HTTP/2 keepalive ping interval on an active call, seconds")
     lock_stale_s: float = _setting(300.0, "a push-state lock without heartbeat this long is taken over")
     log_level: str = _setting("INFO", "log level (DEBUG, INFO, WARNING, ERROR)")
+    metrics_listen: str = _setting(
+        "", "host:port serving Prometheus metrics of `fleet-push run`; empty = off"
+    )
 
     @classmethod
     def load(

@@ -16,6 +16,7 @@ from fleet_server.domain.ingest import MeasurementIngest
 from fleet_server.domain.memory import BATCH_RETRY_MS, SNAPSHOT_RETRY_MS, ByteBudget, resident_cost
 from fleet_server.rpc.admission import Admission, Limits
 from fleet_server.store.partitions import Partitions
+from fleet_server.telemetry.server_metrics import ServerMetrics
 
 
 class App:
@@ -27,6 +28,8 @@ class App:
     ingest state; `ingest` is the measurement use case built on them. `admission` counts the calls
     in progress against their budgets (per customer, operators, callers without a token);
     `snapshot_memory` and `batch_memory` bound the pushed data all calls of this process hold.
+    `metrics` (with --metrics-listen) holds this process's Prometheus families, on a registry of
+    its own.
     """
 
     def __init__(
@@ -57,6 +60,13 @@ class App:
         )
         self.ingest = MeasurementIngest(db, self.gate, self.partitions, self.clock, self.batch_memory)
         self.admission = Admission(Limits.from_settings(settings), self.clock)
+        self.metrics: ServerMetrics | None = ServerMetrics() if settings.metrics_listen else None
+
+    def databases(self) -> dict[str, Database]:
+        """Each database this process uses, by the name its metrics carry."""
+        if self.reader is self.db:
+            return {"primary": self.db}
+        return {"primary": self.db, "reader": self.reader}
 
     def close(self) -> None:
         self.db.close()

@@ -104,6 +104,14 @@ class Settings:
     ingest_burst_rows: int = _setting(1_000_000, "per-customer measurement row budget: burst size in rows")
     max_cost_span_days: int = _setting(400, "longest ComputeCosts range, in days")
     workers: int = _setting(1, "server processes sharing the port through SO_REUSEPORT")
+    metrics_listen: str | None = _setting(
+        None, "host:port serving Prometheus metrics at /metrics (e.g. 127.0.0.1:9464); unset = no metrics"
+    )
+    metrics_dir: Path | None = _setting(
+        None,
+        "with --workers: folder where the workers keep their metric files, emptied at start; "
+        "unset = a private temporary folder",
+    )
     log_level: str = _setting("INFO", "log level (DEBUG, INFO, WARNING, ERROR)")
 
     @classmethod

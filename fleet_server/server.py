@@ -32,6 +32,14 @@ from fleet_server.services.admin import FleetAdminServicer
 from fleet_server.services.ingest import FleetIngestServicer
 from fleet_server.services.query import FleetQueryServicer
 from fleet_server.signals import STOP_SIGNALS, stop_requested_early
+from fleet_server.telemetry import sampler
+from fleet_server.telemetry.exposition import (
+    MetricsAddressError,
+    MetricsEndpoint,
+    parse_listen,
+    serve_metrics,
+    with_process_collectors,
+)
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -137,6 +145,13 @@ def check_settings(settings: Settings) -> None:
         raise ConfigurationError(f"--shutdown-grace-s must not be negative, got {settings.shutdown_grace_s}")
     if settings.workers > 1 and settings.listen.rsplit(":", 1)[-1] == "0":
         raise ConfigurationError("--workers needs a fixed port: with port 0 each worker would get its own")
+    if settings.metrics_listen is not None:
+        try:
+            parse_listen(settings.metrics_listen)
+        except MetricsAddressError as exc:
+            raise ConfigurationError(str(exc)) from None
+        if settings.metrics_listen == settings.listen:
+            raise ConfigurationError("--metrics-listen must differ from --listen")
 
 
 @dataclass
@@ -197,14 +212,16 @@ class RunningServer:
     app: App
     _database_health: _DatabaseHealth | None = None
     _monitor: asyncio.Task[None] | None = None
+    _metrics_sampler: asyncio.Task[None] | None = None
 
     async def stop(self, grace: float | None = None) -> None:
         """Flip health to NOT_SERVING first, then stop, letting in-flight RPCs run for `grace`."""
         await self.health.enter_graceful_shutdown()
-        if self._monitor is not None:
-            self._monitor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._monitor
+        for task in (self._monitor, self._metrics_sampler):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.server.stop(self.app.settings.shutdown_grace_s if grace is None else grace)
         if self._database_health is not None:
             self._database_health.close()
@@ -328,8 +345,9 @@ async def start_server(app: App, listen: str | None = None) -> RunningServer:
     """Build, bind and start the server for `app` (`listen` overrides the setting, e.g. port 0)."""
     settings = app.settings if listen is None else replace(app.settings, listen=listen)
     credentials = server_credentials(settings)
+    auth = AuthInterceptor(app.tokens, app.admission, settings.stream_idle_s)
     server = grpc.aio.server(
-        interceptors=[AuthInterceptor(app.tokens, app.admission, settings.stream_idle_s)],
+        interceptors=[auth] if app.metrics is None else app.metrics.interceptors(auth, app.clock),
         options=channel_options(settings),
         # A last resort far above the budgets the interceptor keeps (check_settings holds it
         # there): it bounds what no budget sees yet — calls still being authenticated, refusals
@@ -349,6 +367,10 @@ async def start_server(app: App, listen: str | None = None) -> RunningServer:
     await server.start()
     running = RunningServer(server, port, health_servicer, app, database_health)
     running._monitor = asyncio.create_task(database_health.watch(health_servicer, settings.health_poll_s))
+    if app.metrics is not None:
+        running._metrics_sampler = asyncio.create_task(
+            sampler.sample_forever(app.metrics, app.databases(), app.admission)
+        )
     return running
 
 
@@ -385,8 +407,12 @@ def _transport(settings: Settings) -> str:
     return "mTLS" if settings.tls_client_ca else "TLS"
 
 
-def serve(settings: Settings) -> None:
-    """One serving process on an already-migrated `settings.database_url`, until signalled."""
+def serve(settings: Settings, *, expose_metrics: bool = True) -> None:
+    """One serving process on an already-migrated `settings.database_url`, until signalled.
+
+    With --metrics-listen this process serves its own `/metrics`, unless it is a worker
+    (`expose_metrics=False`): then the supervisor serves every worker's metrics at once.
+    """
     if not settings.database_url:
         raise ConfigurationError("serve needs a database URL")
     db = Database.from_url(
@@ -400,7 +426,13 @@ def serve(settings: Settings) -> None:
         else None
     )
     app = App(settings=settings, db=db, reader=reader)
+    endpoint: MetricsEndpoint | None = None
     try:
+        if app.metrics is not None and settings.metrics_listen and expose_metrics:
+            endpoint = serve_metrics(with_process_collectors(app.metrics.registry), settings.metrics_listen)
+            _LOGGER.info("metrics at http://%s/metrics", settings.metrics_listen)
         asyncio.run(serve_until_signalled(app))
     finally:
+        if endpoint is not None:
+            endpoint.close()
         app.close()

@@ -20,10 +20,14 @@ import subprocess
 import sys
 import time
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from fleet_server.config import Settings
 from fleet_server.logs import configure_logging
 from fleet_server.signals import STOP_SIGNALS, catch_stop_signals
+
+if TYPE_CHECKING:
+    from fleet_server.telemetry.exposition import MetricsEndpoint, WorkerMetricsFolder
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -57,8 +61,34 @@ def _signal_all(workers: list[subprocess.Popen[bytes]], signum: int) -> None:
 
 
 def supervise(settings: Settings) -> int:
-    """Run `settings.workers` serving processes until signalled; 0 when all stopped cleanly."""
+    """Run `settings.workers` serving processes until signalled; 0 when all stopped cleanly.
+
+    With --metrics-listen the supervisor serves `/metrics` for all workers: each worker writes
+    its values to files in one folder (prometheus-client's multiprocess mode, switched on by the
+    folder in the worker's environment), merged at every scrape.
+    """
+    # Imported here, not at the top: a worker runs this module too, and must catch stop signals
+    # before anything slow is imported.
+    from fleet_server.telemetry.exposition import MULTIPROC_ENV, WorkerMetricsFolder, serve_metrics
+
     env = worker_environment(settings)
+    folder: WorkerMetricsFolder | None = None
+    endpoint: MetricsEndpoint | None = None
+    if settings.metrics_listen:
+        folder = WorkerMetricsFolder.prepare(settings.metrics_dir)
+        env[MULTIPROC_ENV] = str(folder.path)
+        endpoint = serve_metrics(folder.registry(), settings.metrics_listen)
+        _LOGGER.info("metrics of every worker at http://%s/metrics", settings.metrics_listen)
+    try:
+        return _supervise(settings, env, folder)
+    finally:
+        if endpoint is not None:
+            endpoint.close()
+        if folder is not None:
+            folder.remove()
+
+
+def _supervise(settings: Settings, env: dict[str, str], folder: WorkerMetricsFolder | None) -> int:
     stop_requested_at: list[float] = []
     workers: list[subprocess.Popen[bytes]] = []
 
@@ -80,19 +110,26 @@ def supervise(settings: Settings) -> int:
         )
         if stop_requested_at:  # a signal that came while the workers were being started
             _signal_all(workers, signal.SIGTERM)
-        return _mind(workers, settings, stop_requested_at)
+        return _mind(workers, settings, stop_requested_at, folder)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
 
-def _mind(workers: list[subprocess.Popen[bytes]], settings: Settings, stop_requested_at: list[float]) -> int:
+def _mind(
+    workers: list[subprocess.Popen[bytes]],
+    settings: Settings,
+    stop_requested_at: list[float],
+    folder: WorkerMetricsFolder | None = None,
+) -> int:
     """Wait for the workers; after a stop request (or a crash), kill whoever overstays the grace."""
     running = list(workers)
     crashed = False
     while running:
         for worker in [w for w in running if w.poll() is not None]:
             running.remove(worker)
+            if folder is not None:
+                folder.worker_gone(worker.pid)
             if not stop_requested_at:
                 crashed = True
                 _LOGGER.error(
@@ -121,7 +158,7 @@ def _worker_main() -> int:
     settings = Settings.from_env()
     configure_logging(settings.log_level)
     try:
-        serve(settings)
+        serve(settings, expose_metrics=False)  # the supervisor serves every worker's metrics
     except ConfigurationError as exc:
         print(f"fleet-server: {exc}", file=sys.stderr)
         return 2

@@ -53,6 +53,9 @@ class Customer(Base):
     token_issued_at: Mapped[datetime]
     previous_token_hash: Mapped[str | None] = mapped_column(String(64))
     previous_token_expires_at: Mapped[datetime | None]
+    # When the previous token was last used, to within a few minutes (fleet health: has the
+    # portal switched?); cleared by each rotation.
+    previous_token_last_used_at: Mapped[datetime | None]
 
 
 class AdminToken(Base):

@@ -8,6 +8,7 @@ it makes rotation, deactivation, revocation and deletion take effect on the very
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from sqlalchemy.orm import Session
@@ -24,13 +25,15 @@ from fleet_server.store import admin_tokens, customers
 class CustomerIdentity:
     """A portal. `customer_id` is the only customer id any write may use.
 
-    `previous_token` is true when the call used the token in its rotation grace window; the
-    access log says so, letting an operator see which portals still have to switch.
+    `previous_token` is true when the call used the token in its rotation grace window (until
+    `previous_token_expires_at`); the access log and the metrics say so, letting an operator see
+    which portals still have to switch.
     """
 
     customer_id: int
     code: str
     previous_token: bool = False
+    previous_token_expires_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,9 @@ class AdminIdentity:
 
 
 Identity = CustomerIdentity | AdminIdentity
+
+# How stale the stored "old token last used" moment may get (see `_note_previous_token_use`).
+PREVIOUS_TOKEN_USE_STEP = timedelta(minutes=5)
 
 
 class TokenStore(Protocol):
@@ -61,12 +67,34 @@ def find_identity(session: Session, token: str, clock: Clock) -> Identity:
         if admin is None:
             raise Unauthenticated("unknown or revoked admin token", reason=Reason.TOKEN_UNKNOWN)
         return AdminIdentity(token_id=admin.id, name=admin.name)
-    owner = customers.find_by_token_hash(session, digest, clock.now())
+    now = clock.now()
+    owner = customers.find_by_token_hash(session, digest, now)
     if owner is None:
         raise Unauthenticated("unknown or expired token", reason=Reason.TOKEN_UNKNOWN)
     if not owner.is_active:
         raise Unauthenticated(f"customer {owner.code} is deactivated", reason=Reason.CUSTOMER_INACTIVE)
-    return CustomerIdentity(customer_id=owner.id, code=owner.code, previous_token=not owner.current)
+    if owner.current:
+        return CustomerIdentity(customer_id=owner.id, code=owner.code)
+    _note_previous_token_use(session, owner, now)
+    return CustomerIdentity(
+        customer_id=owner.id,
+        code=owner.code,
+        previous_token=True,
+        previous_token_expires_at=owner.previous_token_expires_at,
+    )
+
+
+def _note_previous_token_use(session: Session, owner: customers.TokenOwner, now: datetime) -> None:
+    """Remember that the old token is still in use, at most once per `PREVIOUS_TOKEN_USE_STEP`.
+
+    Fleet health asks "was the old token used in the last hour?" (the portal has not switched,
+    and its grace window runs out). A write per call would put an UPDATE on every call of a
+    portal in its grace window; this writes only when the stored moment would move by more than
+    the step, so the answer is at most that late, and a window costs a few writes per hour.
+    """
+    last = owner.previous_token_last_used_at
+    if last is None or now - last > PREVIOUS_TOKEN_USE_STEP:
+        customers.note_previous_token_use(session, owner.id, now, now - PREVIOUS_TOKEN_USE_STEP)
 
 
 class SqlTokenStore:

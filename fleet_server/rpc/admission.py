@@ -188,7 +188,7 @@ class Admission:
         return self._per_customer.get(customer_id, 0)
 
     def in_use(self) -> dict[str, int]:
-        """Slots in use per budget (for tests and, later, metrics)."""
+        """Slots in use per budget (for tests and `fleet_calls_in_progress`)."""
         return {
             "customers": self._customers.in_use,
             "operators": self._operators.in_use,

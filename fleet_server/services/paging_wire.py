@@ -48,6 +48,8 @@ class Listing(StrEnum):
     DEVICES = "ListDevices"
     MUNICIPALITIES = "ListMunicipalities"
     TARIFFS = "ListTariffs"
+    FLEET_HEALTH = "GetFleetHealth"
+    SILENT_DEVICES = "ListSilentDevices"
 
 
 _LISTINGS = frozenset(str(listing) for listing in Listing)

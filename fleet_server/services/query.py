@@ -10,11 +10,11 @@ from fleet.v1 import query_service_pb2_grpc
 
 from fleet_server.app import App
 from fleet_server.auth.call_context import CallContext
-from fleet_server.domain import listings, measurement_queries
+from fleet_server.domain import fleet_health, listings, measurement_queries
 from fleet_server.domain.costs import compute_costs
 from fleet_server.domain.detail import load_customer_detail
 from fleet_server.rpc.translate import translate_errors
-from fleet_server.services import cost_wire, query_wire
+from fleet_server.services import cost_wire, health_wire, query_wire
 from fleet_server.services.paging_wire import Listing, decode_id_token
 
 
@@ -116,3 +116,33 @@ class FleetQueryServicer(query_service_pb2_grpc.FleetQueryServiceServicer):
         )
         context.add_rows(report.readings)
         return cost_wire.to_response(report)
+
+    @translate_errors
+    async def GetFleetHealth(
+        self, request: pb.GetFleetHealthRequest, context: CallContext
+    ) -> pb.GetFleetHealthResponse:
+        context.admin()
+        health = await self._app.reader.run(
+            context.turn, fleet_health.fleet_health, health_wire.health_query(request), self._app.clock.now()
+        )
+        context.add_rows(len(health.customers.items))
+        return health_wire.health_response(health)
+
+    @translate_errors
+    async def ListSilentDevices(
+        self, request: pb.ListSilentDevicesRequest, context: CallContext
+    ) -> pb.ListSilentDevicesResponse:
+        context.admin()
+        after = decode_id_token(request.page_token, Listing.SILENT_DEVICES, request.code)
+        page = await self._app.reader.run(
+            context.turn,
+            fleet_health.list_silent_devices,
+            request.code,
+            health_wire.window(request, "silent_after"),
+            request.page_size,
+            after,
+            self._app.clock.now(),
+        )
+        response = health_wire.silent_devices_response(request.code, page)
+        context.add_rows(len(response.devices))
+        return response

@@ -128,7 +128,7 @@ def _tariff_view(detail: TariffDetail) -> query_pb.TariffView:
     return query_pb.TariffView(tariff=tariff, municipality_name=detail.municipality_name)
 
 
-def _sync_message(record: SyncRecord) -> query_pb.SyncStatus:
+def sync_message(record: SyncRecord) -> query_pb.SyncStatus:
     message = query_pb.SyncStatus(
         resource=record.resource.value,
         last_push_at=to_timestamp(record.last_push_at),
@@ -201,7 +201,7 @@ def detail_message(detail: CustomerDetail) -> query_pb.GetCustomerDetailResponse
         devices=devices,
         municipalities=municipalities,
         tariffs=tariffs,
-        sync=[_sync_message(r) for r in detail.sync],
+        sync=[sync_message(r) for r in detail.sync],
         site_count=detail.sites.total_size or 0,
         device_count=detail.devices.total_size or 0,
         municipality_count=detail.municipalities.total_size or 0,

@@ -49,6 +49,8 @@ class TokenOwner:
     code: str
     is_active: bool
     current: bool
+    previous_token_expires_at: datetime | None = None
+    previous_token_last_used_at: datetime | None = None
 
 
 def customer_gone() -> Unauthenticated:
@@ -152,6 +154,8 @@ def set_tokens(
             token_issued_at=issued_at,
             previous_token_hash=previous_token_hash,
             previous_token_expires_at=previous_token_expires_at,
+            # The token now in the previous slot has not been used as an old token yet.
+            previous_token_last_used_at=None,
         )
         .returning(*_COLUMNS)
         .execution_options(synchronize_session=False)
@@ -174,7 +178,12 @@ def find_by_token_hash(session: Session, digest: str, now: datetime) -> TokenOwn
     """The customer whose current token, or previous token still in its grace window, hashes to `digest`."""
     row = session.execute(
         select(
-            Customer.id, Customer.code, Customer.is_active, (Customer.token_hash == digest).label("current")
+            Customer.id,
+            Customer.code,
+            Customer.is_active,
+            (Customer.token_hash == digest).label("current"),
+            Customer.previous_token_expires_at,
+            Customer.previous_token_last_used_at,
         ).where(
             or_(
                 Customer.token_hash == digest,
@@ -187,7 +196,31 @@ def find_by_token_hash(session: Session, digest: str, now: datetime) -> TokenOwn
     ).first()
     if row is None:
         return None
-    return TokenOwner(id=row.id, code=row.code, is_active=row.is_active, current=bool(row.current))
+    return TokenOwner(
+        id=row.id,
+        code=row.code,
+        is_active=row.is_active,
+        current=bool(row.current),
+        previous_token_expires_at=row.previous_token_expires_at,
+        previous_token_last_used_at=row.previous_token_last_used_at,
+    )
+
+
+def note_previous_token_use(session: Session, customer_id: int, now: datetime, older_than: datetime) -> None:
+    """Set when the previous token was last used to `now`, unless another call already set it past
+    `older_than` (concurrent calls and workers do not pile up writes)."""
+    session.execute(
+        update(Customer)
+        .where(
+            Customer.id == customer_id,
+            or_(
+                Customer.previous_token_last_used_at.is_(None),
+                Customer.previous_token_last_used_at < older_than,
+            ),
+        )
+        .values(previous_token_last_used_at=now)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def _customer_tables() -> list[Table]:
@@ -224,3 +257,48 @@ def erase(session: Session, customer_id: int) -> dict[str, int]:
 def codes(session: Session, limit: int) -> list[str]:
     """Up to `limit` customer codes, by code (the candidates of a "did you mean")."""
     return list(session.scalars(select(Customer.code).order_by(Customer.code).limit(limit)))
+
+
+@dataclass(frozen=True)
+class TokenState:
+    """A customer as fleet health sees it: active, and where its tokens stand."""
+
+    id: int
+    code: str
+    name: str
+    is_active: bool
+    created_at: datetime
+    token_issued_at: datetime
+    previous_token_expires_at: datetime | None
+    previous_token_last_used_at: datetime | None
+
+
+_TOKEN_STATE = (
+    Customer.id,
+    Customer.code,
+    Customer.name,
+    Customer.is_active,
+    Customer.created_at,
+    Customer.token_issued_at,
+    Customer.previous_token_expires_at,
+    Customer.previous_token_last_used_at,
+)
+
+
+def token_states(
+    session: Session, after_code: str | None, limit: int, code: str | None = None
+) -> list[TokenState]:
+    """Up to `limit` customers by code after `after_code` (or just `code`), with their token state."""
+    query = select(*_TOKEN_STATE).order_by(Customer.code).limit(limit)
+    if code is not None:
+        query = query.where(Customer.code == code)
+    if after_code is not None:
+        query = query.where(Customer.code > after_code)
+    return [TokenState(*row) for row in session.execute(query)]
+
+
+def activity(session: Session) -> list[tuple[str, bool]]:
+    """(code, is_active) of every customer."""
+    return [
+        (row.code, bool(row.is_active)) for row in session.execute(select(Customer.code, Customer.is_active))
+    ]

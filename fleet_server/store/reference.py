@@ -16,7 +16,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, func, select, text
+from sqlalchemy import ColumnElement, Select, func, select, text, tuple_
 from sqlalchemy.orm import Session
 
 from fleet_server.db.models import Device, Municipality, Site, Tariff, TariffPeriod
@@ -409,3 +409,32 @@ def sites_of(session: Session, customer_ids: Sequence[int]) -> list[tuple[int, S
 def tariffs_of(session: Session, customer_ids: Sequence[int]) -> list[tuple[int, TariffRecord]]:
     """(customer id, tariff with its periods) of every tariff of the customers, by id."""
     return _tariffs(session, Tariff.customer_id.in_(customer_ids), TariffPeriod.customer_id.in_(customer_ids))
+
+
+def device_ids(session: Session, customer_ids: Sequence[int]) -> dict[int, list[int]]:
+    """Ids of each customer's devices, ascending (an index-only scan of the key)."""
+    found: dict[int, list[int]] = {customer_id: [] for customer_id in customer_ids}
+    if not customer_ids:
+        return found
+    rows = session.execute(
+        select(Device.customer_id, Device.id)
+        .where(Device.customer_id.in_(list(customer_ids)))
+        .order_by(Device.customer_id, Device.id)
+    )
+    for customer_id, device_id in rows:
+        found[customer_id].append(int(device_id))
+    return found
+
+
+def devices_with_keys(
+    session: Session, keys: Sequence[tuple[int, int]]
+) -> dict[tuple[int, int], DeviceRecord]:
+    """The devices named by (customer id, device id) that exist."""
+    if not keys:
+        return {}
+    rows = session.execute(
+        select(Device).where(tuple_(Device.customer_id, Device.id).in_(sorted(set(keys))))
+    ).scalars()
+    return {
+        (d.customer_id, d.id): DeviceRecord(d.id, d.site_id, d.name, d.serial_number, d.kind) for d in rows
+    }

@@ -6,6 +6,7 @@ is. (The measurement batch statement inlines the same upsert, to stay one statem
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -13,7 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from fleet_server.db.models import SyncStatus
+from fleet_server.db.models import Customer, SyncStatus
 from fleet_server.resources import Resource
 
 
@@ -66,3 +67,38 @@ def list_status(session: Session, customer_id: int) -> list[SyncRecord]:
         for r in rows
     ]
     return sorted(records, key=lambda r: order.index(r.resource))
+
+
+@dataclass(frozen=True)
+class LastPush:
+    """A customer's last successful push of one resource, by customer code (for metrics)."""
+
+    code: str
+    resource: Resource
+    at: datetime
+
+
+def all_last_pushes(session: Session) -> list[LastPush]:
+    """Every customer's last push of every resource it has pushed: one row per (customer, resource)."""
+    rows = session.execute(
+        select(Customer.code, SyncStatus.resource, SyncStatus.last_push_at)
+        .select_from(SyncStatus)
+        .join(Customer, Customer.id == SyncStatus.customer_id)
+    )
+    return [LastPush(code, Resource(resource), at) for code, resource, at in rows]
+
+
+def status_of(session: Session, customer_ids: Sequence[int]) -> dict[int, list[SyncRecord]]:
+    """`list_status` of several customers in one query, by customer id."""
+    found: dict[int, list[SyncRecord]] = {customer_id: [] for customer_id in customer_ids}
+    if not customer_ids:
+        return found
+    order = list(Resource)
+    rows = session.execute(select(SyncStatus).where(SyncStatus.customer_id.in_(list(customer_ids)))).scalars()
+    for r in rows:
+        found[r.customer_id].append(
+            SyncRecord(Resource(r.resource), r.last_push_at, r.last_received, r.high_water_received_at)
+        )
+    for records in found.values():
+        records.sort(key=lambda r: order.index(r.resource))
+    return found

@@ -41,6 +41,8 @@ CONTRACT_METHODS = {
     "fleet.v1.FleetQueryService/QueryMeasurements",
     "fleet.v1.FleetQueryService/SummarizeFleet",
     "fleet.v1.FleetQueryService/ComputeCosts",
+    "fleet.v1.FleetQueryService/GetFleetHealth",
+    "fleet.v1.FleetQueryService/ListSilentDevices",
 }
 
 

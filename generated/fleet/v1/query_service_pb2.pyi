@@ -1,6 +1,7 @@
 import datetime
 
 from fleet.v1 import resources_pb2 as _resources_pb2
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -17,10 +18,21 @@ class Bucket(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     BUCKET_RAW: _ClassVar[Bucket]
     BUCKET_HOUR: _ClassVar[Bucket]
     BUCKET_DAY: _ClassVar[Bucket]
+
+class HealthProblem(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    HEALTH_PROBLEM_UNSPECIFIED: _ClassVar[HealthProblem]
+    HEALTH_PROBLEM_STALE: _ClassVar[HealthProblem]
+    HEALTH_PROBLEM_SILENT_DEVICES: _ClassVar[HealthProblem]
+    HEALTH_PROBLEM_TOKEN_EXPIRING: _ClassVar[HealthProblem]
 BUCKET_UNSPECIFIED: Bucket
 BUCKET_RAW: Bucket
 BUCKET_HOUR: Bucket
 BUCKET_DAY: Bucket
+HEALTH_PROBLEM_UNSPECIFIED: HealthProblem
+HEALTH_PROBLEM_STALE: HealthProblem
+HEALTH_PROBLEM_SILENT_DEVICES: HealthProblem
+HEALTH_PROBLEM_TOKEN_EXPIRING: HealthProblem
 
 class GetCustomerDetailRequest(_message.Message):
     __slots__ = ("code",)
@@ -303,3 +315,107 @@ class ComputeCostsResponse(_message.Message):
     CUSTOMERS_FIELD_NUMBER: _ClassVar[int]
     customers: _containers.RepeatedCompositeFieldContainer[CustomerCost]
     def __init__(self, customers: _Optional[_Iterable[_Union[CustomerCost, _Mapping]]] = ...) -> None: ...
+
+class GetFleetHealthRequest(_message.Message):
+    __slots__ = ("code", "silent_after", "stale_after", "page_size", "page_token")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    SILENT_AFTER_FIELD_NUMBER: _ClassVar[int]
+    STALE_AFTER_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    silent_after: _duration_pb2.Duration
+    stale_after: _duration_pb2.Duration
+    page_size: int
+    page_token: str
+    def __init__(self, code: _Optional[str] = ..., silent_after: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., stale_after: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class TokenHealth(_message.Message):
+    __slots__ = ("issued_at", "previous_expires_at", "previous_last_used_at", "previous_used_recently")
+    ISSUED_AT_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_LAST_USED_AT_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_USED_RECENTLY_FIELD_NUMBER: _ClassVar[int]
+    issued_at: _timestamp_pb2.Timestamp
+    previous_expires_at: _timestamp_pb2.Timestamp
+    previous_last_used_at: _timestamp_pb2.Timestamp
+    previous_used_recently: bool
+    def __init__(self, issued_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., previous_expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., previous_last_used_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., previous_used_recently: _Optional[bool] = ...) -> None: ...
+
+class SilentDevice(_message.Message):
+    __slots__ = ("device_id", "name", "site_id", "last_reading_at")
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SITE_ID_FIELD_NUMBER: _ClassVar[int]
+    LAST_READING_AT_FIELD_NUMBER: _ClassVar[int]
+    device_id: int
+    name: str
+    site_id: int
+    last_reading_at: _timestamp_pb2.Timestamp
+    def __init__(self, device_id: _Optional[int] = ..., name: _Optional[str] = ..., site_id: _Optional[int] = ..., last_reading_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class CustomerHealth(_message.Message):
+    __slots__ = ("code", "name", "is_active", "token", "sync", "last_push_at", "newest_reading_at", "reading_lag", "device_count", "silent_device_count", "silent_devices", "next_silent_devices_page_token", "problems")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    IS_ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    SYNC_FIELD_NUMBER: _ClassVar[int]
+    LAST_PUSH_AT_FIELD_NUMBER: _ClassVar[int]
+    NEWEST_READING_AT_FIELD_NUMBER: _ClassVar[int]
+    READING_LAG_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    SILENT_DEVICE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    SILENT_DEVICES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_SILENT_DEVICES_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    PROBLEMS_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    name: str
+    is_active: bool
+    token: TokenHealth
+    sync: _containers.RepeatedCompositeFieldContainer[SyncStatus]
+    last_push_at: _timestamp_pb2.Timestamp
+    newest_reading_at: _timestamp_pb2.Timestamp
+    reading_lag: _duration_pb2.Duration
+    device_count: int
+    silent_device_count: int
+    silent_devices: _containers.RepeatedCompositeFieldContainer[SilentDevice]
+    next_silent_devices_page_token: str
+    problems: _containers.RepeatedScalarFieldContainer[HealthProblem]
+    def __init__(self, code: _Optional[str] = ..., name: _Optional[str] = ..., is_active: _Optional[bool] = ..., token: _Optional[_Union[TokenHealth, _Mapping]] = ..., sync: _Optional[_Iterable[_Union[SyncStatus, _Mapping]]] = ..., last_push_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., newest_reading_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reading_lag: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., device_count: _Optional[int] = ..., silent_device_count: _Optional[int] = ..., silent_devices: _Optional[_Iterable[_Union[SilentDevice, _Mapping]]] = ..., next_silent_devices_page_token: _Optional[str] = ..., problems: _Optional[_Iterable[_Union[HealthProblem, str]]] = ...) -> None: ...
+
+class GetFleetHealthResponse(_message.Message):
+    __slots__ = ("customers", "next_page_token", "checked_at", "silent_after", "stale_after")
+    CUSTOMERS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    CHECKED_AT_FIELD_NUMBER: _ClassVar[int]
+    SILENT_AFTER_FIELD_NUMBER: _ClassVar[int]
+    STALE_AFTER_FIELD_NUMBER: _ClassVar[int]
+    customers: _containers.RepeatedCompositeFieldContainer[CustomerHealth]
+    next_page_token: str
+    checked_at: _timestamp_pb2.Timestamp
+    silent_after: _duration_pb2.Duration
+    stale_after: _duration_pb2.Duration
+    def __init__(self, customers: _Optional[_Iterable[_Union[CustomerHealth, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., checked_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., silent_after: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., stale_after: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class ListSilentDevicesRequest(_message.Message):
+    __slots__ = ("code", "silent_after", "page_size", "page_token")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    SILENT_AFTER_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    silent_after: _duration_pb2.Duration
+    page_size: int
+    page_token: str
+    def __init__(self, code: _Optional[str] = ..., silent_after: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListSilentDevicesResponse(_message.Message):
+    __slots__ = ("devices", "next_page_token", "total_size")
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    devices: _containers.RepeatedCompositeFieldContainer[SilentDevice]
+    next_page_token: str
+    total_size: int
+    def __init__(self, devices: _Optional[_Iterable[_Union[SilentDevice, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_size: _Optional[int] = ...) -> None: ...

@@ -76,6 +76,16 @@ class FleetQueryServiceStub:
                 request_serializer=fleet_dot_v1_dot_query__service__pb2.ComputeCostsRequest.SerializeToString,
                 response_deserializer=fleet_dot_v1_dot_query__service__pb2.ComputeCostsResponse.FromString,
                 _registered_method=True)
+        self.GetFleetHealth = channel.unary_unary(
+                '/fleet.v1.FleetQueryService/GetFleetHealth',
+                request_serializer=fleet_dot_v1_dot_query__service__pb2.GetFleetHealthRequest.SerializeToString,
+                response_deserializer=fleet_dot_v1_dot_query__service__pb2.GetFleetHealthResponse.FromString,
+                _registered_method=True)
+        self.ListSilentDevices = channel.unary_unary(
+                '/fleet.v1.FleetQueryService/ListSilentDevices',
+                request_serializer=fleet_dot_v1_dot_query__service__pb2.ListSilentDevicesRequest.SerializeToString,
+                response_deserializer=fleet_dot_v1_dot_query__service__pb2.ListSilentDevicesResponse.FromString,
+                _registered_method=True)
 
 
 class FleetQueryServiceServicer:
@@ -141,6 +151,22 @@ class FleetQueryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetFleetHealth(self, request, context):
+        """GetFleetHealth is the operator's morning check, per customer: is it pushing, are its devices
+        reporting, is its portal about to lose its old token. Customers are paged (AIP-158) by code.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSilentDevices(self, request, context):
+        """ListSilentDevices lists a customer's devices with no reading for longer than silent_after,
+        ordered by id, a page at a time (AIP-158); GetFleetHealth carries the first few.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FleetQueryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -183,6 +209,16 @@ def add_FleetQueryServiceServicer_to_server(servicer, server):
                     servicer.ComputeCosts,
                     request_deserializer=fleet_dot_v1_dot_query__service__pb2.ComputeCostsRequest.FromString,
                     response_serializer=fleet_dot_v1_dot_query__service__pb2.ComputeCostsResponse.SerializeToString,
+            ),
+            'GetFleetHealth': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetFleetHealth,
+                    request_deserializer=fleet_dot_v1_dot_query__service__pb2.GetFleetHealthRequest.FromString,
+                    response_serializer=fleet_dot_v1_dot_query__service__pb2.GetFleetHealthResponse.SerializeToString,
+            ),
+            'ListSilentDevices': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSilentDevices,
+                    request_deserializer=fleet_dot_v1_dot_query__service__pb2.ListSilentDevicesRequest.FromString,
+                    response_serializer=fleet_dot_v1_dot_query__service__pb2.ListSilentDevicesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -403,6 +439,60 @@ class FleetQueryService:
             '/fleet.v1.FleetQueryService/ComputeCosts',
             fleet_dot_v1_dot_query__service__pb2.ComputeCostsRequest.SerializeToString,
             fleet_dot_v1_dot_query__service__pb2.ComputeCostsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetFleetHealth(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleet.v1.FleetQueryService/GetFleetHealth',
+            fleet_dot_v1_dot_query__service__pb2.GetFleetHealthRequest.SerializeToString,
+            fleet_dot_v1_dot_query__service__pb2.GetFleetHealthResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSilentDevices(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleet.v1.FleetQueryService/ListSilentDevices',
+            fleet_dot_v1_dot_query__service__pb2.ListSilentDevicesRequest.SerializeToString,
+            fleet_dot_v1_dot_query__service__pb2.ListSilentDevicesResponse.FromString,
             options,
             channel_credentials,
             insecure,
