@@ -59,6 +59,9 @@ SERVER_ENV = {
 }
 # A batch of the smallest rows takes a second per row: this apart, the batches' times never meet.
 BATCH_SPAN = timedelta(days=2)
+# Each stream is a portal of its own, on a connection of its own (gRPC would otherwise share
+# one connection among channels to the same address).
+CLIENT_OPTIONS = [("grpc.max_send_message_length", 64 * MIB), ("grpc.use_local_subchannel_pool", 1)]
 SITES = "/fleet.v1.FleetIngestService/PushSites"
 MEASUREMENTS = "/fleet.v1.FleetIngestService/PushMeasurements"
 
@@ -168,7 +171,7 @@ def _push_snapshot(
     may report INTERNAL instead of the server's status (grpc/grpc#36066), which would hide the
     refusals this measures.
     """
-    channel = grpc.insecure_channel(target, options=[("grpc.max_send_message_length", 64 * MIB)])
+    channel = grpc.insecure_channel(target, options=CLIENT_OPTIONS)
     push = channel.stream_unary(SITES, request_serializer=_identity, response_deserializer=_identity)
     give_up = threading.Event()
 
@@ -231,7 +234,7 @@ def _stream_batches(
 ) -> None:
     """PushMeasurements sending `batches` round and round until `until`, then closing; a stream
     refused with a hint starts again after it."""
-    channel = grpc.insecure_channel(target, options=[("grpc.max_send_message_length", 64 * MIB)])
+    channel = grpc.insecure_channel(target, options=CLIENT_OPTIONS)
     push = channel.stream_stream(MEASUREMENTS, request_serializer=_identity, response_deserializer=_identity)
 
     def requests() -> Iterator[bytes]:

@@ -335,8 +335,9 @@ def channel_options(settings: Settings) -> list[tuple[str, int]]:
         # Bounded memory: BDP probing grows the flow-control windows with the measured
         # bandwidth-delay product, so on a fast link clients get to push far more than the
         # handlers have read. Measured with `python -m bench.memory` (8 customers streaming 4 MiB
-        # batches on loopback): peak RSS 851 MB with it, 493 MB without. Without it a stream's
-        # window is the HTTP/2 default (64 KiB) beyond the message its handler is reading.
+        # batches on loopback): peak RSS 705 MB with it, 526 MB without (851 and 493 when their
+        # streams share one connection). Without it a stream's window is the HTTP/2 default
+        # (64 KiB) beyond the message its handler is reading.
         ("grpc.http2.bdp_probe", 0),
     ]
 

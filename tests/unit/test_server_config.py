@@ -73,6 +73,8 @@ def test_unreadable_certificate_names_the_flag_and_file(tmp_path):
         ({"max_anonymous_streams": 0}, "--max-anonymous-streams must be positive"),
         ({"stream_idle_s": 0.0}, "--stream-idle-s must be positive"),
         ({"max_connection_age_s": -1.0}, "--max-connection-age-s must be positive"),
+        ({"max_snapshot_rows": 0}, "--max-snapshot-rows must be positive"),
+        ({"max_snapshot_bytes": 0}, "--max-snapshot-bytes must be positive"),
         (
             {"max_concurrent_rpcs": 1160},
             r"--max-concurrent-rpcs \(1160\) must be above the sum of the call budgets \(1160\)",
