@@ -14,7 +14,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -35,6 +35,10 @@ _LOGGER = logging.getLogger(__name__)
 # pseudo-site (ids pushed by portals are always > 0) instead of being dropped.
 UNKNOWN_DEVICES_SITE_ID = 0
 UNKNOWN_DEVICES_SITE_NAME = "(readings of unknown devices)"
+# A bill is priced per site-local calendar month, and the month after December 9999 is past
+# what a `datetime` holds: a range must end a year before that (ranges of year 9999 failed as
+# INTERNAL, OverflowError).
+LATEST_COST_TIME = datetime(9999, 1, 1, tzinfo=UTC)
 _ZERO_KWH = Decimal("0.000000")
 _ZERO_MONEY = Decimal("0.00")
 
@@ -97,7 +101,9 @@ def check_query(
     problems = Violations()
     for index, code in enumerate(query.codes):
         check_code(code, f"codes[{index}]", problems, session)
-    check_range(query.start, query.end, problems, max_span=timedelta(days=max_span_days))
+    check_range(
+        query.start, query.end, problems, latest=LATEST_COST_TIME, max_span=timedelta(days=max_span_days)
+    )
     problems.raise_if_any()
     assert query.start is not None
     assert query.end is not None
