@@ -34,6 +34,8 @@ class Reason(StrEnum):
     UNAUTHENTICATED = "UNAUTHENTICATED"
     PERMISSION_DENIED = "PERMISSION_DENIED"
     UNAVAILABLE = "UNAVAILABLE"
+    # A request message whose bytes do not parse as its type (bad UTF-8, truncated).
+    MALFORMED_REQUEST = "MALFORMED_REQUEST"
     # Authentication.
     TOKEN_MISSING = "TOKEN_MISSING"
     TOKEN_MALFORMED = "TOKEN_MALFORMED"
