@@ -188,7 +188,7 @@ def _check_timezones(sites: Iterable[tuple[int, SiteRecord]], codes: dict[int, s
 
 
 def _kwh_sum(slots: Iterable[EnergySlot]) -> Decimal:
-    return tou.round_kwh(sum((slot.kwh for slot in slots), _ZERO_KWH))
+    return tou.round_kwh(tou.exact_sum((slot.kwh for slot in slots), _ZERO_KWH))
 
 
 def _unbilled(site_id: int, name: str, tariff_id: int | None, unpriced_kwh: Decimal) -> SiteCost:
@@ -254,8 +254,10 @@ def _bill_site(
 
 def _currency_totals(sites: Iterable[SiteCost]) -> tuple[tuple[str, Decimal], ...]:
     """Sum of site totals per currency; sites without a tariff (no currency) add nothing."""
-    totals: dict[str, Decimal] = {}
+    totals: dict[str, list[Decimal]] = {}
     for site in sites:
         if site.currency:
-            totals[site.currency] = totals.get(site.currency, _ZERO_MONEY) + site.total
-    return tuple(sorted(totals.items()))
+            totals.setdefault(site.currency, []).append(site.total)
+    return tuple(
+        sorted((currency, tou.exact_sum(amounts, _ZERO_MONEY)) for currency, amounts in totals.items())
+    )
