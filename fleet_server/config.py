@@ -43,6 +43,17 @@ class Settings:
     health_poll_s: float = _setting(
         5.0, "seconds between database probes; health is NOT_SERVING while a probe fails"
     )
+    health_timeout_s: float = _setting(
+        2.0, "seconds a database probe may take; no answer in time (a frozen database) is NOT_SERVING"
+    )
+    statement_timeout_s: float = _setting(
+        30.0,
+        "longest one SQL statement may run before the database cancels it "
+        "(the call gets UNAVAILABLE with a retry hint); 0 = no limit",
+    )
+    cost_statement_timeout_s: float = _setting(
+        300.0, "statement timeout of ComputeCosts' pricing query, which reads every reading of its range"
+    )
     max_message_bytes: int = _setting(4 * 1024 * 1024, "largest request message accepted, in bytes")
     max_metadata_bytes: int = _setting(16 * 1024, "largest request metadata accepted, in bytes")
     max_concurrent_rpcs: int = _setting(

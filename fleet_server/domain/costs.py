@@ -110,11 +110,14 @@ def check_query(
     return query.start, query.end
 
 
-def compute_costs(session: Session, query: CostQuery, max_span_days: int) -> CostReport:
+def compute_costs(
+    session: Session, query: CostQuery, max_span_days: int, timeout_s: float | None = None
+) -> CostReport:
     """Price `[start, end)` for the customers named by `query.codes` (all when empty).
 
     Runs in one REPEATABLE READ snapshot so the sites, tariffs and periods read here are the
-    ones the aggregation prices with, even while a portal pushes.
+    ones the aggregation prices with, even while a portal pushes. `timeout_s` is the pricing
+    query's own statement timeout (None: the session's).
     """
     start, end = check_query(query, max_span_days, session)
     session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
@@ -123,7 +126,7 @@ def compute_costs(session: Session, query: CostQuery, max_span_days: int) -> Cos
     sites = reference.sites_of(session, ids)
     _check_timezones(sites, dict(customers))
     try:
-        slots = costs.energy_slots(session, ids, start, end)
+        slots = costs.energy_slots(session, ids, start, end, timeout_s)
     except UnconvertibleTimezones as exc:
         raise _unknown_timezones(exc.sites, "the database's timezone data") from exc
     tariffs = {(customer_id, t.id): t for customer_id, t in reference.tariffs_of(session, ids)}
