@@ -41,6 +41,8 @@ class Reason(StrEnum):
     TOKEN_MALFORMED = "TOKEN_MALFORMED"
     TOKEN_UNKNOWN = "TOKEN_UNKNOWN"
     CUSTOMER_INACTIVE = "CUSTOMER_INACTIVE"
+    # The token an open stream was authenticated with stopped being valid (rotated, expired, erased).
+    TOKEN_REVOKED = "TOKEN_REVOKED"
     AUTH_UNAVAILABLE = "AUTH_UNAVAILABLE"
     # Customers and operator tokens.
     CUSTOMER_NOT_FOUND = "CUSTOMER_NOT_FOUND"

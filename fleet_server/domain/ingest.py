@@ -39,10 +39,15 @@ class MeasurementIngest:
         self._memory = memory
 
     @contextlib.asynccontextmanager
-    async def stream(self, customer_id: int) -> AsyncIterator[MeasurementStreamSession]:
-        """The customer's stream for the `async with` body; RESOURCE_EXHAUSTED if one is open already."""
+    async def stream(
+        self, customer_id: int, token_hash: str | None = None
+    ) -> AsyncIterator[MeasurementStreamSession]:
+        """The customer's stream for the `async with` body; RESOURCE_EXHAUSTED if one is open already.
+
+        `token_hash` is the stream's token: each batch is written only while it is still valid.
+        """
         async with self._gate.exclusive_stream(customer_id):
-            writes = OrderedWrites(self._db, self._partitions, customer_id)
+            writes = OrderedWrites(self._db, self._partitions, customer_id, token_hash)
             yield MeasurementStreamSession(writes, self._gate, self._clock, self._memory, customer_id)
 
 
@@ -104,9 +109,12 @@ class OrderedWrites:
     earlier one.
     """
 
-    def __init__(self, db: Database, partitions: Partitions, customer_id: int) -> None:
+    def __init__(
+        self, db: Database, partitions: Partitions, customer_id: int, token_hash: str | None = None
+    ) -> None:
         self._db = db
         self._customer_id = customer_id
+        self._token_hash = token_hash
         self._turn = Turn.ingest(customer_id).serialised(self)
         self._writer = BatchWriter(db, partitions)
         self._submitted = 0
@@ -120,6 +128,6 @@ class OrderedWrites:
     def _write(self, index: int, batch: MeasurementBatch, now: datetime) -> BatchResult:
         if index != self._written:
             raise NotWritten("an earlier batch of this stream failed")
-        result = self._writer.write(self._customer_id, batch, now)
+        result = self._writer.write(self._customer_id, batch, now, self._token_hash)
         self._written += 1
         return result
