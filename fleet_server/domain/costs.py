@@ -39,6 +39,8 @@ UNKNOWN_DEVICES_SITE_NAME = "(readings of unknown devices)"
 # what a `datetime` holds: a range must end a year before that (ranges of year 9999 failed as
 # INTERNAL, OverflowError).
 LATEST_COST_TIME = datetime(9999, 1, 1, tzinfo=UTC)
+# How many unpriceable sites an error names before it only counts the rest.
+MAX_NAMED = 10
 _ZERO_KWH = Decimal("0.000000")
 _ZERO_MONEY = Decimal("0.00")
 
@@ -156,6 +158,13 @@ def compute_costs(
     return CostReport(customers=tuple(bills), start=start, end=end, readings=readings)
 
 
+def _named(items: Sequence[str]) -> str:
+    """The first `MAX_NAMED` items, and how many more there are: an error travels in trailing
+    metadata, which a default client caps at 16 KiB (see `customers.unknown_customers`)."""
+    named = ", ".join(items[:MAX_NAMED])
+    return named if len(items) <= MAX_NAMED else f"{named} (and {len(items) - MAX_NAMED} more)"
+
+
 def _customers(session: Session, codes: Sequence[str]) -> list[tuple[int, str]]:
     """(id, code) of the named customers, by code; all customers when none are named."""
     wanted = sorted(set(codes))
@@ -167,7 +176,7 @@ def _customers(session: Session, codes: Sequence[str]) -> list[tuple[int, str]]:
 
 
 def _unknown_timezones(sites: Sequence[tuple[str, int, str]], where: str) -> FailedPrecondition:
-    named = ", ".join(f"{code} site {site_id} ({zone})" for code, site_id, zone in sites)
+    named = _named([f"{code} site {site_id} ({zone})" for code, site_id, zone in sites])
     return FailedPrecondition(
         f"timezone not found in {where}: {named}; the site cannot be priced in local time",
         reason=Reason.UNKNOWN_TIMEZONE,
