@@ -113,6 +113,13 @@ class Settings:
         200_000.0, "per-customer measurement row budget: sustained rows per second"
     )
     ingest_burst_rows: int = _setting(1_000_000, "per-customer measurement row budget: burst size in rows")
+    new_partitions_burst: int = _setting(
+        36, "monthly measurement partitions one customer's batches may create at once"
+    )
+    new_partitions_per_hour: float = _setting(
+        60.0,
+        "monthly measurement partitions one customer's batches may create per hour, sustained; 0 = no limit",
+    )
     max_cost_span_days: int = _setting(400, "longest ComputeCosts range, in days")
     workers: int = _setting(1, "server processes sharing the port through SO_REUSEPORT")
     metrics_listen: str | None = _setting(
