@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
+from fleet.v1 import ingest_service_pb2 as ipb
 from sqlalchemy import Engine, text
 
 from fleet_server.store.partitions import partition_name
@@ -57,7 +58,7 @@ def budgeted(make_server, fake_clock, year_without_partitions) -> Iterator[Stubs
     stubs.close()
 
 
-def _year_batch(batch_id: int, months: range = range(12)) -> list:
+def _year_batch(batch_id: int, months: range = range(12)) -> list[ipb.PushMeasurementsRequest]:
     return [request(batch_id, [reading(1, datetime(YEAR, m + 1, 15, tzinfo=UTC), 1.0) for m in months])]
 
 
