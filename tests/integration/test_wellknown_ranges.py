@@ -172,3 +172,18 @@ def test_a_query_range_with_bad_nanos_is_refused(stubs, new_customer, admin_toke
         return list(result) if method == "QueryMeasurements" else result
 
     _invalid(rejected(call), "start", TIMESTAMP_RANGE)
+
+
+@pytest.mark.parametrize("method", ["GetFleetHealth", "ListSilentDevices"])
+@pytest.mark.parametrize(("seconds", "nanos"), [(10**15, 0), (315_576_000_001, 1), (0, 2_147_483_647)])
+def test_a_health_window_outside_the_duration_range_is_refused(
+    stubs, new_customer, admin_token, method, seconds, nanos
+):
+    """Found by the fuzzer: 10**15 seconds failed as INTERNAL (OverflowError)."""
+    new_customer("ACME")
+    window = duration_pb2.Duration(seconds=seconds, nanos=nanos)
+    request = getattr(query_pb, f"{method}Request")(code="ACME", silent_after=window)
+
+    error = rejected(lambda: getattr(stubs.query, method)(request, metadata=bearer(admin_token), timeout=10))
+
+    _invalid(error, "silent_after", DURATION_RANGE)
