@@ -9,7 +9,7 @@ PROTOS := $(wildcard protos/fleet/v1/*.proto)
 PYTEST_ARGS ?=
 LOAD_ARGS ?=
 
-.PHONY: help venv proto proto-check lint typecheck migrations-check test run bench load check-prometheus clean
+.PHONY: help venv proto proto-check lint typecheck migrations-check test run bench load fuzz check-prometheus clean
 
 help:
 	@echo "make run    - serve on an embedded PostgreSQL (or FLEET_DATABASE_URL)"
@@ -17,6 +17,7 @@ help:
 	@echo "make bench  - benchmarks, printed as ratios (bench/results.json)"
 	@echo "make load   - a fleet against a real server on loopback, ~2 min (bench/load.json);"
 	@echo "              LOAD_ARGS='--workers 2' or '--quick' (see python -m bench.load --help)"
+	@echo "make fuzz   - fuzz every RPC of a real server for FUZZ_S seconds (default 300)"
 	@echo "make proto  - regenerate generated/ from protos/"
 	@echo "make check-prometheus - alert rule tests, and a real Prometheus scraping fleet-server --workers 2"
 
@@ -90,6 +91,13 @@ check-prometheus: $(STAMP)
 		$(SUDO) apt-get update && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus; }
 	$(BIN)/python -m tests.support.prometheus_check
+
+# Structure-aware fuzzing of every RPC against a real fleet-server process (tests/fuzz): prints
+# calls per status; fails on INTERNAL/UNKNOWN, a crash, RSS over FUZZ_RSS_MB or a stray write.
+# A 30 s run of the same harness is part of `make test` (FUZZ_SHORT_S changes it).
+FUZZ_S ?= 300
+fuzz: $(STAMP)
+	FUZZ_S=$(FUZZ_S) $(BIN)/python -m tests.fuzz
 
 clean:
 	rm -rf $(VENV) .proto-out .proto-check build *.egg-info generated/build generated/*.egg-info

@@ -1,4 +1,4 @@
-"""`fleet-push`: run the pusher forever, once, show its state, or write a demo portal.
+"""`fleet-push`: push forever or once, show the state, release quarantined rows, write a demo portal.
 
 Exit codes: 0 = done (or fleet sync is off), 1 = a push failed, the token was refused (`status`
 too, while pushing is stopped by it) or another pusher holds the state, 2 = bad settings or
@@ -39,7 +39,7 @@ from fleet_client.resources import MEASUREMENTS
 from fleet_client.settings import PushSettings, settings_help
 from fleet_client.source import SqlSource
 from fleet_client.source_check import PortalUnavailable, check_portal
-from fleet_client.state import PushLocked, PushState, ResourceState
+from fleet_client.state import PushLocked, PushState, QuarantinedRow, ResourceState
 
 _LOGGER = logging.getLogger(__name__)
 DEFAULT_ENV_FILE = Path(".env")
@@ -106,6 +106,11 @@ def _parser() -> argparse.ArgumentParser:
     once.add_argument("--json", action="store_true", help="the tick's outcome as JSON, for scripts")
     status = commands.add_parser("status", parents=[common], help="print the push state per resource")
     status.add_argument("--json", action="store_true", help="JSON for scripts")
+    commands.add_parser(
+        "release-quarantine",
+        parents=[common],
+        help="send the measurement rows the server refused again (after fixing them at the source)",
+    )
     demo = commands.add_parser("demo-portal", help="write a sample portal database (SQLite) to PATH")
     demo.add_argument("path", type=Path)
     demo.add_argument("--force", action="store_true", help="replace PATH if it exists")
@@ -130,6 +135,8 @@ def _command(args: argparse.Namespace, runtime: Runtime) -> int:
         _setup_logging(args.log_level or settings.log_level)
         if args.command == "status":
             return _status(settings, as_json, runtime)
+        if args.command == "release-quarantine":
+            return _release_quarantine(settings, runtime)
         if args.command == "once":
             return _once(settings, args, runtime)
         return _run(settings, args, runtime)
@@ -477,6 +484,34 @@ def _lane_lines(f: LaneFigures) -> list[str]:
     return lines
 
 
+def _quarantined_line(count: int, newest: QuarantinedRow) -> str:
+    row = newest.row
+    said = f"{newest.status} [{newest.reason}]" if newest.reason else newest.status
+    return (
+        f"QUARANTINED: {count:,} measurement row(s) the server refused are set aside and skipped; "
+        f"newest: device {row.device_id} {row.metric} {_iso(row.time)} value {row.value!r} "
+        f"({said}: {newest.message}). Fix them at the source, then `fleet-push release-quarantine` "
+        "sends them again"
+    )
+
+
+def _release_quarantine(settings: PushSettings, runtime: Runtime) -> int:
+    state = PushState.open(settings.state_url, runtime.clock, settings.lock_stale_s)
+    try:
+        state.acquire()
+        try:
+            released = state.release_quarantine()
+        finally:
+            state.release()
+    finally:
+        state.close()
+    print(
+        f"released {released:,} quarantined row(s); the next tick reads them again from the portal",
+        file=runtime.stdout,
+    )
+    return 0
+
+
 def _status(settings: PushSettings, as_json: bool, runtime: Runtime) -> int:
     state = PushState.open(settings.state_url, runtime.clock, settings.lock_stale_s)
     try:
@@ -484,6 +519,8 @@ def _status(settings: PushSettings, as_json: bool, runtime: Runtime) -> int:
         holder = state.lock_holder()
         block = state.auth_block()
         lanes = state.load_lanes()
+        quarantined = state.quarantine_count()
+        newest = state.quarantined(limit=100) if quarantined else []
     finally:
         state.close()
     measurements = next(r for r in rows if r.resource == MEASUREMENTS)
@@ -502,6 +539,7 @@ def _status(settings: PushSettings, as_json: bool, runtime: Runtime) -> int:
             "token_refused": None
             if block is None
             else {"fingerprint": block.fingerprint, "message": block.message, "at": block.at.isoformat()},
+            "quarantine": {"count": quarantined, "newest": [q.to_json() for q in newest]},
         }
         print(json.dumps(doc, indent=2), file=out)
         return 0 if block is None else 1
@@ -532,6 +570,8 @@ def _status(settings: PushSettings, as_json: bool, runtime: Runtime) -> int:
             f"pushing now: pid {holder.pid} on {holder.host}, heartbeat {_iso(holder.heartbeat_at)}",
             file=out,
         )
+    if newest:
+        print(_quarantined_line(quarantined, newest[0]), file=out)
     if block is not None:
         print(
             f"STOPPED: the server refused token {block.fingerprint} at {_iso(block.at)} ({block.message}); "

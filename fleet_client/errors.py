@@ -55,6 +55,14 @@ class FleetRpcError(FleetClientError):
     def __str__(self) -> str:
         return f"{self.status_name}: {self.message}"
 
+    def detailed(self) -> str:
+        """`str(self)` with the server's `ErrorInfo` reason when it says more than the status
+        (`UNAUTHENTICATED [TOKEN_REVOKED]: …`, `RESOURCE_EXHAUSTED [ROW_BUDGET_EXHAUSTED]: …`):
+        what the push state keeps as a resource's last error."""
+        if self.reason and self.reason != self.status_name:
+            return f"{self.status_name} [{self.reason}]: {self.message}"
+        return str(self)
+
 
 class Unauthenticated(FleetRpcError):
     """The token was refused (missing, unknown, expired or the customer is inactive)."""

@@ -23,6 +23,11 @@ _LOGGER = logging.getLogger(__name__)
 _DATA_ERRORS = ("INVALID_ARGUMENT", "FAILED_PRECONDITION")
 
 
+def describe(error: BaseException) -> str:
+    """What a resource's `last_error` says: the server's status, reason and message, or the error."""
+    return error.detailed() if isinstance(error, FleetRpcError) else str(error)
+
+
 class SourceError(Exception):
     """Reading the portal failed (its database is down, a column is missing…)."""
 
@@ -57,14 +62,14 @@ class FailurePolicy:
     def failed(self, st: ResourceState, error: BaseException, now: datetime) -> ResourceResult:
         """Record the failure and schedule the next attempt; raises `TokenRefused` for a refused token."""
         if isinstance(error, Unauthenticated | PermissionDenied):
-            st.last_error = str(error)
+            st.last_error = describe(error)
             self.state.save(st)
             raise TokenRefused(error)
         st.failures += 1
         retry_after = error.retry_after_ms if isinstance(error, FleetRpcError) else None
         delay = self.backoff.delay(st.failures, retry_after)
         st.next_attempt = now + timedelta(seconds=delay)
-        st.last_error = str(error)
+        st.last_error = describe(error)
         self.state.save(st)
         log = (
             _LOGGER.error

@@ -12,6 +12,17 @@ While a back-fill runs there are two lanes (`fleet_client.lanes`): each tick rea
 first, until it runs dry, then the back-fill lane up to the split, both on the same stream and
 within the same cap. A tick that stops at the cap with readings left, with one lane, begins a
 back-fill: the newest key at the portal becomes the split.
+
+A row the server will never take (INVALID_ARGUMENT naming `measurements[i]` of a batch) is
+quarantined: set aside in the push state with the server's status, reason and message, and
+left out of every batch from then on, so the rows behind it flow; the tick ends and the next
+one starts at once. Pages are still read and cursors still moved as if it were there (a batch
+whose rows were all quarantined goes out empty, and its acknowledgement moves the cursor past
+them). Why not back off until the source is fixed: one meter's glitch (a NaN, a reading past
+the documented bound) stopped every later reading of the portal, for as long as nobody edited
+the portal's database, which its owner often cannot. Why not drop it silently: a refused
+reading is data the operator must be able to see (`fleet-push status`) and send again after a
+fix (`fleet-push release-quarantine`). See docs/client.md.
 """
 
 from __future__ import annotations
@@ -28,7 +39,7 @@ from typing import Any
 from fleet_client import wire
 from fleet_client.client import IngestClient
 from fleet_client.clock import Clock
-from fleet_client.errors import FleetRpcError, ProtocolError
+from fleet_client.errors import FleetRpcError, InvalidArgument, ProtocolError
 from fleet_client.failures import FailurePolicy, SourceError
 from fleet_client.lanes import Lane, LaneFigures, LaneState
 from fleet_client.progress import BackfillRate
@@ -60,14 +71,23 @@ class _Page:
 
 @dataclass
 class _InFlight:
+    """A batch sent and not acknowledged yet: the rows sent (`measurements[i]` of a refusal is
+    `rows[i]`), and `cursor`, the last row read for it — past any quarantined rows left out."""
+
     batch_id: int
     lane: Lane
     rows: Sequence[MeasurementRow]
     ends_backfill: bool
+    cursor: Cursor
 
-    @property
-    def cursor(self) -> Cursor:
-        return Cursor.of(self.rows[-1])
+
+class RowsRefused(Exception):
+    """The server refused rows of a batch as invalid; they are to be quarantined."""
+
+    def __init__(self, error: FleetRpcError, rows: list[MeasurementRow]) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.rows = rows
 
 
 @dataclass
@@ -156,6 +176,7 @@ class MeasurementPush:
         self.on_batch_acked = on_batch_acked
         self.rate = BackfillRate(clock)
         self._figures: LaneFigures | None = None
+        self._quarantined: set[Cursor] = set()
 
     @property
     def figures(self) -> LaneFigures | None:
@@ -177,6 +198,7 @@ class MeasurementPush:
         pages = _Pages(self._read, lanes, st.cursor, horizon)
         started = self.clock.monotonic()
         try:
+            self._quarantined = self.state.quarantined_keys(st.cursor)
             first = self._first_page(st, lanes, pages, tick)
         except SourceError as exc:
             return self.failures.failed(st, exc, now)
@@ -190,6 +212,11 @@ class MeasurementPush:
         one_lane = not lanes.apart
         try:
             capped = self._stream(st, lanes, pages, first, result, tick)
+        except RowsRefused as refused:
+            self._quarantine(st, lanes, refused, result)
+            self._finish(report, st, lanes, tick, now, count_live=lanes.apart)
+            report.backlog = True  # nothing to wait for: the rows behind them go next
+            return result
         except (FleetRpcError, SourceError) as exc:
             failed = self.failures.failed(st, exc, now)
             failed.streams, failed.rows = 1, result.rows
@@ -218,6 +245,32 @@ class MeasurementPush:
             count_live=lanes.apart or not capped,
         )
         return result
+
+    def _quarantine(
+        self, st: ResourceState, lanes: LaneState, refused: RowsRefused, result: ResourceResult
+    ) -> None:
+        """Set the refused rows aside and end the tick; the next one starts at once without them."""
+        error = refused.error
+        self.state.quarantine(
+            refused.rows, status=error.status_name, reason=error.reason, message=error.message
+        )
+        st.last_error = error.detailed()
+        st.next_attempt = None
+        self.state.save(st, lanes)
+        _LOGGER.error(
+            "measurements: the server refused %d row(s), quarantined (fleet-push status lists them): %s",
+            len(refused.rows),
+            st.last_error,
+        )
+        result.outcome = Outcome.QUARANTINED
+        result.error = st.last_error
+        result.detail = f"{len(refused.rows)} row(s) refused by the server set aside; {st.last_error}"
+
+    def _sendable(self, rows: Sequence[MeasurementRow]) -> Sequence[MeasurementRow]:
+        """`rows` without the quarantined ones (as they are, when nothing is quarantined)."""
+        if not self._quarantined:
+            return rows
+        return [row for row in rows if Cursor.of(row) not in self._quarantined]
 
     def _finish(
         self,
@@ -278,9 +331,16 @@ class MeasurementPush:
                 while pending is not None and len(in_flight) < opts.window and not self.stop.is_set():
                     if pending.rows:
                         batch_id += 1
-                        stream.send(wire.measurement_batch(batch_id, pending.rows))
+                        rows = self._sendable(pending.rows)
+                        stream.send(wire.measurement_batch(batch_id, rows))
                         in_flight.append(
-                            _InFlight(batch_id, pending.lane, pending.rows, pending.last_of_backfill)
+                            _InFlight(
+                                batch_id,
+                                pending.lane,
+                                rows,
+                                pending.last_of_backfill,
+                                Cursor.of(pending.rows[-1]),
+                            )
                         )
                         budget -= len(pending.rows)
                     else:
@@ -292,6 +352,9 @@ class MeasurementPush:
                     ack = stream.next_ack()
                 except FleetRpcError as exc:
                     _explain_rejected_row(exc, in_flight[0])
+                    refused = _refused_rows(exc, in_flight[0])
+                    if refused:
+                        raise RowsRefused(exc, refused) from exc
                     raise
                 done = in_flight.popleft()
                 if ack.batch_id != done.batch_id:
@@ -386,6 +449,14 @@ def _end_backfill_with(in_flight: deque[_InFlight], merge: Callable[[], None]) -
             batch.ends_backfill = True
             return
     merge()
+
+
+def _refused_rows(error: FleetRpcError, batch: _InFlight) -> list[MeasurementRow]:
+    """The rows of `batch` an INVALID_ARGUMENT names (`measurements[i].…`): the server never takes them."""
+    if not isinstance(error, InvalidArgument):
+        return []
+    indexes = {int(m.group(1)) for path, _ in error.field_violations if (m := _ROW_FIELD.match(path))}
+    return [batch.rows[i] for i in sorted(indexes) if i < len(batch.rows)]
 
 
 def _explain_rejected_row(error: FleetRpcError, batch: _InFlight) -> None:

@@ -128,7 +128,7 @@ class Pusher:
             self._token.record_refusal(refused.error)
             done = {r.resource for r in report.results}
             report.results.extend(
-                ResourceResult(name, Outcome.BLOCKED, error=str(refused.error))
+                ResourceResult(name, Outcome.BLOCKED, error=refused.error.detailed())
                 for name in RESOURCES
                 if name not in done
             )

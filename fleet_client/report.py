@@ -20,6 +20,7 @@ class Outcome(Enum):
     FAILED = "failed"
     BLOCKED = "blocked: token refused"
     STOPPED = "stopped"
+    QUARANTINED = "rows quarantined"
 
     @property
     def in_sync(self) -> bool:

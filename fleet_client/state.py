@@ -3,8 +3,10 @@
 Per resource (`sites`, `devices`, `municipalities`, `tariffs`, `measurements`): the measurement
 cursor, the last acknowledged snapshot hash, last attempt, last success, consecutive failures,
 next attempt and last error; for measurements also the lanes (`fleet_client.lanes`), saved in
-the same transaction as the cursor. A local SQLite file by default, or any URL (the portal's own
-database works: the tables are prefixed `fleet_push_`).
+the same transaction as the cursor. Beside them, the quarantine: measurement rows the server
+refused as invalid, each with the server's reason, skipped so the rows behind them flow (see
+`measurement_push`). A local SQLite file by default, or any URL (the portal's own database
+works: the tables are prefixed `fleet_push_`).
 
 The schema only grows by whole tables, which `open()` creates when missing: a state written by
 an older fleet-push opens as it is (no lanes row = one lane), and an older fleet-push ignores the
@@ -24,8 +26,9 @@ import logging
 import os
 import socket
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +46,7 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    func,
     insert,
     make_url,
     select,
@@ -54,7 +58,7 @@ from fleet_client.clock import Clock, SystemClock
 from fleet_client.errors import FleetClientError
 from fleet_client.lanes import LaneState
 from fleet_client.resources import MEASUREMENTS, RESOURCES
-from fleet_client.rows import Cursor
+from fleet_client.rows import Cursor, MeasurementRow
 from fleet_client.sqltypes import UtcDateTime
 
 _LOGGER = logging.getLogger(__name__)
@@ -104,6 +108,22 @@ meta_table = Table(
     Column("value", Text, nullable=False),
 )
 
+# Measurement rows the server will never take as they are. Keyed like the cursor, so a row is
+# recognised when it is read again. `value` is text: SQLite stores a NaN as NULL.
+quarantine_table = Table(
+    "fleet_push_quarantine",
+    _metadata,
+    Column("received_at", UtcDateTime, primary_key=True),
+    Column("device_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("metric", String(63), primary_key=True),
+    Column("time", UtcDateTime, primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("reason", String(64)),
+    Column("message", Text, nullable=False),
+    Column("quarantined_at", UtcDateTime, nullable=False),
+)
+
 lock_table = Table(
     "fleet_push_lock",
     _metadata,
@@ -148,6 +168,30 @@ class ResourceState:
             "next_attempt": iso(self.next_attempt),
             "last_error": self.last_error,
             "rows_sent": self.rows_sent,
+        }
+
+
+@dataclass(frozen=True)
+class QuarantinedRow:
+    """A measurement row the server refused, and what it said (status, reason, message)."""
+
+    row: MeasurementRow
+    status: str
+    reason: str | None
+    message: str
+    quarantined_at: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "device_id": self.row.device_id,
+            "metric": self.row.metric,
+            "time": self.row.time.isoformat(),
+            "value": repr(self.row.value),
+            "received_at": self.row.received_at.isoformat(),
+            "status": self.status,
+            "reason": self.reason,
+            "message": self.message,
+            "quarantined_at": self.quarantined_at.isoformat(),
         }
 
 
@@ -262,6 +306,44 @@ class PushState:
             row = conn.execute(select(lock_table).where(lock_table.c.id == 1)).mappings().first()
         return _holder(row) if row is not None else None
 
+    def quarantined_keys(self, after: Cursor | None) -> set[Cursor]:
+        """Keys of quarantined rows the pusher may still read (those not before `after`'s time)."""
+        query = select(
+            quarantine_table.c.received_at,
+            quarantine_table.c.device_id,
+            quarantine_table.c.metric,
+            quarantine_table.c.time,
+        )
+        if after is not None:
+            query = query.where(quarantine_table.c.received_at >= after.received_at)
+        with self.engine.connect() as conn:
+            return {Cursor(r, d, m, t) for r, d, m, t in conn.execute(query)}
+
+    def quarantine_count(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.scalar(select(func.count()).select_from(quarantine_table)) or 0)
+
+    def quarantined(self, limit: int = 100) -> list[QuarantinedRow]:
+        """The most recently quarantined rows, newest first."""
+        query = (
+            select(quarantine_table)
+            .order_by(quarantine_table.c.quarantined_at.desc(), quarantine_table.c.received_at.desc())
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [
+                QuarantinedRow(
+                    MeasurementRow(
+                        r["device_id"], r["metric"], r["time"], float(r["value"]), r["received_at"]
+                    ),
+                    r["status"],
+                    r["reason"],
+                    r["message"],
+                    r["quarantined_at"],
+                )
+                for r in conn.execute(query).mappings()
+            ]
+
     # -- the lock ------------------------------------------------------------------------------
 
     def acquire(self) -> None:
@@ -351,6 +433,71 @@ class PushState:
             if lanes is not None:
                 _save_lanes(conn, state.resource, lanes)
 
+    def quarantine(
+        self,
+        rows: Sequence[MeasurementRow],
+        *,
+        status: str,
+        reason: str | None,
+        message: str,
+    ) -> None:
+        """Set `rows` aside with what the server said; the pusher skips them from now on."""
+        now = self.clock.now()
+        keys = {Cursor.of(row): row for row in rows}
+        with self.engine.begin() as conn:
+            self._fence(conn)
+            for key, row in keys.items():
+                conn.execute(
+                    delete(quarantine_table).where(
+                        quarantine_table.c.received_at == key.received_at,
+                        quarantine_table.c.device_id == key.device_id,
+                        quarantine_table.c.metric == key.metric,
+                        quarantine_table.c.time == key.time,
+                    )
+                )
+                conn.execute(
+                    insert(quarantine_table).values(
+                        received_at=row.received_at,
+                        device_id=row.device_id,
+                        metric=row.metric,
+                        time=row.time,
+                        value=repr(float(row.value)),
+                        status=status,
+                        reason=reason,
+                        message=message,
+                        quarantined_at=now,
+                    )
+                )
+
+    def release_quarantine(self) -> int:
+        """Forget every quarantined row and read them again: the measurement cursor moves back to
+        just before the first of them (one lane: a back-fill in progress is read again from there,
+        what was sent already counting as duplicates at the server); the number released."""
+        with self.engine.begin() as conn:
+            self._fence(conn)
+            released = int(conn.scalar(select(func.count()).select_from(quarantine_table)) or 0)
+            earliest = conn.scalar(select(func.min(quarantine_table.c.received_at)))
+            if not released or earliest is None:
+                return 0
+            conn.execute(delete(quarantine_table))
+            raw = conn.execute(
+                select(state_table.c.cursor).where(state_table.c.resource == MEASUREMENTS)
+            ).scalar()
+            current = Cursor.from_json(json.loads(raw)) if raw else None
+            if current is not None and before(earliest).received_at < current.received_at:
+                conn.execute(
+                    update(state_table)
+                    .where(state_table.c.resource == MEASUREMENTS)
+                    .values(cursor=json.dumps(before(earliest).to_json()))
+                )
+            query = select(lanes_table).where(lanes_table.c.resource == MEASUREMENTS)
+            lanes_row = conn.execute(query).mappings().first()
+            if lanes_row is not None and lanes_row["split"] is not None:
+                lanes = _lanes_from_row(lanes_row)
+                lanes.split = lanes.live_cursor = None
+                _save_lanes(conn, MEASUREMENTS, lanes)
+        return released
+
     def block_auth(self, fingerprint: str, message: str) -> None:
         value = json.dumps(
             {"fingerprint": fingerprint, "message": message, "at": self.clock.now().isoformat()}
@@ -410,6 +557,16 @@ def _key(cursor: Cursor | None) -> str | None:
 
 def _cursor(raw: str | None) -> Cursor | None:
     return Cursor.from_json(json.loads(raw)) if raw else None
+
+
+def before(moment: datetime) -> Cursor:
+    """A cursor just before every reading received at `moment`, whatever its other key parts.
+
+    Only `received_at` is compared in Python: the rest of the key order is the portal database's
+    (a collation may sort metric names differently), and one microsecond earlier with the
+    largest device id precedes every reading of `moment` in any order.
+    """
+    return Cursor(moment - timedelta(microseconds=1), 2**63 - 1, "~", datetime.max.replace(tzinfo=UTC))
 
 
 def _save_lanes(conn: Connection, resource: str, lanes: LaneState) -> None:

@@ -50,10 +50,10 @@ class TokenGate:
     def record_refusal(self, error: FleetRpcError) -> None:
         """Remember that the server refused the current token, so later ticks attempt nothing."""
         fingerprint = self.client.token_fingerprint
-        self.state.block_auth(fingerprint, str(error))
+        self.state.block_auth(fingerprint, error.detailed())
         _LOGGER.error(
             "the server refused token %s (%s): pushing is stopped until FLEET_TOKEN is changed",
             fingerprint,
-            error,
+            error.detailed(),
         )
         self._logged = fingerprint

@@ -43,6 +43,17 @@ class Settings:
     health_poll_s: float = _setting(
         5.0, "seconds between database probes; health is NOT_SERVING while a probe fails"
     )
+    health_timeout_s: float = _setting(
+        2.0, "seconds a database probe may take; no answer in time (a frozen database) is NOT_SERVING"
+    )
+    statement_timeout_s: float = _setting(
+        30.0,
+        "longest one SQL statement may run before the database cancels it "
+        "(the call gets UNAVAILABLE with a retry hint); 0 = no limit",
+    )
+    cost_statement_timeout_s: float = _setting(
+        300.0, "statement timeout of ComputeCosts' pricing query, which reads every reading of its range"
+    )
     max_message_bytes: int = _setting(4 * 1024 * 1024, "largest request message accepted, in bytes")
     max_metadata_bytes: int = _setting(16 * 1024, "largest request metadata accepted, in bytes")
     max_concurrent_rpcs: int = _setting(
@@ -102,6 +113,13 @@ class Settings:
         200_000.0, "per-customer measurement row budget: sustained rows per second"
     )
     ingest_burst_rows: int = _setting(1_000_000, "per-customer measurement row budget: burst size in rows")
+    new_partitions_burst: int = _setting(
+        36, "monthly measurement partitions one customer's batches may create at once"
+    )
+    new_partitions_per_hour: float = _setting(
+        60.0,
+        "monthly measurement partitions one customer's batches may create per hour, sustained; 0 = no limit",
+    )
     max_cost_span_days: int = _setting(400, "longest ComputeCosts range, in days")
     workers: int = _setting(1, "server processes sharing the port through SO_REUSEPORT")
     metrics_listen: str | None = _setting(

@@ -34,11 +34,15 @@ class Reason(StrEnum):
     UNAUTHENTICATED = "UNAUTHENTICATED"
     PERMISSION_DENIED = "PERMISSION_DENIED"
     UNAVAILABLE = "UNAVAILABLE"
+    # A request message whose bytes do not parse as its type (bad UTF-8, truncated).
+    MALFORMED_REQUEST = "MALFORMED_REQUEST"
     # Authentication.
     TOKEN_MISSING = "TOKEN_MISSING"
     TOKEN_MALFORMED = "TOKEN_MALFORMED"
     TOKEN_UNKNOWN = "TOKEN_UNKNOWN"
     CUSTOMER_INACTIVE = "CUSTOMER_INACTIVE"
+    # The token an open stream was authenticated with stopped being valid (rotated, expired, erased).
+    TOKEN_REVOKED = "TOKEN_REVOKED"
     AUTH_UNAVAILABLE = "AUTH_UNAVAILABLE"
     # Customers and operator tokens.
     CUSTOMER_NOT_FOUND = "CUSTOMER_NOT_FOUND"
@@ -54,6 +58,7 @@ class Reason(StrEnum):
     STREAM_ALREADY_OPEN = "STREAM_ALREADY_OPEN"
     BATCH_OVER_BURST = "BATCH_OVER_BURST"
     ROW_BUDGET_EXHAUSTED = "ROW_BUDGET_EXHAUSTED"
+    PARTITION_BUDGET_EXHAUSTED = "PARTITION_BUDGET_EXHAUSTED"
     # Admission: a budget of calls in progress in one server process is full.
     CUSTOMER_CALL_LIMIT = "CUSTOMER_CALL_LIMIT"
     CUSTOMERS_CALL_LIMIT = "CUSTOMERS_CALL_LIMIT"

@@ -130,6 +130,7 @@ def check_settings(settings: Settings) -> None:
         "--db-queue-timeout-s": settings.db_queue_timeout_s,
         "--max-snapshot-rows": settings.max_snapshot_rows,
         "--max-snapshot-bytes": settings.max_snapshot_bytes,
+        "--health-timeout-s": settings.health_timeout_s,
     }
     for flag, value in positive.items():
         if value <= 0:
@@ -141,8 +142,14 @@ def check_settings(settings: Settings) -> None:
             f"budgets ({budgets}): gRPC counts every call against it, so a lower ceiling would refuse "
             "callers whose own budget still has room"
         )
-    if settings.shutdown_grace_s < 0:
-        raise ConfigurationError(f"--shutdown-grace-s must not be negative, got {settings.shutdown_grace_s}")
+    not_negative = {
+        "--shutdown-grace-s": settings.shutdown_grace_s,
+        "--statement-timeout-s": settings.statement_timeout_s,
+        "--cost-statement-timeout-s": settings.cost_statement_timeout_s,
+    }
+    for flag, value in not_negative.items():
+        if value < 0:
+            raise ConfigurationError(f"{flag} must not be negative, got {value}")
     if settings.workers > 1 and settings.listen.rsplit(":", 1)[-1] == "0":
         raise ConfigurationError("--workers needs a fixed port: with port 0 each worker would get its own")
     if settings.metrics_listen is not None:
@@ -168,12 +175,13 @@ class _DatabaseHealth:
 
     @classmethod
     def for_app(cls, app: App) -> _DatabaseHealth:
-        reader = app.reader.probe() if app.reader is not app.db else None
-        return cls(primary=app.db.probe(), reader=reader)
+        timeout_s = app.settings.health_timeout_s
+        reader = app.reader.probe(timeout_s) if app.reader is not app.db else None
+        return cls(primary=app.db.probe(timeout_s), reader=reader)
 
     async def update(self, servicer: health.aio.HealthServicer) -> None:
-        primary_ok = await asyncio.to_thread(self.primary.ping)
-        reader_ok = primary_ok if self.reader is None else await asyncio.to_thread(self.reader.ping)
+        primary_ok = await self.primary.check()
+        reader_ok = primary_ok if self.reader is None else await self.reader.check()
         wanted = {
             INGEST_SERVICE: _SERVING if primary_ok else _NOT_SERVING,
             ADMIN_SERVICE: _SERVING if primary_ok else _NOT_SERVING,
@@ -417,11 +425,17 @@ def serve(settings: Settings, *, expose_metrics: bool = True) -> None:
     if not settings.database_url:
         raise ConfigurationError("serve needs a database URL")
     db = Database.from_url(
-        settings.database_url, settings.db_pool_size, queue_timeout_s=settings.db_queue_timeout_s
+        settings.database_url,
+        settings.db_pool_size,
+        queue_timeout_s=settings.db_queue_timeout_s,
+        statement_timeout_s=settings.statement_timeout_s,
     )
     reader = (
         Database.from_url(
-            settings.query_database_url, settings.db_pool_size, queue_timeout_s=settings.db_queue_timeout_s
+            settings.query_database_url,
+            settings.db_pool_size,
+            queue_timeout_s=settings.db_queue_timeout_s,
+            statement_timeout_s=settings.statement_timeout_s,
         )
         if settings.query_database_url
         else None

@@ -81,7 +81,10 @@ def make_server(db: Database, settings: Settings) -> Iterator[Callable[..., InPr
     def factory(clock: Clock | None = None, **overrides: Any) -> InProcessServer:
         chosen = replace(settings, **overrides)
         database = Database.from_url(
-            chosen.database_url or "", chosen.db_pool_size, queue_timeout_s=chosen.db_queue_timeout_s
+            chosen.database_url or "",
+            chosen.db_pool_size,
+            queue_timeout_s=chosen.db_queue_timeout_s,
+            statement_timeout_s=chosen.statement_timeout_s,
         )
         app = App(settings=chosen, db=database, clock=clock or SystemClock())
         server = InProcessServer(app).start()

@@ -34,6 +34,7 @@ from fleet_server.domain.authentication import AdminIdentity, CustomerIdentity, 
 from fleet_server.errors import FleetError, PermissionDenied, Reason, Unauthenticated, Unavailable
 from fleet_server.rpc.admission import Admission
 from fleet_server.rpc.idle import IdleLimit
+from fleet_server.rpc.malformed import guard as guard_malformed
 from fleet_server.rpc.translate import abort_with
 
 _LOGGER = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         method: str = handler_call_details.method
-        handler = await continuation(handler_call_details)
+        handler = guard_malformed(await continuation(handler_call_details))
         if handler is None:
             return None
         requirement = requirement_for(method)

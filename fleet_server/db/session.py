@@ -8,8 +8,10 @@ no call can then wait for a connection, and why saturation is a status and not a
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
+import math
 import os
 from collections.abc import Callable
 from typing import Concatenate, ParamSpec, TypeVar
@@ -36,6 +38,10 @@ CONNECT_TIMEOUT_S = 10
 FAULT_RETRY_MS = 2_000
 # A checkout cannot wait by construction (threads = connections); if it ever does, say so fast.
 POOL_TIMEOUT_S = 5
+# The longest one statement may run (FLEET_STATEMENT_TIMEOUT_S): a database that stops making
+# progress, or a query gone wrong, ends as UNAVAILABLE with a retry hint, not as a call that
+# hangs for as long as the database does.
+STATEMENT_TIMEOUT_S = 30.0
 
 
 def application_name(pid: int | None = None) -> str:
@@ -48,13 +54,20 @@ def application_name(pid: int | None = None) -> str:
     return f"fleet-server-{os.getpid() if pid is None else pid}"
 
 
-def make_engine(url: str, pool_size: int = 10) -> Engine:
+def _statement_timeout_option(seconds: float) -> str:
+    """The libpq `options` that set a session's statement timeout (0 = none)."""
+    return f"-c statement_timeout={max(0, math.ceil(seconds * 1000))}"
+
+
+def make_engine(url: str, pool_size: int = 10, statement_timeout_s: float = STATEMENT_TIMEOUT_S) -> Engine:
     """An engine for `url` (`postgresql+psycopg://…`) with exactly `pool_size` connections.
 
     No liveness ping per checkout: a measurement batch checks a connection out per batch, and
     the ping was a fifth of a 500-row batch's time. A connection that died with its server
     fails its next statement instead; SQLAlchemy then drops every pooled connection from
     before the fault, and the caller gets UNAVAILABLE with a retry hint (`database_fault`).
+    Every session starts with `statement_timeout` set; a statement cancelled by it is
+    UNAVAILABLE too, and its transaction is rolled back before the connection is pooled again.
     """
     return create_engine(
         url,
@@ -63,7 +76,11 @@ def make_engine(url: str, pool_size: int = 10) -> Engine:
         pool_pre_ping=False,
         pool_use_lifo=True,  # the most recently used connection: warm caches, prepared statements
         pool_timeout=POOL_TIMEOUT_S,
-        connect_args={"connect_timeout": CONNECT_TIMEOUT_S, "fallback_application_name": application_name()},
+        connect_args={
+            "connect_timeout": CONNECT_TIMEOUT_S,
+            "fallback_application_name": application_name(),
+            "options": _statement_timeout_option(statement_timeout_s),
+        },
     )
 
 
@@ -83,7 +100,16 @@ def database_fault(error: BaseException) -> FleetError | None:
             retry_after_ms=FAULT_RETRY_MS,
         )
     lost = isinstance(error, exc.DBAPIError) and error.connection_invalidated
-    if lost or isinstance(cause, psycopg.OperationalError) or isinstance(error, exc.OperationalError):
+    # A pool that found its connections dead on checkout (`InvalidatePoolError` and the other
+    # `DisconnectionError`s), and a connection psycopg already knows is closed (InterfaceError),
+    # are the same fault as a refused connect: the server went away.
+    gone = isinstance(error, exc.DisconnectionError | exc.InterfaceError | psycopg.InterfaceError)
+    if (
+        lost
+        or gone
+        or isinstance(cause, psycopg.OperationalError | psycopg.InterfaceError)
+        or isinstance(error, exc.OperationalError)
+    ):
         return Unavailable(
             "the database is unavailable; retry later",
             reason=Reason.DATABASE_UNAVAILABLE,
@@ -102,11 +128,18 @@ class Database:
         self.turns = Scheduler(policy or TurnPolicy.for_threads(threads), fault=database_fault)
 
     @classmethod
-    def from_url(cls, url: str, pool_size: int = 10, *, queue_timeout_s: float | None = None) -> Database:
+    def from_url(
+        cls,
+        url: str,
+        pool_size: int = 10,
+        *,
+        queue_timeout_s: float | None = None,
+        statement_timeout_s: float = STATEMENT_TIMEOUT_S,
+    ) -> Database:
         policy = TurnPolicy.for_threads(pool_size)
         if queue_timeout_s is not None:
             policy = dataclasses.replace(policy, queue_timeout_s=queue_timeout_s)
-        return cls(make_engine(url, pool_size), policy=policy)
+        return cls(make_engine(url, pool_size, statement_timeout_s), policy=policy)
 
     def transaction(
         self, fn: Callable[Concatenate[Session, P], T], /, *args: P.args, **kwargs: P.kwargs
@@ -125,9 +158,9 @@ class Database:
         """Blocking `fn` that checks out (at most one at a time) and returns its own connection."""
         return await self.turns.run(turn, fn, *args, **kwargs)
 
-    def probe(self) -> HealthProbe:
+    def probe(self, timeout_s: float = 2.0) -> HealthProbe:
         """A probe of this database that does not compete with RPCs for pooled connections."""
-        return HealthProbe(self.engine.url)
+        return HealthProbe(self.engine.url, timeout_s)
 
     def close(self) -> None:
         self.turns.close()
@@ -135,29 +168,39 @@ class Database:
 
 
 class HealthProbe:
-    """Answers "does the database answer?" for the health service, on a connection of its own.
+    """Answers "does the database answer, within `timeout_s`?" for the health service.
 
     A probe through the main pool would wait for a free connection while long back-fills hold
     them all, and report a busy database as down; a fresh connection per probe would fork a
     PostgreSQL backend every few seconds per worker. One kept connection, checked before each
     use (`pool_pre_ping`), does neither, and reconnects by itself when the database is back.
+
+    A frozen database (a SIGSTOPped postmaster) refuses nothing: the connection stays open and
+    the query simply never returns, so a probe without a bound said SERVING for as long as the
+    freeze lasted. The probe is bounded three ways: its statements time out on the server
+    (`statement_timeout`), its connects time out in libpq, and `check` stops waiting after
+    `timeout_s` whatever the database does. A probe still stuck in the database when the next
+    check comes is not doubled: the database has not answered, and that is the answer.
     """
 
-    def __init__(self, url: URL, connect_timeout_s: int = 5) -> None:
+    def __init__(self, url: URL, timeout_s: float = 2.0) -> None:
+        self.timeout_s = timeout_s
         self._engine = create_engine(
             url,
             pool_size=1,
             max_overflow=0,
             pool_pre_ping=True,
-            pool_timeout=connect_timeout_s,
+            pool_timeout=timeout_s,
             connect_args={
-                "connect_timeout": connect_timeout_s,
+                "connect_timeout": max(2, math.ceil(timeout_s)),  # libpq's own minimum is 2 s
                 "fallback_application_name": application_name(),
+                "options": _statement_timeout_option(timeout_s),
             },
         )
+        self._pending: asyncio.Future[bool] | None = None
 
     def ping(self) -> bool:
-        """True when the database answers a trivial query."""
+        """True when the database answers a trivial query (blocking)."""
         try:
             with self._engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
@@ -165,6 +208,17 @@ class HealthProbe:
             _LOGGER.debug("database probe failed: %s", exc)
             return False
         return True
+
+    async def check(self) -> bool:
+        """`ping` on a thread, False when it has not answered within `timeout_s`."""
+        if self._pending is not None and not self._pending.done():
+            return False  # the last probe is still waiting for the database
+        self._pending = asyncio.ensure_future(asyncio.to_thread(self.ping))
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._pending), self.timeout_s)
+        except TimeoutError:
+            _LOGGER.debug("database probe got no answer within %.1fs", self.timeout_s)
+            return False
 
     def close(self) -> None:
         self._engine.dispose()

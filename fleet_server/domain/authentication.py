@@ -7,7 +7,7 @@ it makes rotation, deactivation, revocation and deletion take effect on the very
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -27,13 +27,16 @@ class CustomerIdentity:
 
     `previous_token` is true when the call used the token in its rotation grace window (until
     `previous_token_expires_at`); the access log and the metrics say so, letting an operator see
-    which portals still have to switch.
+    which portals still have to switch. `token_hash` is the SHA-256 of the token used: every
+    write of a stream re-checks it, so a stream ends once its token stops being valid
+    (rotation, expiry, erasure).
     """
 
     customer_id: int
     code: str
     previous_token: bool = False
     previous_token_expires_at: datetime | None = None
+    token_hash: str | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -74,13 +77,14 @@ def find_identity(session: Session, token: str, clock: Clock) -> Identity:
     if not owner.is_active:
         raise Unauthenticated(f"customer {owner.code} is deactivated", reason=Reason.CUSTOMER_INACTIVE)
     if owner.current:
-        return CustomerIdentity(customer_id=owner.id, code=owner.code)
+        return CustomerIdentity(customer_id=owner.id, code=owner.code, token_hash=digest)
     _note_previous_token_use(session, owner, now)
     return CustomerIdentity(
         customer_id=owner.id,
         code=owner.code,
         previous_token=True,
         previous_token_expires_at=owner.previous_token_expires_at,
+        token_hash=digest,
     )
 
 

@@ -14,7 +14,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -35,6 +35,12 @@ _LOGGER = logging.getLogger(__name__)
 # pseudo-site (ids pushed by portals are always > 0) instead of being dropped.
 UNKNOWN_DEVICES_SITE_ID = 0
 UNKNOWN_DEVICES_SITE_NAME = "(readings of unknown devices)"
+# A bill is priced per site-local calendar month, and the month after December 9999 is past
+# what a `datetime` holds: a range must end a year before that (ranges of year 9999 failed as
+# INTERNAL, OverflowError).
+LATEST_COST_TIME = datetime(9999, 1, 1, tzinfo=UTC)
+# How many unpriceable sites an error names before it only counts the rest.
+MAX_NAMED = 10
 _ZERO_KWH = Decimal("0.000000")
 _ZERO_MONEY = Decimal("0.00")
 
@@ -97,18 +103,23 @@ def check_query(
     problems = Violations()
     for index, code in enumerate(query.codes):
         check_code(code, f"codes[{index}]", problems, session)
-    check_range(query.start, query.end, problems, max_span=timedelta(days=max_span_days))
+    check_range(
+        query.start, query.end, problems, latest=LATEST_COST_TIME, max_span=timedelta(days=max_span_days)
+    )
     problems.raise_if_any()
     assert query.start is not None
     assert query.end is not None
     return query.start, query.end
 
 
-def compute_costs(session: Session, query: CostQuery, max_span_days: int) -> CostReport:
+def compute_costs(
+    session: Session, query: CostQuery, max_span_days: int, timeout_s: float | None = None
+) -> CostReport:
     """Price `[start, end)` for the customers named by `query.codes` (all when empty).
 
     Runs in one REPEATABLE READ snapshot so the sites, tariffs and periods read here are the
-    ones the aggregation prices with, even while a portal pushes.
+    ones the aggregation prices with, even while a portal pushes. `timeout_s` is the pricing
+    query's own statement timeout (None: the session's).
     """
     start, end = check_query(query, max_span_days, session)
     session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
@@ -117,7 +128,7 @@ def compute_costs(session: Session, query: CostQuery, max_span_days: int) -> Cos
     sites = reference.sites_of(session, ids)
     _check_timezones(sites, dict(customers))
     try:
-        slots = costs.energy_slots(session, ids, start, end)
+        slots = costs.energy_slots(session, ids, start, end, timeout_s)
     except UnconvertibleTimezones as exc:
         raise _unknown_timezones(exc.sites, "the database's timezone data") from exc
     tariffs = {(customer_id, t.id): t for customer_id, t in reference.tariffs_of(session, ids)}
@@ -147,6 +158,13 @@ def compute_costs(session: Session, query: CostQuery, max_span_days: int) -> Cos
     return CostReport(customers=tuple(bills), start=start, end=end, readings=readings)
 
 
+def _named(items: Sequence[str]) -> str:
+    """The first `MAX_NAMED` items, and how many more there are: an error travels in trailing
+    metadata, which a default client caps at 16 KiB (see `customers.unknown_customers`)."""
+    named = ", ".join(items[:MAX_NAMED])
+    return named if len(items) <= MAX_NAMED else f"{named} (and {len(items) - MAX_NAMED} more)"
+
+
 def _customers(session: Session, codes: Sequence[str]) -> list[tuple[int, str]]:
     """(id, code) of the named customers, by code; all customers when none are named."""
     wanted = sorted(set(codes))
@@ -158,7 +176,7 @@ def _customers(session: Session, codes: Sequence[str]) -> list[tuple[int, str]]:
 
 
 def _unknown_timezones(sites: Sequence[tuple[str, int, str]], where: str) -> FailedPrecondition:
-    named = ", ".join(f"{code} site {site_id} ({zone})" for code, site_id, zone in sites)
+    named = _named([f"{code} site {site_id} ({zone})" for code, site_id, zone in sites])
     return FailedPrecondition(
         f"timezone not found in {where}: {named}; the site cannot be priced in local time",
         reason=Reason.UNKNOWN_TIMEZONE,
@@ -182,7 +200,7 @@ def _check_timezones(sites: Iterable[tuple[int, SiteRecord]], codes: dict[int, s
 
 
 def _kwh_sum(slots: Iterable[EnergySlot]) -> Decimal:
-    return tou.round_kwh(sum((slot.kwh for slot in slots), _ZERO_KWH))
+    return tou.round_kwh(tou.exact_sum((slot.kwh for slot in slots), _ZERO_KWH))
 
 
 def _unbilled(site_id: int, name: str, tariff_id: int | None, unpriced_kwh: Decimal) -> SiteCost:
@@ -248,8 +266,10 @@ def _bill_site(
 
 def _currency_totals(sites: Iterable[SiteCost]) -> tuple[tuple[str, Decimal], ...]:
     """Sum of site totals per currency; sites without a tariff (no currency) add nothing."""
-    totals: dict[str, Decimal] = {}
+    totals: dict[str, list[Decimal]] = {}
     for site in sites:
         if site.currency:
-            totals[site.currency] = totals.get(site.currency, _ZERO_MONEY) + site.total
-    return tuple(sorted(totals.items()))
+            totals.setdefault(site.currency, []).append(site.total)
+    return tuple(
+        sorted((currency, tou.exact_sum(amounts, _ZERO_MONEY)) for currency, amounts in totals.items())
+    )

@@ -29,6 +29,8 @@ _SPELLING_CANDIDATES = 10_000
 # A grace window is a hand-over period, not a second permanent credential: a rotation whose old
 # token outlives a month has not really rotated anything.
 MAX_GRACE = timedelta(days=30)
+# How many unknown codes a NOT_FOUND names before it only counts the rest.
+MAX_NAMED_CODES = 10
 
 
 @dataclass(frozen=True)
@@ -77,17 +79,23 @@ def unknown_customers(session: Session, codes: Sequence[str]) -> NotFound:
     """The one refusal of well-formed codes that name no customer, every lookup by code alike.
 
     Each code gets the existing code it most likely meant, when one is close: these calls are
-    an operator's (admin token), who may see every code.
+    an operator's (admin token), who may see every code. At most `MAX_NAMED_CODES` are named
+    (in the message and in `ErrorInfo.metadata`), the rest counted: an error travels in trailing
+    metadata, which a default client caps at 16 KiB, and 1,000 unknown codes named in full made
+    it fail the call as RESOURCE_EXHAUSTED instead of showing NOT_FOUND.
     """
-    wanted = list(codes)
+    unknown = list(codes)
+    wanted = unknown[:MAX_NAMED_CODES]
     hints = {code: nearest for code in wanted if (nearest := _nearest(session, code)) is not None}
     listed = ", ".join(f"{code} (did you mean {hints[code]}?)" if code in hints else code for code in wanted)
-    metadata = {"codes": ",".join(wanted)}
+    if len(unknown) > len(wanted):
+        listed += f" (and {len(unknown) - len(wanted)} more)"
+    metadata = {"codes": ",".join(wanted), "unknown": str(len(unknown))}
     if len(wanted) == 1:
         metadata["code"] = wanted[0]
         if wanted[0] in hints:
             metadata["did_you_mean"] = hints[wanted[0]]
-    plural = len(wanted) > 1
+    plural = len(unknown) > 1
     return NotFound(
         f"no customer{'s' if plural else ''} with code{'s' if plural else ''} {listed}",
         reason=Reason.CUSTOMER_NOT_FOUND,

@@ -1,4 +1,4 @@
-"""Ingest fairness: one measurement stream per customer, and a per-customer row budget.
+"""Ingest fairness: one measurement stream per customer, per-customer row and partition budgets.
 
 Exclusivity must hold across every server process behind the load balancer, so it is a
 PostgreSQL advisory lock held for the stream's life (`store.locks.StreamLocks`, which also says
@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -83,18 +84,83 @@ class RowBudget:
             )
 
 
+class PartitionBudget:
+    """Per-customer monthly partitions its batches may create (`new_partitions_burst`, `…_per_hour`).
+
+    Partitions are shared by every customer, and the time rules bound how many can ever exist
+    (one per month since 2000), but nothing bounded how fast one customer made them appear: one
+    batch of 323 readings, one a month since 2000, made 300 tables in a second. A token bucket
+    per customer, on the monotonic clock, bounds it. A batch that needs more months than its
+    customer may open still opens what the budget allows (oldest first) and is refused with a
+    retry hint: the months it opened stay, so a legitimate back-fill across decades goes
+    through after a few retries instead of never. A rate of 0 or less switches the budget off.
+
+    Used from database threads (each batch checks it just before it is written), hence the lock.
+    """
+
+    def __init__(self, per_hour: float, burst: int, clock: Clock) -> None:
+        self._rate = per_hour / 3600.0
+        self._burst = max(1, burst)
+        self._clock = clock
+        self._buckets: dict[int, TokenBucket] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def enabled(self) -> bool:
+        return self._rate > 0
+
+    def _bucket(self, customer_id: int, now: float) -> TokenBucket:
+        bucket = self._buckets.get(customer_id)
+        if bucket is None:
+            bucket = self._buckets[customer_id] = TokenBucket(self._rate, self._burst, now)
+        bucket.take(0, now)  # refill
+        return bucket
+
+    def allowance(self, customer_id: int) -> int | None:
+        """How many partitions the customer may create now; None when the budget is off."""
+        if not self.enabled:
+            return None
+        with self._lock:
+            return int(self._bucket(customer_id, self._clock.monotonic()).tokens)
+
+    def spend(self, customer_id: int, created: int) -> None:
+        if self.enabled and created > 0:
+            with self._lock:
+                bucket = self._bucket(customer_id, self._clock.monotonic())
+                bucket.tokens = max(0.0, bucket.tokens - created)
+
+    def refusal(self, customer_id: int, refused: int, opened: int) -> ResourceExhausted:
+        """RESOURCE_EXHAUSTED for a batch whose months past the budget still have no partition."""
+        with self._lock:
+            bucket = self._bucket(customer_id, self._clock.monotonic())
+            wanted = min(refused, self._burst)
+            wait_ms = max(1, math.ceil((wanted - bucket.tokens) / self._rate * 1000))
+        return ResourceExhausted(
+            f"the batch reaches {refused} more months without a measurement partition than this "
+            f"customer may open now ({self._burst} at once, {self._rate * 3600:g} per hour; "
+            f"{opened} opened for this batch); nothing of it was written, retry in {wait_ms} ms",
+            reason=Reason.PARTITION_BUDGET_EXHAUSTED,
+            retry_after_ms=wait_ms,
+            metadata={"months_without_partition": str(refused)},
+        )
+
+
 @dataclass
 class IngestGate:
     """The fairness state of one server process and database; the app builds one."""
 
     locks: StreamLocks
     budget: RowBudget
+    partition_budget: PartitionBudget
 
     @classmethod
     def build(cls, db: Database, settings: Settings, clock: Clock) -> IngestGate:
         return cls(
             locks=StreamLocks(db.engine),
             budget=RowBudget(settings.ingest_rows_per_s, settings.ingest_burst_rows, clock),
+            partition_budget=PartitionBudget(
+                settings.new_partitions_per_hour, settings.new_partitions_burst, clock
+            ),
         )
 
     @contextlib.asynccontextmanager

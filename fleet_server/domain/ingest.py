@@ -17,10 +17,10 @@ from datetime import datetime
 from fleet_server.clock import Clock
 from fleet_server.db.scheduler import Turn
 from fleet_server.db.session import Database
-from fleet_server.domain.fairness import IngestGate
+from fleet_server.domain.fairness import IngestGate, PartitionBudget
 from fleet_server.domain.measurements import validate_batch
 from fleet_server.domain.memory import ByteBudget, Holding, resident_cost
-from fleet_server.store.measurements import BatchResult, BatchWriter, MeasurementBatch
+from fleet_server.store.measurements import BatchResult, BatchWriter, MeasurementBatch, months_of
 from fleet_server.store.partitions import Partitions
 
 _LOGGER = logging.getLogger(__name__)
@@ -39,10 +39,17 @@ class MeasurementIngest:
         self._memory = memory
 
     @contextlib.asynccontextmanager
-    async def stream(self, customer_id: int) -> AsyncIterator[MeasurementStreamSession]:
-        """The customer's stream for the `async with` body; RESOURCE_EXHAUSTED if one is open already."""
+    async def stream(
+        self, customer_id: int, token_hash: str | None = None
+    ) -> AsyncIterator[MeasurementStreamSession]:
+        """The customer's stream for the `async with` body; RESOURCE_EXHAUSTED if one is open already.
+
+        `token_hash` is the stream's token: each batch is written only while it is still valid.
+        """
         async with self._gate.exclusive_stream(customer_id):
-            writes = OrderedWrites(self._db, self._partitions, customer_id)
+            writes = OrderedWrites(
+                self._db, self._partitions, customer_id, token_hash, self._gate.partition_budget
+            )
             yield MeasurementStreamSession(writes, self._gate, self._clock, self._memory, customer_id)
 
 
@@ -104,9 +111,19 @@ class OrderedWrites:
     earlier one.
     """
 
-    def __init__(self, db: Database, partitions: Partitions, customer_id: int) -> None:
+    def __init__(
+        self,
+        db: Database,
+        partitions: Partitions,
+        customer_id: int,
+        token_hash: str | None = None,
+        partition_budget: PartitionBudget | None = None,
+    ) -> None:
         self._db = db
         self._customer_id = customer_id
+        self._token_hash = token_hash
+        self._partitions = partitions
+        self._partition_budget = partition_budget
         self._turn = Turn.ingest(customer_id).serialised(self)
         self._writer = BatchWriter(db, partitions)
         self._submitted = 0
@@ -120,6 +137,17 @@ class OrderedWrites:
     def _write(self, index: int, batch: MeasurementBatch, now: datetime) -> BatchResult:
         if index != self._written:
             raise NotWritten("an earlier batch of this stream failed")
-        result = self._writer.write(self._customer_id, batch, now)
+        self._open_partitions(batch)
+        result = self._writer.write(self._customer_id, batch, now, self._token_hash)
         self._written += 1
         return result
+
+    def _open_partitions(self, batch: MeasurementBatch) -> None:
+        """Create the batch's missing monthly partitions within the customer's budget, or refuse it."""
+        budget = self._partition_budget
+        if budget is None or not budget.enabled or not len(batch):
+            return
+        opened = self._partitions.ensure(months_of(batch), budget.allowance(self._customer_id))
+        budget.spend(self._customer_id, opened.created)
+        if opened.refused:
+            raise budget.refusal(self._customer_id, len(opened.refused), opened.created)

@@ -18,6 +18,15 @@ from fleet_server.store.measurements import MeasurementBatch
 from fleet_server.store.timestamps import from_pg_micros, to_pg_micros
 
 METRIC_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,62}")
+# The largest magnitude a reading may have. Chosen so that no sum the server keeps or computes
+# can overflow, whoever sent the rows: an hour of one device's metric holds at most 3.6e9
+# readings (one per microsecond), so its rollup sum stays below 4e24; the whole table holds
+# fewer than 2**63 rows, so a fleet summary stays below 1e34, far inside a double (1.8e308); and
+# a bill's kWh (NUMERIC, 6 places) stays below 35 integer digits, which with a rate of at most
+# 15 + 10 digits fits the cost arithmetic's 60 significant digits exactly. No meter reads 1e15 of
+# anything (a petawatt-hour); one customer's `1e308` made every fleet summary fail.
+MAX_VALUE_MAGNITUDE = 1e15
+VALUE_RANGE = "must be finite and within ±1e15"
 
 FIELD_DEVICE_ID = "device_id"
 FIELD_METRIC = "metric"
@@ -63,7 +72,13 @@ def validate_batch(batch: MeasurementBatch, now: datetime, path: str = "measurem
     earliest = to_pg_micros(EARLIEST_TIME)
     devices_ok = min(batch.device_ids) > 0
     metrics_ok = _METRIC_NAMES.all_valid(set(batch.metrics))
-    values_ok = math.isfinite(sum(batch.values)) or all(map(math.isfinite, batch.values))
+    # A NaN or an infinity makes the sum non-finite (min and max cannot see a NaN); within the
+    # bound, the sum of a batch cannot overflow.
+    values_ok = (
+        math.isfinite(sum(batch.values))
+        and min(batch.values) >= -MAX_VALUE_MAGNITUDE
+        and max(batch.values) <= MAX_VALUE_MAGNITUDE
+    )
     times_ok = min(batch.times) >= earliest and max(batch.times) <= latest
     received_ok = min(batch.received) >= earliest and max(batch.received) <= latest
     if devices_ok and metrics_ok and values_ok and times_ok and received_ok:
@@ -84,11 +99,11 @@ def _raise_violations(batch: MeasurementBatch, now: datetime, path: str, earlies
         for name, column in ((FIELD_TIME, batch.times), (FIELD_RECEIVED_AT, batch.received)):
             if not earliest <= column[i] <= latest:
                 problems.extend(_time_violation(batch, i, name, column[i], now, f"{row}.{name}"))
-        if not math.isfinite(batch.values[i]):
-            problems.append(FieldViolation(f"{row}.{FIELD_VALUE}", "must be finite"))
+        if not abs(batch.values[i]) <= MAX_VALUE_MAGNITUDE:  # NaN fails this too
+            problems.append(FieldViolation(f"{row}.{FIELD_VALUE}", VALUE_RANGE))
         total += len(problems)
         found.extend(problems[: MAX_LISTED_VIOLATIONS - len(found)])  # only these are listed
-    if total == 0:  # the column checks were only cautious (a finite sum overflowed)
+    if total == 0:  # every column check is exact, so this is only a guard against a refusal naming nothing
         return
     raise InvalidArgument(found, total=total)
 

@@ -16,7 +16,9 @@ against cannot be deleted under it. Locks are keyed by customer, so two customer
 for each other.
 
 Every apply takes `confirm`, called last inside the transaction: it raises (rolling the
-snapshot back) when the caller can no longer vouch for the snapshot — the push call ended.
+snapshot back) when the caller can no longer vouch for the snapshot — the push call ended —
+and `token_hash`, the push's token: a snapshot is applied only while that token is still valid
+(a zero-grace rotation while the stream was open refuses it, UNAUTHENTICATED).
 """
 
 from __future__ import annotations
@@ -111,6 +113,7 @@ def apply_sites(
     snapshot: Sequence[SiteItem],
     now: datetime,
     confirm: Callable[[], None] = _no_check,
+    token_hash: str | None = None,
 ) -> SyncSummary:
     """Make `snapshot` the customer's sites. Deleting a site deletes its devices (cascade).
 
@@ -118,7 +121,7 @@ def apply_sites(
     municipalities and tariffs (docs/client.md), so requiring them would fail every first sync.
     """
     rows = validate_sites(snapshot)
-    customers.hold_active(session, customer_id)
+    customers.hold_active(session, customer_id, token_hash, now)
     lock_snapshot(session, customer_id, Resource.SITES)
     changes = reference.upsert_snapshot(session, Resource.SITES, customer_id, rows)
     sync_status.record_push(session, customer_id, Resource.SITES, len(rows), now)
@@ -132,10 +135,11 @@ def apply_devices(
     snapshot: Sequence[DeviceItem],
     now: datetime,
     confirm: Callable[[], None] = _no_check,
+    token_hash: str | None = None,
 ) -> SyncSummary:
     """Make `snapshot` the customer's devices; every device must name a stored site."""
     rows = validate_devices(snapshot)
-    customers.hold_active(session, customer_id)
+    customers.hold_active(session, customer_id, token_hash, now)
     lock_snapshot(session, customer_id, Resource.DEVICES)
     lock_snapshot(session, customer_id, Resource.SITES, shared=True)
     _require_parents(
@@ -158,10 +162,11 @@ def apply_municipalities(
     snapshot: Sequence[MunicipalityItem],
     now: datetime,
     confirm: Callable[[], None] = _no_check,
+    token_hash: str | None = None,
 ) -> SyncSummary:
     """Make `snapshot` the customer's municipalities. Deleting one deletes its tariffs and periods."""
     rows = validate_municipalities(snapshot)
-    customers.hold_active(session, customer_id)
+    customers.hold_active(session, customer_id, token_hash, now)
     lock_snapshot(session, customer_id, Resource.MUNICIPALITIES)
     changes = reference.upsert_snapshot(session, Resource.MUNICIPALITIES, customer_id, rows)
     sync_status.record_push(session, customer_id, Resource.MUNICIPALITIES, len(rows), now)
@@ -175,6 +180,7 @@ def apply_tariffs(
     snapshot: Sequence[TariffItem],
     now: datetime,
     confirm: Callable[[], None] = _no_check,
+    token_hash: str | None = None,
 ) -> SyncSummary:
     """Make `snapshot` the customer's tariffs, each with exactly its pushed period set.
 
@@ -183,7 +189,7 @@ def apply_tariffs(
     re-sending an unchanged snapshot writes nothing; `periods_written` counts the rows inserted.
     """
     rows = validate_tariffs(snapshot, now)
-    customers.hold_active(session, customer_id)
+    customers.hold_active(session, customer_id, token_hash, now)
     lock_snapshot(session, customer_id, Resource.TARIFFS)
     lock_snapshot(session, customer_id, Resource.MUNICIPALITIES, shared=True)
     _require_parents(

@@ -23,8 +23,10 @@ def check_time(
     *,
     now: datetime | None = None,
     earliest: datetime | None = EARLIEST_TIME,
+    latest: datetime | None = None,
 ) -> bool:
-    """Record why `value` is unusable — unset, before `earliest`, or more than a day ahead of `now`.
+    """Record why `value` is unusable — unset, before `earliest`, after `latest`, or more than a
+    day ahead of `now`.
 
     `now` None drops the upper bound, for times that are legitimately ahead of the clock (a
     tariff's window, published before it applies; a bill for a month still running); `earliest`
@@ -34,6 +36,8 @@ def check_time(
         problems.add(path, "must be set")
     elif earliest is not None and value < earliest:
         problems.add(path, f"must not be before {earliest:%Y-%m-%dT%H:%M:%SZ}")
+    elif latest is not None and value > latest:
+        problems.add(path, f"must not be after {latest:%Y-%m-%dT%H:%M:%SZ}")
     elif now is not None and value > now + MAX_FUTURE:
         problems.add(path, f"must not be more than {MAX_FUTURE.days} day in the future")
     else:
@@ -48,6 +52,7 @@ def check_range(
     *,
     paths: tuple[str, str] = ("start", "end"),
     earliest: datetime | None = EARLIEST_TIME,
+    latest: datetime | None = None,
     end_optional: bool = False,
     max_span: timedelta | None = None,
 ) -> bool:
@@ -59,13 +64,13 @@ def check_range(
     open range, such as a tariff still in force).
     """
     start_path, end_path = paths
-    start_ok = check_time(start, start_path, problems, earliest=earliest)
+    start_ok = check_time(start, start_path, problems, earliest=earliest, latest=latest)
     if end is None and end_optional:
         return start_ok
     if start is not None and end is not None and end <= start:
         problems.add(end_path, f"must be after {start_path.rsplit('.', 1)[-1]}")
         return False
-    end_ok = check_time(end, end_path, problems, earliest=earliest)
+    end_ok = check_time(end, end_path, problems, earliest=earliest, latest=latest)
     if not (start_ok and end_ok):
         return False
     assert start is not None

@@ -22,9 +22,19 @@ MONEY_PLACES = Decimal("0.01")
 DEFAULT_PERIOD_ID = 0
 DEFAULT_PERIOD_NAME = "default"
 # Enough digits that no product or sum on the money path is ever rounded before the one
-# rounding the pricing rules prescribe (kWh with 6 places times rates with any scale a tariff carries).
-_EXACT = Context(prec=60, rounding=ROUND_HALF_UP)
+# rounding the pricing rules prescribe (kWh with 6 places times rates with any scale a tariff
+# carries), and that quantizing never fails, even for readings stored before values were
+# bounded: a double holds up to 309 integer digits, a sum of fewer than 2**63 of them 328, times
+# a rate of at most 15 + 10 digits 359. Small numbers cost no more for it; one customer's `1e308`
+# readings no longer fail everyone's ComputeCosts (decimal.InvalidOperation, then INTERNAL).
+_EXACT = Context(prec=400, rounding=ROUND_HALF_UP)
 _ONE_MICROSECOND = timedelta(microseconds=1)
+
+
+def exact_sum(values: Iterable[Decimal], start: Decimal) -> Decimal:
+    """A sum never rounded along the way (the default context would keep only 28 digits)."""
+    with localcontext(_EXACT):
+        return sum(values, start)
 
 
 def round_kwh(value: Decimal) -> Decimal:

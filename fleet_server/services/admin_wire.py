@@ -8,7 +8,6 @@ from fleet.v1 import admin_service_pb2 as pb
 from fleet.v1 import resources_pb2
 
 from fleet_server.domain.customers import CustomerRecord
-from fleet_server.errors import InvalidArgument
 from fleet_server.rpc.wellknown import to_timedelta, to_timestamp
 
 
@@ -31,10 +30,7 @@ def requested_grace(request: pb.RotateCustomerTokenRequest) -> timedelta | None:
     """The grace window asked for; None when unset (the server default applies)."""
     if not request.HasField("grace_period"):
         return None
-    duration = request.grace_period
-    if (duration.seconds > 0 > duration.nanos) or (duration.seconds < 0 < duration.nanos):
-        raise InvalidArgument.single("grace_period", "seconds and nanos must have the same sign")
-    return to_timedelta(duration)
+    return to_timedelta(request.grace_period, "grace_period")
 
 
 def deleted_rows_message(counts: dict[str, int]) -> pb.DeleteCustomerResponse:

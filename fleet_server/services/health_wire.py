@@ -16,8 +16,7 @@ from fleet_server.domain.fleet_health import (
     TokenHealth,
 )
 from fleet_server.domain.paging import Page
-from fleet_server.errors import InvalidArgument
-from fleet_server.rpc.wellknown import to_timestamp
+from fleet_server.rpc.wellknown import to_timedelta, to_timestamp
 from fleet_server.services.paging_wire import Listing, decode_code_token, encode_page
 from fleet_server.services.query_wire import sync_message
 
@@ -26,20 +25,14 @@ PROBLEMS = {
     Problem.SILENT_DEVICES: pb.HEALTH_PROBLEM_SILENT_DEVICES,
     Problem.TOKEN_EXPIRING: pb.HEALTH_PROBLEM_TOKEN_EXPIRING,
 }
-_NANOS = 1_000_000_000
 
 
 def window(message: object, field: str) -> timedelta | None:
-    """A Duration field as a timedelta; None when unset. Nanos outside a Duration's range are refused."""
+    """A Duration field as a timedelta; None when unset. A Duration outside its documented range
+    is INVALID_ARGUMENT (10**15 seconds failed as INTERNAL: a timedelta cannot hold it)."""
     if not message.HasField(field):  # type: ignore[attr-defined]
         return None
-    value: duration_pb2.Duration = getattr(message, field)
-    mixed_signs = value.seconds * value.nanos < 0
-    if not -_NANOS < value.nanos < _NANOS or mixed_signs:
-        raise InvalidArgument.single(
-            field, "is not a valid duration (nanos out of range or of the wrong sign)"
-        )
-    return timedelta(seconds=value.seconds, microseconds=value.nanos // 1000)
+    return to_timedelta(getattr(message, field), field)
 
 
 def health_query(request: pb.GetFleetHealthRequest) -> HealthQuery:

@@ -31,21 +31,29 @@ class FleetIngestServicer(ingest_service_pb2_grpc.FleetIngestServiceServicer):
     ) -> SyncSummary:
         """The one shape of every reference push: the whole stream read first, then applied as
         the authenticated customer's snapshot in one transaction that commits only while the
-        call still lives (see `SnapshotStream`)."""
-        customer_id = context.customer().customer_id
+        call still lives (see `SnapshotStream`) and its token is still valid."""
+        customer = context.customer()
         settings = self._app.settings
         with SnapshotStream(
             context,
             max_rows=settings.max_snapshot_rows,
             max_bytes=settings.max_snapshot_bytes,
             memory=self._app.snapshot_memory,
-            customer_id=customer_id,
+            customer_id=customer.customer_id,
         ) as stream:
             snapshot = await read(stream)
             context.add_rows(len(snapshot))
             now = self._app.clock.now()
             turn = context.turn.for_rows(len(snapshot))
-            return await self._app.db.run(turn, apply, customer_id, snapshot, now, stream.confirm_open)
+            return await self._app.db.run(
+                turn,
+                apply,
+                customer.customer_id,
+                snapshot,
+                now,
+                stream.confirm_open,
+                token_hash=customer.token_hash,
+            )
 
     @translate_errors
     async def PushSites(
@@ -96,7 +104,8 @@ class FleetIngestServicer(ingest_service_pb2_grpc.FleetIngestServiceServicer):
         moment N committed (never if N failed), and N's acknowledgement goes out at once. A bad
         or over-budget batch is refused after the acknowledgements of the batches before it.
         """
-        async with self._app.ingest.stream(context.customer().customer_id) as stream:
+        customer = context.customer()
+        async with self._app.ingest.stream(customer.customer_id, customer.token_hash) as stream:
 
             def accept(request: pb.PushMeasurementsRequest) -> tuple[int, asyncio.Future[BatchResult]]:
                 rows = len(request.measurements)

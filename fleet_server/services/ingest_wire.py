@@ -13,6 +13,7 @@ from operator import attrgetter
 
 from fleet.v1 import ingest_service_pb2 as ingest_pb
 from fleet.v1 import resources_pb2
+from google.protobuf import timestamp_pb2
 
 from fleet_server.domain.measurements import FIELD_RECEIVED_AT, FIELD_TIME
 from fleet_server.domain.reference import SyncSummary
@@ -24,7 +25,7 @@ from fleet_server.domain.reference_validation import (
     SiteItem,
     TariffItem,
 )
-from fleet_server.rpc.wellknown import optional_datetime
+from fleet_server.rpc.wellknown import check_timestamp_columns, optional_datetime
 from fleet_server.store.measurements import BatchResult, MeasurementBatch
 from fleet_server.store.timestamps import UNIX_TO_PG_US, pg_micros_from_unix
 
@@ -59,14 +60,15 @@ def municipality_item(municipality: resources_pb2.Municipality) -> MunicipalityI
     return MunicipalityItem(id=municipality.id, name=municipality.name, region=municipality.region)
 
 
-def tariff_item(tariff: resources_pb2.Tariff) -> TariffItem:
+def tariff_item(tariff: resources_pb2.Tariff, path: str) -> TariffItem:
+    """The tariff as the domain checks it; `path` names it in errors (`tariffs[3]`)."""
     return TariffItem(
         id=tariff.id,
         municipality_id=tariff.municipality_id,
         name=tariff.name,
         is_active=tariff.is_active,
-        effective_from=optional_datetime(tariff, "effective_from"),
-        effective_to=optional_datetime(tariff, "effective_to"),
+        effective_from=optional_datetime(tariff, "effective_from", f"{path}."),
+        effective_to=optional_datetime(tariff, "effective_to", f"{path}."),
         default_rate=tariff.default_rate,
         fixed_charge=tariff.fixed_charge,
         vat_percent=tariff.vat_percent,
@@ -117,8 +119,8 @@ def decode_batch(request: ingest_pb.PushMeasurementsRequest) -> MeasurementBatch
         devices += chunk_devices
         metrics += chunk_metrics
         values += chunk_values
-        times += pg_micros_from_unix(map(_STAMP_FIELDS, stamps))
-        received += pg_micros_from_unix(map(_STAMP_FIELDS, received_stamps))
+        times += _stamp_column(stamps, FIELD_TIME, start)
+        received += _stamp_column(received_stamps, FIELD_RECEIVED_AT, start)
     if not devices:
         return MeasurementBatch([], [], [], [], [])
     unset = _unset_stamps(rows, FIELD_TIME, times) | _unset_stamps(rows, FIELD_RECEIVED_AT, received)
@@ -130,6 +132,14 @@ def decode_batch(request: ingest_pb.PushMeasurementsRequest) -> MeasurementBatch
         received=received,
         is_unset=lambda index, field: (index, field) in unset,
     )
+
+
+def _stamp_column(stamps: Sequence[timestamp_pb2.Timestamp], field: str, first: int) -> list[int]:
+    """A column of Timestamps as PostgreSQL microseconds, refused whole if any is out of its range
+    (`first` is the index of the column's first row in the batch, for the error's field path)."""
+    seconds, nanos = zip(*map(_STAMP_FIELDS, stamps), strict=True)
+    check_timestamp_columns(seconds, nanos, lambda i: f"measurements[{first + i}].{field}")
+    return pg_micros_from_unix(zip(seconds, nanos, strict=True))
 
 
 # An unset Timestamp reads as the Unix epoch: that instant in PostgreSQL microseconds.

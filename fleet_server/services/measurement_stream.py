@@ -72,7 +72,7 @@ async def pipelined(
     control holds the client back. A finished result goes out at once even while the client is
     still sending. When a request is refused, the results of the requests before it that
     succeeded go out first, then the error; likewise when reading the next request fails (the
-    stream idled out).
+    stream idled out, or the message is malformed).
     """
     iterator = aiter(requests)
     reading: asyncio.Future[Req] | None = None

@@ -111,8 +111,13 @@ class FleetQueryServicer(query_service_pb2_grpc.FleetQueryServiceServicer):
         self, request: pb.ComputeCostsRequest, context: CallContext
     ) -> pb.ComputeCostsResponse:
         context.admin()
+        settings = self._app.settings
         report = await self._app.reader.run(
-            context.turn, compute_costs, cost_wire.to_query(request), self._app.settings.max_cost_span_days
+            context.turn,
+            compute_costs,
+            cost_wire.to_query(request),
+            settings.max_cost_span_days,
+            settings.cost_statement_timeout_s,
         )
         context.add_rows(report.readings)
         return cost_wire.to_response(report)

@@ -15,6 +15,7 @@ messages that did arrive would delete every row the client had not sent yet. So:
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import threading
 from collections.abc import AsyncIterable, Callable, Sequence
@@ -130,4 +131,10 @@ class SnapshotStream:
         return await self._read(messages, lambda m: m.municipalities, _one_row, ingest_wire.municipality_item)
 
     async def tariffs(self, messages: AsyncIterable[pb.PushTariffsRequest]) -> list[TariffItem]:
-        return await self._read(messages, lambda m: m.tariffs, _tariff_rows, ingest_wire.tariff_item)
+        numbered = itertools.count()  # the tariff's index across the whole stream, for error paths
+        return await self._read(
+            messages,
+            lambda m: m.tariffs,
+            _tariff_rows,
+            lambda tariff: ingest_wire.tariff_item(tariff, f"tariffs[{next(numbered)}]"),
+        )

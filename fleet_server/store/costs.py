@@ -8,6 +8,7 @@ decimal arithmetic over that small result (`domain.costs`, `domain.tou`).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -112,11 +113,13 @@ _AGGREGATE = text(
 
 
 def energy_slots(
-    session: Session, customer_ids: list[int], start: datetime, end: datetime
+    session: Session, customer_ids: list[int], start: datetime, end: datetime, timeout_s: float | None = None
 ) -> list[EnergySlot]:
     """The `energy_kwh` readings of `[start, end)` of the customers, grouped into billing slots.
 
-    Raises `UnconvertibleTimezones` when PostgreSQL cannot convert to a site's timezone.
+    `timeout_s` replaces the session's statement timeout for this query (it reads every reading
+    of a range of up to `max_cost_span_days`); None keeps it. Raises `UnconvertibleTimezones`
+    when PostgreSQL cannot convert to a site's timezone.
     """
     if not customer_ids:
         return []
@@ -127,6 +130,9 @@ def energy_slots(
     session.execute(text("SET LOCAL extra_float_digits = 1"))
     session.execute(text("SET LOCAL jit = off"))
     session.execute(text("SET LOCAL work_mem = '64MB'"))
+    if timeout_s is not None:
+        milliseconds = max(0, math.ceil(timeout_s * 1000))
+        session.execute(text(f"SET LOCAL statement_timeout = {milliseconds}"))
     params = {"customer_ids": customer_ids, "metric": ENERGY_METRIC, "start": start, "end": end}
     try:
         with session.begin_nested():

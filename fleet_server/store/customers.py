@@ -23,7 +23,17 @@ from fleet_server.db.models import Customer
 from fleet_server.errors import Reason, Unauthenticated
 
 # psycopg's parameter style: the measurement write embeds this text, snapshots execute it.
-HOLD_ACTIVE_CUSTOMER = "SELECT id FROM fleet.customers WHERE id = %(customer)s AND is_active FOR KEY SHARE"
+# `token` is the hash of the token the call was authenticated with (NULL: not checked): a write
+# is refused once that token stops being valid (a zero-grace rotation, an expired grace window),
+# so a stream opened with a leaked token ends at its next batch, without a round trip more.
+HOLD_ACTIVE_CUSTOMER = (
+    "SELECT id FROM fleet.customers WHERE id = %(customer)s AND is_active "
+    "AND (%(token)s::text IS NULL OR token_hash = %(token)s "
+    "OR (previous_token_hash = %(token)s AND previous_token_expires_at > %(now)s)) "
+    "FOR KEY SHARE"
+)
+# Why a writer was refused (only asked once it was): the row, if any, and whether it is active.
+_WHY_REFUSED = "SELECT is_active FROM fleet.customers WHERE id = %(customer)s"
 
 
 @dataclass(frozen=True)
@@ -53,16 +63,44 @@ class TokenOwner:
     previous_token_last_used_at: datetime | None = None
 
 
-def customer_gone() -> Unauthenticated:
-    """The refusal of a write whose customer was deactivated or erased after authentication."""
-    return Unauthenticated("the customer was deactivated or deleted", reason=Reason.CUSTOMER_INACTIVE)
+def customer_gone(active: bool | None) -> Unauthenticated:
+    """The refusal of a write whose token or customer stopped being valid after authentication.
+
+    `active` is the customer row's `is_active` now (None: the row is gone).
+    """
+    if active is False:
+        return Unauthenticated(
+            "the customer was deactivated; this call writes nothing more", reason=Reason.CUSTOMER_INACTIVE
+        )
+    return Unauthenticated(
+        "the token this call was authenticated with is no longer valid (rotated, its grace window "
+        "ended, or the customer was erased); this call writes nothing more",
+        reason=Reason.TOKEN_REVOKED,
+    )
 
 
-def hold_active(session: Session, customer_id: int) -> None:
-    """Lock the active customer's row (FOR KEY SHARE) before touching any of its rows, or refuse."""
-    held = session.connection().exec_driver_sql(HOLD_ACTIVE_CUSTOMER, {"customer": customer_id}).first()
-    if held is None:
-        raise customer_gone()
+def hold_params(customer_id: int, token_hash: str | None, now: datetime | None) -> dict[str, Any]:
+    return {"customer": customer_id, "token": token_hash, "now": now}
+
+
+def hold_active(
+    session: Session, customer_id: int, token_hash: str | None = None, now: datetime | None = None
+) -> None:
+    """Lock the active customer's row (FOR KEY SHARE) before touching any of its rows, or refuse.
+
+    With `token_hash`, the token must still be valid at `now` too.
+    """
+    connection = session.connection()
+    params = hold_params(customer_id, token_hash, now)
+    if connection.exec_driver_sql(HOLD_ACTIVE_CUSTOMER, params).first() is None:
+        row = connection.exec_driver_sql(_WHY_REFUSED, params).first()
+        raise customer_gone(None if row is None else bool(row[0]))
+
+
+def why_refused(cursor: Any, customer_id: int) -> Unauthenticated:
+    """`customer_gone` for a writer on a driver connection (the measurement write)."""
+    row = cursor.execute(_WHY_REFUSED, {"customer": customer_id}).fetchone()
+    return customer_gone(None if row is None else bool(row[0]))
 
 
 _COLUMNS = (

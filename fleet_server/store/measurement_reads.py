@@ -16,6 +16,7 @@ twice, never half an hour's aggregate — each point is one row or one rollup ro
 from __future__ import annotations
 
 import enum
+import logging
 import struct
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -29,6 +30,8 @@ from sqlalchemy.orm import Session
 
 from fleet_server.db.session import Database
 from fleet_server.store.timestamps import UNIX_TO_PG_US
+
+_LOGGER = logging.getLogger(__name__)
 
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
@@ -246,12 +249,32 @@ def summary_segments(start: datetime, end: datetime) -> dict[str, datetime]:
     return {"full_start": full_start, "full_end": full_end, "head_end": full_start, "tail_start": full_end}
 
 
+# The same summary with the sums in NUMERIC, which cannot overflow: for rows stored before values
+# were bounded (`domain.measurements.MAX_VALUE_MAGNITUDE`), whose double sums can.
+_EXACT_SUMMARY_SQL = _SUMMARY_SQL.replace(
+    "count AS rows, sum\n", "count AS rows, sum::numeric AS sum\n"
+).replace("SELECT customer_id, device_id, 1, value\n", "SELECT customer_id, device_id, 1, value::numeric\n")
+assert _EXACT_SUMMARY_SQL.count("::numeric") == 2
+
+
 def summarize_fleet(session: Session, metric: str, start: datetime, end: datetime) -> list[CustomerSummary]:
-    """One summary per customer (every customer, ordered by code) of `metric` over `[start, end)`."""
+    """One summary per customer (every customer, ordered by code) of `metric` over `[start, end)`.
+
+    Summed in doubles, as fast as it gets. If that overflows — only rows stored before values
+    were bounded can make it — the summary is summed again in NUMERIC, so one customer's rows
+    never fail everyone's summary: that customer's sum is reported as infinite, the others'
+    as they are.
+    """
     conn = session.connection().connection.driver_connection
     assert isinstance(conn, psycopg.Connection)
     params = {"metric": metric, "start": start, "end": end, **summary_segments(start, end)}
-    with conn.cursor(binary=True) as cursor:
-        cursor.execute(_SUMMARY_SQL, params)
-        rows = cursor.fetchall()
+    try:
+        with conn.transaction(), conn.cursor(binary=True) as cursor:  # a savepoint: the session's is open
+            cursor.execute(_SUMMARY_SQL, params)
+            rows = cursor.fetchall()
+    except psycopg.errors.NumericValueOutOfRange:
+        _LOGGER.warning("the fleet summary of %s overflowed a double; summing it exactly", metric)
+        with conn.cursor(binary=True) as cursor:
+            cursor.execute(_EXACT_SUMMARY_SQL, params)
+            rows = cursor.fetchall()
     return [CustomerSummary(str(c), int(d), int(s), int(r), float(t)) for c, d, s, r, t in rows]

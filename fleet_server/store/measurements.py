@@ -17,7 +17,7 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -27,11 +27,12 @@ from psycopg.pq import Format
 from fleet_server.db.session import Database
 from fleet_server.resources import Resource
 from fleet_server.store import partitions
-from fleet_server.store.customers import HOLD_ACTIVE_CUSTOMER, customer_gone
+from fleet_server.store.customers import HOLD_ACTIVE_CUSTOMER, hold_params, why_refused
 from fleet_server.store.partitions import Partitions
 from fleet_server.store.timestamps import UNIX_TO_PG_US, from_pg_micros
 
 _LOGGER = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -223,11 +224,13 @@ def write_batch(
     *,
     expect_duplicates: bool = False,
     stream_rows: int | None = None,
+    token_hash: str | None = None,
 ) -> BatchResult:
     """Store a validated batch, its rollups and the sync status in one autocommitted statement.
 
     `conn` must be in autocommit mode; the partitions for the batch's months must exist
     (`BatchWriter` sees to both). `expect_duplicates` skips the fast form's attempt.
+    `token_hash` (the call's token) must still be valid at `now`, or the batch writes nothing.
     `stream_rows` is what the sync status records as the push's size: the rows the stream has
     delivered so far, this batch included (an operator asks "how much did the last push
     carry", not "how big was its last batch"); it defaults to this batch alone.
@@ -236,13 +239,12 @@ def write_batch(
         return BatchResult(0, 0)
     _register_dumpers(conn)
     params = {
-        "customer": customer_id,
+        **hold_params(customer_id, token_hash, now),
         "devices": _Int8Array(_fixed_width_array(batch.device_ids, "q", _INT8_OID)),
         "metrics": _TextArray(_text_array(batch.metrics)),
         "times": _TimestamptzArray(_fixed_width_array(batch.times, "q", _TIMESTAMPTZ_OID)),
         "values": _Float8Array(_fixed_width_array(batch.values, "d", _FLOAT8_OID)),
         "received": _TimestamptzArray(_fixed_width_array(batch.received, "q", _TIMESTAMPTZ_OID)),
-        "now": now,
         "received_count": len(batch) if stream_rows is None else stream_rows,
         "high_water": from_pg_micros(max(batch.received)),
     }
@@ -255,11 +257,20 @@ def write_batch(
                 row = None
         if row is None:
             row = cursor.execute(_SAFE_WRITE, params, prepare=True).fetchone()
-    assert row is not None
-    owners, accepted = int(row[0]), int(row[1])
-    if owners == 0:
-        raise customer_gone()
+        assert row is not None
+        owners, accepted = int(row[0]), int(row[1])
+        if owners == 0:
+            raise why_refused(cursor, customer_id)
     return BatchResult(accepted=accepted, duplicates=len(batch) - accepted)
+
+
+def check_writer(
+    conn: psycopg.Connection[Any], customer_id: int, token_hash: str | None, now: datetime
+) -> None:
+    """Refuse, as a batch would be refused, a writer whose customer or token stopped being valid."""
+    with conn.cursor() as cursor:
+        if cursor.execute(HOLD_ACTIVE_CUSTOMER, hold_params(customer_id, token_hash, now)).fetchone() is None:
+            raise why_refused(cursor, customer_id)
 
 
 def months_of(batch: MeasurementBatch) -> set[int]:
@@ -292,38 +303,56 @@ class BatchWriter:
         self._expect_duplicates = False
         self._stream_rows = 0
 
-    def write(self, customer_id: int, batch: MeasurementBatch, now: datetime) -> BatchResult:
-        """Create the batch's missing partitions, then store it atomically."""
+    def write(
+        self, customer_id: int, batch: MeasurementBatch, now: datetime, token_hash: str | None = None
+    ) -> BatchResult:
+        """Create the batch's missing partitions, then store it atomically.
+
+        `token_hash` is the stream's token: once it is no longer valid at `now` (or the customer
+        is no longer active), the batch is refused as UNAUTHENTICATED and writes nothing. An
+        empty batch writes nothing either, but is refused the same way, so a stream on a
+        revoked token cannot go on being acknowledged.
+        """
         if not len(batch):
+            self._with_connection(lambda driver: check_writer(driver, customer_id, token_hash, now))
             return BatchResult(0, 0)
         months = months_of(batch)
         self._partitions.ensure(months)
         try:
-            return self._write(customer_id, batch, now)
+            return self._write(customer_id, batch, now, token_hash)
         except pg_errors.CheckViolation as exc:
             if "no partition" not in str(exc):
                 raise
             _LOGGER.warning("a measurement partition vanished; re-creating %s", sorted(months))
             self._partitions.forget()
             self._partitions.ensure(months)
-            return self._write(customer_id, batch, now)
+            return self._write(customer_id, batch, now, token_hash)
 
-    def _write(self, customer_id: int, batch: MeasurementBatch, now: datetime) -> BatchResult:
+    def _with_connection(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
+        """`work` on a pooled connection in autocommit mode; a connection that died is dropped."""
         with self._db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
             driver = connection.connection.driver_connection
             assert isinstance(driver, psycopg.Connection)
             try:
-                result = write_batch(
-                    driver,
-                    customer_id,
-                    batch,
-                    now,
-                    expect_duplicates=self._expect_duplicates,
-                    stream_rows=self._stream_rows + len(batch),
-                )
+                return work(driver)
             except psycopg.OperationalError:
                 connection.invalidate()  # driver-level: SQLAlchemy did not see the connection die
                 raise
+
+    def _write(
+        self, customer_id: int, batch: MeasurementBatch, now: datetime, token_hash: str | None
+    ) -> BatchResult:
+        result = self._with_connection(
+            lambda driver: write_batch(
+                driver,
+                customer_id,
+                batch,
+                now,
+                expect_duplicates=self._expect_duplicates,
+                stream_rows=self._stream_rows + len(batch),
+                token_hash=token_hash,
+            )
+        )
         self._expect_duplicates = result.duplicates > 0
         self._stream_rows += len(batch)
         return result

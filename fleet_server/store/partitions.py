@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import text
@@ -59,6 +60,14 @@ def partition_name(month: int) -> str:
     return f"measurements_p{start.year:04d}{start.month:02d}"
 
 
+@dataclass(frozen=True)
+class Opened:
+    """What `ensure` did: how many partitions it created, and the months left without one."""
+
+    created: int = 0
+    refused: tuple[int, ...] = ()
+
+
 class Partitions:
     """The partitions of one database, and the months this process knows to exist already.
 
@@ -70,15 +79,20 @@ class Partitions:
         self._lock = threading.Lock()
         self._known: set[int] = set()
 
-    def ensure(self, months: Iterable[int]) -> None:
-        """Make sure a partition exists for each month; cheap when the process already knows them."""
+    def ensure(self, months: Iterable[int], limit: int | None = None) -> Opened:
+        """Make sure a partition exists for each month; cheap when the process already knows them.
+
+        At most `limit` partitions are created (None: any number), oldest month first; the
+        months past it are returned as `refused`, still without a partition.
+        """
         with self._lock:
             missing = sorted(set(months) - self._known)
         if not missing:
-            return
-        self._db.transaction(_create_missing, missing)
+            return Opened()
+        created, existing, refused = self._db.transaction(_create_missing, missing, limit)
         with self._lock:
-            self._known.update(missing)
+            self._known.update(created, existing)
+        return Opened(len(created), tuple(refused))
 
     def forget(self) -> None:
         """Drop what this process believes exists (after an insert found a month without partition)."""
@@ -86,8 +100,14 @@ class Partitions:
             self._known.clear()
 
 
-def _create_missing(session: Session, months: list[int]) -> None:
+def _create_missing(
+    session: Session, months: list[int], limit: int | None
+) -> tuple[list[int], list[int], list[int]]:
+    """(created, already there, refused over `limit`) of `months`, under the creators' lock."""
     lock_partition_creation(session)
+    created: list[int] = []
+    existing: list[int] = []
+    refused: list[int] = []
     for month in months:
         name = partition_name(month)
         qualified = f"{PARTITION_SCHEMA}.{name}"
@@ -99,7 +119,12 @@ def _create_missing(session: Session, months: list[int]) -> None:
             {"name": qualified, "parent": PARENT},
         )
         if attached:
+            existing.append(month)
             continue
+        if limit is not None and len(created) >= limit:
+            refused.append(month)
+            continue
+        created.append(month)
         lower = month_start(month).isoformat()
         upper = month_start(month + 1).isoformat()
         session.execute(text(f"CREATE TABLE IF NOT EXISTS {qualified} (LIKE {PARENT} INCLUDING DEFAULTS)"))
@@ -110,6 +135,7 @@ def _create_missing(session: Session, months: list[int]) -> None:
             )
         )
         _LOGGER.info("created measurement partition %s [%s, %s)", qualified, lower, upper)
+    return created, existing, refused
 
 
 def list_partitions(session: Session) -> list[str]:

@@ -3,7 +3,10 @@ the server's refusal messages kept in the state, a refused token, and token rota
 
 from __future__ import annotations
 
+import io
+import json
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +15,7 @@ from google.protobuf import duration_pb2
 from sqlalchemy import Engine, insert
 
 from fleet_client import portal_schema as t
+from fleet_client.cli import Runtime, main
 from fleet_client.client import token_fingerprint
 from fleet_client.pusher import Outcome
 from fleet_server.domain.tokens import TokenKind, mint
@@ -121,7 +125,7 @@ def test_failed_precondition_names_both_ids(
     assert report.result("sites").outcome is Outcome.PUSHED
     assert report.result("devices").outcome is Outcome.FAILED
     error = rig.state.load("devices").last_error or ""
-    assert error.startswith("FAILED_PRECONDITION: ")
+    assert error.startswith("FAILED_PRECONDITION [SITE_NOT_FOUND]: ")
     assert "99" in error
     assert "5" in error
     assert central_tables(engine, customer.id)["devices"] == set()
@@ -203,3 +207,48 @@ def test_rotation_while_pushing_loses_no_tick(
     assert report.rows_sent == 50  # the blocked tick's rows and this tick's rows
     assert central_count(engine, customer.id) == sent == 125
     assert_mirrored(portal.source, engine, customer.id)
+
+
+def test_rows_the_server_refuses_are_quarantined_and_the_rest_arrive(
+    server: InProcessServer, new_customer, make_rig, portal: Portal, engine: Engine, tmp_path: Path
+) -> None:
+    """A reading past the bound used to hold every later reading back, tick after tick."""
+    customer = new_customer("GLITCH")
+    _site(portal.engine, 1)
+    clock = now_clock()
+    _readings(portal.engine, clock, 0, 10)
+    with portal.engine.begin() as conn:
+        conn.execute(t.measurements.update().where(t.measurements.c.value == 4.0).values(value=1e308))
+    rig = make_rig(server.target, customer.token, portal.source, clock=clock)
+
+    report = rig.pusher.tick()
+
+    assert report.result("measurements").outcome is Outcome.QUARANTINED
+    error = rig.state.load("measurements").last_error or ""
+    assert error.startswith("INVALID_ARGUMENT: measurements[4].value: must be finite and within ±1e15")
+    assert "[portal row: device_id=1 metric=energy_kwh" in error
+    assert central_count(engine, customer.id) == 0
+    report = rig.pusher.tick()  # at once: no backoff
+    assert report.ok, report.summary()
+    assert central_count(engine, customer.id) == 9
+
+    env = {
+        "FLEET_INGEST_ENABLED": "true",
+        "FLEET_SERVER": server.target,
+        "FLEET_TOKEN": customer.token,
+        "FLEET_SOURCE_URL": portal.url,
+        "FLEET_STATE_URL": str(rig.state.engine.url),
+    }
+    empty = tmp_path / "empty.env"  # never the working directory's .env
+    empty.touch()
+    out = io.StringIO()
+    assert main(["--env-file", str(empty), "status"], Runtime(env=env, out=out)) == 0
+    (line,) = [text for text in out.getvalue().splitlines() if text.startswith("QUARANTINED")]
+    assert line.startswith("QUARANTINED: 1 measurement row(s) the server refused are set aside and skipped")
+    assert "value 1e+308 (INVALID_ARGUMENT [INVALID_ARGUMENT]: measurements[4].value" in line
+    out = io.StringIO()
+    main(["--env-file", str(empty), "status", "--json"], Runtime(env=env, out=out))
+    quarantine = json.loads(out.getvalue())["quarantine"]
+    assert quarantine["count"] == 1
+    assert quarantine["newest"][0]["value"] == "1e+308"
+    assert quarantine["newest"][0]["reason"] == "INVALID_ARGUMENT"

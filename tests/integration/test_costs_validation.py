@@ -10,9 +10,9 @@ import pytest
 from fleet.v1 import query_service_pb2 as pb
 from sqlalchemy import text
 
-from fleet_server.rpc.wellknown import to_timestamp
+from fleet_server.rpc.wellknown import TIMESTAMP_RANGE, to_timestamp
 from fleet_server.store.costs import database_unknown_timezones
-from tests.support.clients import Stubs, bad_request_fields, bearer, error_reason
+from tests.support.clients import Stubs, bad_request_fields, bearer, error_info, error_reason
 from tests.support.costs import (
     PEAK_OFF_PEAK,
     add_readings,
@@ -53,7 +53,7 @@ def request(
 
 
 def _beyond_timestamp_range(message: pb.ComputeCostsRequest) -> pb.ComputeCostsRequest:
-    """A start no datetime can hold: rejected as a range error, never an INTERNAL conversion failure."""
+    """A start outside the Timestamp range: refused as such, never an INTERNAL conversion failure."""
     message.start.seconds = -(10**14)
     return message
 
@@ -83,11 +83,7 @@ def rejected(stubs: Stubs, token: str, message: pb.ComputeCostsRequest) -> grpc.
             "codes[1]: must match [A-Z0-9_-]{2,32} (did you mean ACME?)",
             ["codes[1]"],
         ),
-        (
-            _beyond_timestamp_range(request()),
-            "start: must not be before 2000-01-01T00:00:00Z",
-            ["start"],
-        ),
+        (_beyond_timestamp_range(request()), f"start: {TIMESTAMP_RANGE}", ["start"]),
     ],
 )
 def test_bad_ranges_and_codes_are_invalid_arguments(
@@ -119,6 +115,22 @@ def test_unknown_codes_are_not_found_and_named(engine, stubs, admin_token, seede
     assert error.code() == grpc.StatusCode.NOT_FOUND
     assert error.details() == "no customers with codes NOPE, ZZZ"
     assert error_reason(error) == "CUSTOMER_NOT_FOUND"
+    assert table_counts(engine) == seeded
+
+
+def test_a_thousand_unknown_codes_are_not_found_and_the_list_is_capped(engine, stubs, admin_token, seeded):
+    """Named in full, they overflowed a default client's 16 KiB metadata limit (RESOURCE_EXHAUSTED)."""
+    codes = [f"C{i:05d}" for i in range(1000)] + ["ACME"]
+
+    error = rejected(stubs, admin_token, request(codes=codes))
+
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+    named = ", ".join(f"C{i:05d}" for i in range(10))
+    assert error.details() == f"no customers with codes {named} (and 990 more)"
+    assert error_reason(error) == "CUSTOMER_NOT_FOUND"
+    info = error_info(error)
+    assert info.metadata["codes"] == named.replace(", ", ",")
+    assert info.metadata["unknown"] == "1000"
     assert table_counts(engine) == seeded
 
 

@@ -15,7 +15,7 @@ from sqlalchemy import text
 
 from fleet_server.domain.reference import apply_devices
 from fleet_server.domain.reference_validation import DeviceItem
-from tests.support.clients import Stubs
+from tests.support.clients import Stubs, error_reason
 from tests.support.reference_data import (
     WEEKDAYS,
     WEEKENDS,
@@ -222,7 +222,8 @@ def test_a_snapshot_queued_behind_an_erasure_fails_cleanly_and_writes_nothing(st
 
     error = outcome["error"]
     assert error.code() == grpc.StatusCode.UNAUTHENTICATED
-    assert error.details() == "the customer was deactivated or deleted"
+    assert error.details().startswith("the token this call was authenticated with is no longer valid")
+    assert error_reason(error) == "TOKEN_REVOKED"
     assert table_rows(engine, "sites", customer.id) == []
 
 

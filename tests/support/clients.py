@@ -81,12 +81,17 @@ def bad_request_fields(error: grpc.RpcError) -> list[str]:
     return fields
 
 
-def error_reason(error: grpc.RpcError) -> str | None:
-    """`ErrorInfo.reason` of the status attached to `error`."""
+def error_info(error: grpc.RpcError) -> error_details_pb2.ErrorInfo:
+    """The `ErrorInfo` detail attached to `error` (empty when there is none)."""
     status = rich_status(error)
     for detail in status.details if status else []:
         if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
             info = error_details_pb2.ErrorInfo()
             detail.Unpack(info)
-            return str(info.reason)
-    return None
+            return info
+    return error_details_pb2.ErrorInfo()
+
+
+def error_reason(error: grpc.RpcError) -> str | None:
+    """`ErrorInfo.reason` of the status attached to `error`."""
+    return error_info(error).reason or None

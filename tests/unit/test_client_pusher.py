@@ -55,6 +55,7 @@ class FakeIngest:
     batches: list[int] = field(default_factory=list)  # sizes of every batch received
     fail_ack_after: int | None = None  # fail the stream after this many acks
     reject_row: int | None = None  # INVALID_ARGUMENT naming measurements[reject_row] of the next batch
+    refuse_values: set[float] = field(default_factory=set)  # rows with these values are always refused
     refused_tokens: set[str] = field(default_factory=set)
 
     @property
@@ -116,6 +117,16 @@ class FakeStream:
             raise InvalidArgument(
                 f"measurements[{row}].value: must be finite",
                 field_violations=((f"measurements[{row}].value", "must be finite"),),
+            )
+        bad = [i for i, m in enumerate(request.measurements) if m.value in ingest.refuse_values]
+        if bad:
+            raise InvalidArgument(
+                f"measurements[{bad[0]}].value: must be finite and within ±1e15"
+                + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""),
+                reason="INVALID_ARGUMENT",
+                field_violations=tuple(
+                    (f"measurements[{i}].value", "must be finite and within ±1e15") for i in bad[:20]
+                ),
             )
         accepted = duplicates = 0
         for m in request.measurements:
@@ -567,6 +578,84 @@ def test_rejected_row_is_named_in_the_last_error(rig: Rig) -> None:
     assert rig.state.load("measurements").cursor is None
 
 
+def test_a_refused_row_is_quarantined_and_the_rows_behind_it_flow(rig: Rig) -> None:
+    add_readings(rig.engine, 10)
+    rig.ingest.refuse_values = {3.0}
+
+    report = rig.pusher.tick()
+
+    result = report.result("measurements")
+    assert result.outcome is Outcome.QUARANTINED
+    assert report.backlog is True  # `run` ticks again at once: nothing to wait for
+    assert not report.ok  # `once` says something was refused
+    state = rig.state.load("measurements")
+    assert state.last_error is not None
+    assert state.last_error.startswith(
+        "INVALID_ARGUMENT: measurements[3].value: must be finite and within ±1e15"
+    )
+    assert (state.failures, state.next_attempt) == (0, None)
+    (quarantined,) = rig.state.quarantined()
+    assert (quarantined.row.value, quarantined.status, quarantined.reason) == (
+        3.0,
+        "INVALID_ARGUMENT",
+        "INVALID_ARGUMENT",
+    )
+    assert "device_id=10 metric=energy_kwh time=2025-06-01T00:45:00+00:00" in quarantined.message
+
+    report = rig.pusher.tick()
+
+    assert report.ok
+    assert report.result("measurements").rows == 9
+    assert sorted(rig.ingest.stored.values()) == [float(i) for i in range(10) if i != 3]
+    assert rig.state.load("measurements").last_error is None
+    assert rig.state.quarantine_count() == 1  # kept, for the operator to see
+
+
+def test_more_refused_rows_than_one_refusal_names_are_all_set_aside(rig_factory: Callable[..., Rig]) -> None:
+    rig = rig_factory(batch_size=100)
+    add_readings(rig.engine, 100)
+    rig.ingest.refuse_values = {float(i) for i in range(0, 100, 2)}  # 50 bad rows, 20 named per refusal
+
+    outcomes = [rig.pusher.tick().result("measurements").outcome for _ in range(4)]
+
+    assert outcomes == [Outcome.QUARANTINED] * 3 + [Outcome.PUSHED]
+    assert rig.state.quarantine_count() == 50
+    assert len(rig.ingest.stored) == 50
+
+
+def test_quarantined_rows_at_the_end_of_the_data_are_passed_by_the_cursor(rig: Rig) -> None:
+    add_readings(rig.engine, 10)
+    rig.ingest.refuse_values = {8.0, 9.0}
+    assert rig.pusher.tick().result("measurements").outcome is Outcome.QUARANTINED
+    assert rig.pusher.tick().result("measurements").rows == 8
+
+    report = rig.pusher.tick()
+
+    assert report.result("measurements").outcome is Outcome.UP_TO_DATE
+    cursor = rig.state.load("measurements").cursor
+    assert cursor is not None
+    assert cursor.time == datetime(2025, 6, 1, tzinfo=UTC) + timedelta(minutes=15 * 9)  # past them
+    calls = len(rig.ingest.calls)
+    rig.pusher.tick()
+    assert len(rig.ingest.calls) == calls  # nothing is read or sent again
+
+
+def test_released_rows_are_sent_again(rig: Rig) -> None:
+    add_readings(rig.engine, 10)
+    rig.ingest.refuse_values = {3.0}
+    rig.pusher.tick()
+    rig.pusher.tick()
+    assert len(rig.ingest.stored) == 9
+    rig.ingest.refuse_values = set()  # fixed (here: the server changed its mind)
+
+    assert rig.state.release_quarantine() == 1
+    report = rig.pusher.tick()
+
+    assert report.result("measurements").accepted == 1
+    assert len(rig.ingest.stored) == 10
+    assert rig.state.quarantine_count() == 0
+
+
 def test_stop_request_finishes_in_flight_batches_then_stops(rig_factory: Callable[..., Rig]) -> None:
     rig = rig_factory(batch_size=100, max_rows_per_tick=5_000, window=2)
     add_readings(rig.engine, 1_000)
@@ -621,3 +710,22 @@ def test_source_failure_backs_off_with_the_reason(rig: Rig) -> None:
 def test_status_code_names_are_kept() -> None:
     error = InvalidArgument("x", code=grpc.StatusCode.INVALID_ARGUMENT)
     assert str(error) == "INVALID_ARGUMENT: x"
+
+
+def test_the_last_error_keeps_the_servers_reason_when_it_says_more_than_the_status(rig: Rig) -> None:
+    assert (
+        Unauthenticated("gone", reason="TOKEN_REVOKED").detailed() == "UNAUTHENTICATED [TOKEN_REVOKED]: gone"
+    )
+    assert InvalidArgument("bad", reason="INVALID_ARGUMENT").detailed() == "INVALID_ARGUMENT: bad"
+    add_readings(rig.engine, 3)
+    rig.ingest.fail["measurements"] = deque(
+        [
+            ResourceExhausted(
+                "row budget exhausted; retry in 5 ms", reason="ROW_BUDGET_EXHAUSTED", retry_after_ms=5
+            )
+        ]
+    )
+    rig.pusher.tick()
+    assert rig.state.load("measurements").last_error == (
+        "RESOURCE_EXHAUSTED [ROW_BUDGET_EXHAUSTED]: row budget exhausted; retry in 5 ms"
+    )

@@ -62,7 +62,7 @@ def test_each_rule_names_row_and_field():
     assert violations(batch(rows, unset=frozenset({(6, "time")}))) == [
         "measurements[1].device_id: must be positive",
         "measurements[2].metric: must match [a-z][a-z0-9_]{0,62}",
-        "measurements[3].value: must be finite",
+        "measurements[3].value: must be finite and within ±1e15",
         "measurements[4].time: must not be before 2000-01-01T00:00:00Z",
         "measurements[5].received_at: must not be more than 1 day in the future",
         "measurements[6].time: must be set",
@@ -85,8 +85,17 @@ def test_invalid_metric_names(metric):
     ]
 
 
-def test_finite_values_whose_sum_overflows_are_accepted():
-    validate_batch(batch([(1, "m", T, 1e308, T), (2, "m", T, 1e308, T)]), NOW)
+def test_values_up_to_the_bound_are_accepted():
+    validate_batch(batch([(1, "m", T, 1e15, T), (2, "m", T, -1e15, T), (3, "m", T, 5e-324, T)]), NOW)
+
+
+@pytest.mark.parametrize(
+    "value", [1e308, -1e308, math.nextafter(1e15, math.inf), -1.5e15, math.inf, math.nan]
+)
+def test_values_beyond_the_bound_are_refused(value):
+    assert violations(batch([(1, "m", T, 1.0, T), (2, "m", T, value, T)])) == [
+        "measurements[1].value: must be finite and within ±1e15"
+    ]
 
 
 def test_many_bad_rows_list_the_first_and_count_all():
@@ -98,7 +107,7 @@ def test_many_bad_rows_list_the_first_and_count_all():
     ]
     assert (
         raised.value.message
-        == f"measurements[0].value: must be finite (and {MAX_LISTED_VIOLATIONS + 14} more)"
+        == f"measurements[0].value: must be finite and within ±1e15 (and {MAX_LISTED_VIOLATIONS + 14} more)"
     )
 
 
