@@ -219,10 +219,6 @@ class ColdConnection:
         value = row[0]
         return value if isinstance(value, datetime) else from_pg_micros(int(value))
 
-    def customer_id(self, code: str) -> int | None:
-        row = self.conn.execute("SELECT id FROM fleet.customers WHERE code = %s", (code,)).fetchone()
-        return None if row is None else int(row[0])
-
     def candidates(self, cutoff: datetime, customer_id: int | None = None) -> list[Candidate]:
         """Every series-month with hot hours before `cutoff`, in key order."""
         lo, hi = (-(2**63), 2**63 - 1) if customer_id is None else (customer_id, customer_id)

@@ -11,6 +11,7 @@ from sqlalchemy import Engine, text
 
 from fleet_server.db.session import Database
 from fleet_server.domain.compression import compress, settled_cutoff
+from fleet_server.domain.customers import delete_customer
 from fleet_server.store.cold_codec import derived_hours
 from tests.support.cold import NOW, all_readings, fingerprint, hot_readings, series, units, write
 
@@ -196,3 +197,17 @@ def test_a_month_with_hot_rows_is_not_truncated(db: Database, engine: Engine, ne
     report = compress(db, NOW, WEEK, truncate_grace=timedelta(0))
     assert report.truncated == []
     assert len(hot_readings(engine, customer.id)) == 31 * 96
+
+
+def test_erasure_removes_units(db: Database, engine: Engine, new_customer) -> None:
+    customer = new_customer("ACME")
+    other = new_customer("OTHER")
+    write(db, customer.id, series(2, START, 20))
+    write(db, other.id, series(1, START, 20))
+    compress(db, NOW, WEEK)
+    write(db, customer.id, [(1, "energy_kwh", START + timedelta(minutes=1), 1.0)])  # a late reading
+    counts = db.transaction(delete_customer, "ACME")
+    assert counts["measurements_compressed"] == 4
+    assert units(engine, customer.id) == []
+    assert hot_readings(engine, customer.id) == []
+    assert len(units(engine, other.id)) == 2
