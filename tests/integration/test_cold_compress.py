@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
@@ -211,3 +212,29 @@ def test_erasure_removes_units(db: Database, engine: Engine, new_customer) -> No
     assert units(engine, customer.id) == []
     assert hot_readings(engine, customer.id) == []
     assert len(units(engine, other.id)) == 2
+
+
+def test_an_erasure_during_a_run_neither_deadlocks_nor_leaves_data(
+    db: Database, engine: Engine, new_customer
+) -> None:
+    customer = new_customer("ACME")
+    other = new_customer("OTHER")
+    write(db, customer.id, series(20, START, 40))
+    write(db, other.id, series(1, START, 5))
+    reports = []
+    run = threading.Thread(target=lambda: reports.append(compress(db, NOW, WEEK)))
+    run.start()
+    _wait_for_units(engine, customer.id)
+    db.transaction(delete_customer, "ACME")
+    run.join(120)
+    assert len(reports) == 1  # the run ended normally
+    assert units(engine, customer.id) == []
+    assert hot_readings(engine, customer.id) == []
+    assert len(units(engine, other.id)) == 1
+
+
+def _wait_for_units(engine: Engine, customer_id: int) -> None:
+    deadline = time.monotonic() + 60
+    while not units(engine, customer_id):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
