@@ -20,6 +20,7 @@ since 2000) instead of building a datetime per reading.
 from __future__ import annotations
 
 import logging
+import re
 import struct
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -42,6 +43,7 @@ from fleet_server.store.timestamps import UNIX_TO_PG_US, from_pg_micros
 
 _LOGGER = logging.getLogger(__name__)
 _INT8 = struct.Struct(">q")
+_PARTITION_NAME = re.compile(r"measurements_p(\d{4})(\d{2})")
 
 
 class _MicrosLoader(Loader):
@@ -118,6 +120,7 @@ FROM walk
 WHERE bucket < %(cutoff)s AND bucket <> timestamptz 'infinity'
 """
 
+_HOLD_CUSTOMER = "SELECT 1 FROM fleet.customers WHERE id = %(customer)s FOR KEY SHARE"
 _SERIES = "customer_id = %(customer)s AND device_id = %(device)s AND metric = %(metric)s"
 _UNIT_FOR_UPDATE = f"""
 SELECT through_day, payload, octet_length(payload) FROM fleet.measurements_compressed
@@ -219,10 +222,6 @@ class ColdConnection:
         value = row[0]
         return value if isinstance(value, datetime) else from_pg_micros(int(value))
 
-    def customer_id(self, code: str) -> int | None:
-        row = self.conn.execute("SELECT id FROM fleet.customers WHERE code = %s", (code,)).fetchone()
-        return None if row is None else int(row[0])
-
     def candidates(self, cutoff: datetime, customer_id: int | None = None) -> list[Candidate]:
         """Every series-month with hot hours before `cutoff`, in key order."""
         lo, hi = (-(2**63), 2**63 - 1) if customer_id is None else (customer_id, customer_id)
@@ -260,6 +259,10 @@ class ColdConnection:
                         "SELECT pg_advisory_xact_lock(%s, %s)",
                         (int(LockSpace.COLD), cold_key(unit.customer_id, month_index(unit.month))),
                     )
+                    # The customer row next, as every writer does: an erasure (FOR UPDATE on it)
+                    # and this run wait for each other instead of deadlocking over the unit row.
+                    if cursor.execute(_HOLD_CUSTOMER, params).fetchone() is None:
+                        return None  # erased meanwhile: its rows went with it
                 lock = "" if dry_run else " FOR UPDATE"
                 stored = cursor.execute(_UNIT_FOR_UPDATE + lock, params).fetchone()
                 rows = cursor.execute(_HOT_ROWS, params).fetchall()
@@ -289,7 +292,13 @@ class ColdConnection:
                         f"read {len(rows)} and {len(hours)}"
                     )
                 return outcome
-        except (pg_errors.QueryCanceled, pg_errors.LockNotAvailable, pg_errors.ForeignKeyViolation) as exc:
+        except (
+            pg_errors.QueryCanceled,
+            pg_errors.LockNotAvailable,
+            pg_errors.ForeignKeyViolation,
+            pg_errors.DeadlockDetected,
+            pg_errors.SerializationFailure,
+        ) as exc:
             raise UnitFailed(f"{type(exc).__name__}: {exc}".strip()) from exc
 
     @staticmethod
@@ -343,8 +352,10 @@ class ColdConnection:
         names = {str(r[0]) for r in partitions}
         candidates = []
         for name in sorted(names):
-            year, number = int(name[-6:-2]), int(name[-2:])
-            index = year * 12 + number - 1
+            match = _PARTITION_NAME.fullmatch(name)
+            if match is None:
+                continue  # not one of ours
+            index = int(match.group(1)) * 12 + int(match.group(2)) - 1
             if partition_name(index) == name and month_start(index + 1) <= cutoff:
                 candidates.append(index)
         for index in candidates:

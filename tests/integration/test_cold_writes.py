@@ -53,7 +53,7 @@ def _hot_hours(engine: Engine, customer_id: int) -> list[tuple[datetime, int, fl
             ),
             {"c": customer_id},
         ).all()
-    return [tuple(r) for r in rows]  # type: ignore[misc]
+    return [(r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
 
 def test_a_repush_of_a_compressed_day_is_all_duplicates(db: Database, engine: Engine, new_customer) -> None:
@@ -175,10 +175,10 @@ def test_ingest_during_compression_keeps_every_reading_once(
         runs.append(compress(db, NOW, WEEK).readings)
 
     threads = [threading.Thread(target=pusher), threading.Thread(target=compressor)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
 
     expected: dict[tuple[int, str, int], float] = {}
     for d, m, t, v in base + acknowledged:
