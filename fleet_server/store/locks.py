@@ -8,6 +8,9 @@ second key is the customer (or 0 for process-wide work), folded into int4 by `cu
 - `MEASUREMENT_STREAM`: session-level, held for a PushMeasurements stream's life (`StreamLocks`).
 - one per reference resource: transaction-level; snapshots of one customer's resource serialise,
   and a child's snapshot holds its parent's lock shared (see `lock_snapshot`).
+- `COLD`: transaction-level, per (customer, UTC month) (`cold_key`): a compression transaction
+  holds it exclusive, a measurement batch shared for every month it writes (`cold_lock_sql`).
+- `COMPRESS_JOB`: session-level, (space, 0): at most one background compression job per fleet.
 """
 
 from __future__ import annotations
@@ -15,11 +18,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Iterable
 from enum import IntEnum
 from typing import Any
 
 import psycopg
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.orm import Session
 
 from fleet_server.db.session import CONNECT_TIMEOUT_S, application_name
@@ -38,6 +42,8 @@ class LockSpace(IntEnum):
     DEVICES = 0x464C5302
     MUNICIPALITIES = 0x464C5303
     TARIFFS = 0x464C5304
+    COLD = 0x464C5443  # "FLTC"
+    COMPRESS_JOB = 0x464C544A  # "FLTJ"
 
 
 _SNAPSHOT_SPACES = {
@@ -51,6 +57,44 @@ _SNAPSHOT_SPACES = {
 def customer_key(customer_id: int) -> int:
     """The customer id as the lock's int4 second key; ids past 2**31 wrap (locks only get coarser)."""
     return (customer_id + 2**31) % 2**32 - 2**31
+
+
+def cold_key(customer_id: int, month: int) -> int:
+    """(customer, month) as one int4 key; `month` is `year * 12 + month - 1` (`partitions.month_of`).
+
+    The customer goes to the high bits and the month to the low 16 (65,536 months: 5,000 years),
+    folded like `customer_key`: two customers far apart may share a key, which only makes the
+    lock coarser, never wrong.
+    """
+    return customer_key(customer_id * 65_536 + month % 65_536)
+
+
+def cold_keys(customer_id: int, months: Iterable[int]) -> list[int]:
+    """The sorted, distinct keys of a customer's months: the order every multi-month locker uses."""
+    return sorted({cold_key(customer_id, month) for month in months})
+
+
+# Shared COLD locks of a batch, in the order of the (sorted) array: one statement, taken before
+# the statement that checks units and writes (see `store/measurements.py` for why separate).
+COLD_LOCK_SHARED_SQL = (
+    f"SELECT count(pg_advisory_xact_lock_shared({int(LockSpace.COLD)}, k)) "
+    "FROM unnest(%(cold_keys)s::int4[]) AS k"
+)
+
+
+def lock_cold(session: Session | Connection, customer_id: int, month: int) -> None:
+    """Hold the (customer, month) exclusive until the transaction ends: the compressor's lock."""
+    session.execute(
+        text("SELECT pg_advisory_xact_lock(:space, :key)"),
+        {"space": int(LockSpace.COLD), "key": cold_key(customer_id, month)},
+    )
+
+
+def try_lock_compress_job(session: Session | Connection) -> bool:
+    """Take the fleet's compression-job lock for the session's life; False when another holds it."""
+    return bool(
+        session.scalar(text("SELECT pg_try_advisory_lock(:space, 0)"), {"space": int(LockSpace.COMPRESS_JOB)})
+    )
 
 
 def lock_partition_creation(session: Session) -> None:

@@ -31,14 +31,18 @@ def upgrade() -> None:
         sa.Column("first_time", sa.DateTime(timezone=True), nullable=False),
         sa.Column("last_time", sa.DateTime(timezone=True), nullable=False),
         sa.Column("payload", sa.LargeBinary(), nullable=False),
-        sa.Column("compressed_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
+        sa.Column(
+            "compressed_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False
+        ),
         sa.ForeignKeyConstraint(
             ["customer_id"],
             ["fleet.customers.id"],
             name=op.f("fk_measurements_compressed_customer_id_customers"),
             ondelete="CASCADE",
         ),
-        sa.PrimaryKeyConstraint("customer_id", "device_id", "metric", "month", name=op.f("pk_measurements_compressed")),
+        sa.PrimaryKeyConstraint(
+            "customer_id", "device_id", "metric", "month", name=op.f("pk_measurements_compressed")
+        ),
         schema="fleet",
     )
     op.execute("ALTER TABLE fleet.measurements_compressed ALTER COLUMN payload SET STORAGE EXTERNAL")
