@@ -26,8 +26,9 @@ from psycopg.pq import Format
 
 from fleet_server.db.session import Database
 from fleet_server.resources import Resource
-from fleet_server.store import partitions
+from fleet_server.store import cold_codec, partitions
 from fleet_server.store.customers import HOLD_ACTIVE_CUSTOMER, hold_params, why_refused
+from fleet_server.store.locks import COLD_LOCK_SHARED_SQL, cold_keys
 from fleet_server.store.partitions import Partitions
 from fleet_server.store.timestamps import UNIX_TO_PG_US, from_pg_micros
 
@@ -216,6 +217,65 @@ def _register_dumpers(conn: psycopg.Connection[Any]) -> None:
         _prepared_connections.add(conn)
 
 
+# The units (`store/cold.py`) a batch may collide with: per (device, metric, UTC month) of the
+# batch, the unit of that series-month whose `through_day` reaches the batch's earliest day there.
+# Days are `date_bin` arithmetic per row; the zone-aware month is computed once per distinct day.
+# A live batch (days after every unit's through_day) gets no row and decodes nothing.
+_UNITS_FOR_BATCH = """
+WITH days AS (
+    SELECT b.device_id, b.metric, date_bin('1 day', b.time, timestamptz '2000-01-01Z') AS day
+    FROM unnest(%(devices)b, %(metrics)b, %(times)b) AS b(device_id, metric, time)
+    GROUP BY 1, 2, 3
+),
+months AS (
+    SELECT device_id, metric, date_trunc('month', day AT TIME ZONE 'UTC')::date AS month,
+           min(day AT TIME ZONE 'UTC')::date AS first_day
+    FROM days
+    GROUP BY 1, 2, 3
+)
+SELECT c.device_id, c.metric, c.payload
+FROM months m
+JOIN fleet.measurements_compressed c
+  ON c.customer_id = %(customer)s AND c.device_id = m.device_id AND c.metric = m.metric
+ AND c.month = m.month AND c.through_day >= m.first_day
+"""
+
+
+def _compressed_keys(rows: list[Any]) -> set[tuple[int, str, int]]:
+    """(device, metric, PostgreSQL microseconds) of every reading in the units `rows` returned."""
+    keys: set[tuple[int, str, int]] = set()
+    for device, metric, payload in rows:
+        times = cold_codec.decode_times(bytes(payload)) - UNIX_TO_PG_US
+        keys.update((int(device), str(metric), int(t)) for t in times.tolist())
+    return keys
+
+
+def _without(batch: MeasurementBatch, keys: set[tuple[int, str, int]]) -> MeasurementBatch:
+    """The batch's rows whose key is in no unit (first write wins across hot and compressed)."""
+    keep = [
+        i
+        for i, key in enumerate(zip(batch.device_ids, batch.metrics, batch.times, strict=True))
+        if key not in keys
+    ]
+    return MeasurementBatch(
+        device_ids=[batch.device_ids[i] for i in keep],
+        metrics=[batch.metrics[i] for i in keep],
+        times=[batch.times[i] for i in keep],
+        values=[batch.values[i] for i in keep],
+        received=[batch.received[i] for i in keep],
+    )
+
+
+def _columns(batch: MeasurementBatch) -> dict[str, Any]:
+    return {
+        "devices": _Int8Array(_fixed_width_array(batch.device_ids, "q", _INT8_OID)),
+        "metrics": _TextArray(_text_array(batch.metrics)),
+        "times": _TimestamptzArray(_fixed_width_array(batch.times, "q", _TIMESTAMPTZ_OID)),
+        "values": _Float8Array(_fixed_width_array(batch.values, "d", _FLOAT8_OID)),
+        "received": _TimestamptzArray(_fixed_width_array(batch.received, "q", _TIMESTAMPTZ_OID)),
+    }
+
+
 def write_batch(
     conn: psycopg.Connection[Any],
     customer_id: int,
@@ -226,7 +286,7 @@ def write_batch(
     stream_rows: int | None = None,
     token_hash: str | None = None,
 ) -> BatchResult:
-    """Store a validated batch, its rollups and the sync status in one autocommitted statement.
+    """Store a validated batch, its rollups and the sync status in one transaction.
 
     `conn` must be in autocommit mode; the partitions for the batch's months must exist
     (`BatchWriter` sees to both). `expect_duplicates` skips the fast form's attempt.
@@ -234,34 +294,55 @@ def write_batch(
     `stream_rows` is what the sync status records as the push's size: the rows the stream has
     delivered so far, this batch included (an operator asks "how much did the last push
     carry", not "how big was its last batch"); it defaults to this batch alone.
+
+    The transaction, pipelined into two round trips: the shared COLD locks of the batch's
+    (customer, month)s in a statement of their own (a READ COMMITTED statement's snapshot is
+    taken before the locks it takes itself, so checking in the same statement could miss a
+    unit committed while it waited); the units the batch may collide with; then the write of
+    the rows whose key is in no unit. A row whose key is in a unit is a duplicate, exactly
+    like a row whose key is hot: first write wins, wherever the first write now lives.
     """
     if not len(batch):
         return BatchResult(0, 0)
     _register_dumpers(conn)
-    params = {
+    base = {
         **hold_params(customer_id, token_hash, now),
-        "devices": _Int8Array(_fixed_width_array(batch.device_ids, "q", _INT8_OID)),
-        "metrics": _TextArray(_text_array(batch.metrics)),
-        "times": _TimestamptzArray(_fixed_width_array(batch.times, "q", _TIMESTAMPTZ_OID)),
-        "values": _Float8Array(_fixed_width_array(batch.values, "d", _FLOAT8_OID)),
-        "received": _TimestamptzArray(_fixed_width_array(batch.received, "q", _TIMESTAMPTZ_OID)),
+        "cold_keys": _Int8Array(_fixed_width_array(cold_keys(customer_id, months_of(batch)), "q", _INT8_OID)),
         "received_count": len(batch) if stream_rows is None else stream_rows,
         "high_water": from_pg_micros(max(batch.received)),
     }
-    with conn.cursor() as cursor:
-        row = None
-        if not expect_duplicates:
-            try:
-                row = cursor.execute(_FAST_WRITE, params, prepare=True).fetchone()
-            except pg_errors.UniqueViolation:
-                row = None
-        if row is None:
-            row = cursor.execute(_SAFE_WRITE, params, prepare=True).fetchone()
+    fast = not expect_duplicates
+    while True:
+        try:
+            accepted = _write_in_transaction(conn, customer_id, batch, base, fast)
+        except pg_errors.UniqueViolation:
+            if not fast:
+                raise
+            fast = False  # a stored key: the whole transaction is gone, redo it in the safe form
+            continue
+        return BatchResult(accepted=accepted, duplicates=len(batch) - accepted)
+
+
+def _write_in_transaction(
+    conn: psycopg.Connection[Any], customer_id: int, batch: MeasurementBatch, base: dict[str, Any], fast: bool
+) -> int:
+    """Accepted rows of one try; two round trips: [BEGIN, locks, unit check], [write, COMMIT]."""
+    columns = _columns(batch)
+    with conn.pipeline(), conn.cursor() as cursor:
+        with conn.transaction():
+            cursor.execute(COLD_LOCK_SHARED_SQL, base, prepare=True)
+            units = cursor.execute(_UNITS_FOR_BATCH, {**base, **columns}, prepare=True).fetchall()
+            if units:
+                batch = _without(batch, _compressed_keys(units))
+                columns = _columns(batch)
+            write = _FAST_WRITE if fast else _SAFE_WRITE
+            cursor.execute(write, {**base, **columns}, prepare=True)
+        row = cursor.fetchone()  # after the COMMIT is queued: one round trip for both
         assert row is not None
         owners, accepted = int(row[0]), int(row[1])
         if owners == 0:
             raise why_refused(cursor, customer_id)
-    return BatchResult(accepted=accepted, duplicates=len(batch) - accepted)
+    return accepted
 
 
 def check_writer(
