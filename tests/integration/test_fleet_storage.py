@@ -11,6 +11,7 @@ import pytest
 from fleet.v1 import query_service_pb2 as qpb
 from sqlalchemy import text
 
+from fleet_server.domain.compression import compress
 from fleet_server.fleetctl.main import main as fleetctl
 from tests.support.clients import bearer, error_reason, rejected
 from tests.support.measurements import push, reading, request
@@ -133,3 +134,33 @@ def test_fleetctl_fleet_storage_prints_a_line_per_customer_and_the_fleet(
     assert [c["code"] for c in document["customers"]] == ["ACME"]
     assert document["customers"][0]["use"]["hot_readings"] == 300
     assert document["fleet"]["hot_readings"] == 400
+
+
+def test_a_compress_run_moves_readings_and_bytes_from_hot_to_compressed(
+    stubs, admin_token, fleet, db, engine
+):
+    acme, _ = fleet
+    # 300 old readings of ACME, 100 of BETA: all settled a week after DAY; then 30 new ones of ACME.
+    readings(stubs, acme.token, 30, start=DAY + timedelta(days=20))
+    before = storage(stubs, admin_token, code="ACME").customers[0].use
+    assert (before.hot_readings, before.compressed_readings) == (330, 0)
+
+    report = compress(db, DAY + timedelta(days=20), timedelta(days=7), customer_id=acme.id)
+    assert report.readings == 300
+
+    reply = storage(stubs, admin_token)
+    by_code = {c.code: c.use for c in reply.customers}
+    assert (by_code["ACME"].hot_readings, by_code["ACME"].compressed_readings) == (30, 300)
+    assert by_code["ACME"].compressed_units == 3  # devices 1..3, one month of energy_kwh
+    assert (by_code["BETA"].hot_readings, by_code["BETA"].compressed_readings) == (100, 0)
+    assert by_code["BETA"].compressed_bytes == 0
+    with engine.connect() as conn:
+        table = conn.scalar(text("SELECT pg_total_relation_size('fleet.measurements_compressed')"))
+        payloads = conn.scalar(text("SELECT sum(pg_column_size(payload)) FROM fleet.measurements_compressed"))
+    assert reply.fleet.compressed_bytes == by_code["ACME"].compressed_bytes == table
+    assert payloads < table
+    assert reply.fleet.hot_readings == 130
+    assert reply.fleet.hot_bytes == hot_relation_bytes(engine)
+    assert by_code["ACME"].hot_bytes + by_code["BETA"].hot_bytes == pytest.approx(
+        reply.fleet.hot_bytes, abs=1
+    )
