@@ -14,12 +14,17 @@ own connection, outside the server's pool and turn scheduler (docs/DESIGN.md, "C
 from __future__ import annotations
 
 import logging
+import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from typing import Protocol
 
+from fleet_server.clock import Clock
 from fleet_server.db.session import STATEMENT_TIMEOUT_S, Database
+from fleet_server.errors import InvalidArgument, NotFound
 from fleet_server.store import cold
 from fleet_server.store.cold_codec import InconsistentRollups
 
@@ -45,10 +50,35 @@ class CompressReport:
     truncated: list[str] = field(default_factory=list)  # month partitions given back
     dry_run: bool = False
     cutoff: datetime | None = None
+    stopped: bool = False  # asked to stop before every unit was done
 
     @property
     def readings_per_s(self) -> float:
         return self.readings / self.seconds if self.seconds > 0 else 0.0
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 7 * 86_400}
+
+
+def parse_duration(text: str, what: str = "--older-than") -> timedelta:
+    """`7d`, `36h`, `90m`, `3600s`, `2w` (or plain seconds) as a timedelta; InvalidArgument if not."""
+    match = _DURATION.match(text)
+    if match is None:
+        raise InvalidArgument.single(
+            what, f"{text!r} is not a duration; give a number and a unit, like 7d, 36h, 90m or 3600s"
+        )
+    return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+
+
+def customer_id_of(db: Database | str, code: str) -> int:
+    """The id of the customer `code`; NotFound (naming it) if there is none."""
+    url = db if isinstance(db, str) else db.engine.url
+    with cold.ColdConnection(url, STATEMENT_TIMEOUT_S) as conn:
+        found = conn.customer_id(code)
+    if found is None:
+        raise NotFound(f"no customer with code {code!r}")
+    return found
 
 
 def settled_cutoff(now: datetime, older_than: timedelta) -> datetime:
@@ -68,6 +98,7 @@ def compress(
     truncate_grace: timedelta | None = None,
     connection: cold.ColdConnection | None = None,
     progress: Callable[[CompressReport], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> CompressReport:
     """Compress every settled series-month (of one customer, or all); see the module docstring.
 
@@ -75,7 +106,8 @@ def compress(
     background job opens to hold its fleet-wide lock on). After the units, month partitions
     wholly before the cutoff that are now empty are truncated, once their newest unit is older
     than `truncate_grace` (default twice the longest statement timeout; see
-    `ColdConnection.truncate_emptied`). `progress` is called every `PROGRESS_EVERY_S`.
+    `ColdConnection.truncate_emptied`). `progress` is called every `PROGRESS_EVERY_S`; a run
+    whose `should_stop` turns true stops between two units (what it did stays done).
     """
     if older_than < timedelta(0):
         raise ValueError("older_than must not be negative")
@@ -91,6 +123,9 @@ def compress(
     try:
         last_note = started
         for unit in conn.candidates(cutoff, customer_id):
+            if should_stop is not None and should_stop():
+                report.stopped = True
+                break
             _compress_one(conn, unit, cutoff, dry_run, report)
             if time.perf_counter() - last_note >= PROGRESS_EVERY_S:
                 last_note = time.perf_counter()
@@ -103,7 +138,7 @@ def compress(
                 )
                 if progress is not None:
                     progress(report)
-        if not dry_run:
+        if not dry_run and not report.stopped:
             report.truncated = conn.truncate_emptied(cutoff, grace)
     finally:
         if own:
@@ -136,3 +171,126 @@ def _compress_one(
 def _name(unit: cold.Candidate) -> str:
     month: date = unit.month
     return f"customer {unit.customer_id} device {unit.device_id} {unit.metric} {month:%Y-%m}"
+
+
+class CompressionObserver(Protocol):
+    """What the background job reports each run to (the telemetry hook, `CompressionMetrics`)."""
+
+    def run_finished(
+        self, *, ok: bool, units: int, readings: int, bytes_before: int, bytes_after: int, at: float
+    ) -> None: ...
+
+
+class CompressionJob:
+    """The server's background compression: a run every `interval_s`, one process of a fleet at a time.
+
+    Its own thread and its own database connection: a run never takes a thread or a connection
+    of the turn scheduler (`db/scheduler.py`), so ingest and operators never wait behind it.
+    Each round opens the connection and try-locks the fleet's job lock on it (session level,
+    `LockSpace.COMPRESS_JOB`): the process that gets it runs, the others log that they skip the
+    round. Closing the connection at the end of the round releases the lock, and a killed
+    process's lock goes with its connection. The first run comes one interval after start.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        *,
+        interval_s: float,
+        older_than: timedelta,
+        statement_timeout_s: float = STATEMENT_TIMEOUT_S,
+        observer: CompressionObserver | None = None,
+    ) -> None:
+        self._url = db.engine.url
+        self._clock = clock
+        self._interval_s = interval_s
+        self._older_than = older_than
+        self._statement_timeout_s = statement_timeout_s
+        self._observer = observer
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.rounds = 0  # rounds this process ran (skipped ones not counted)
+
+    def start(self) -> CompressionJob:
+        self._thread = threading.Thread(target=self._loop, name="fleet-compress", daemon=True)
+        self._thread.start()
+        _LOGGER.info(
+            "background compression every %.0fs of days older than %s", self._interval_s, self._older_than
+        )
+        return self
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop after the unit in progress (a unit is one transaction: nothing is half done)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            try:
+                self.run_once()
+            except Exception:
+                _LOGGER.exception("compression run failed; next try in %.0fs", self._interval_s)
+                self._report(None)
+
+    def run_once(self) -> CompressReport | None:
+        """One round: None when another process of the fleet holds the job."""
+        with cold.ColdConnection(self._url, COMPRESS_STATEMENT_TIMEOUT_S) as conn:
+            if not conn.try_lock_job():
+                _LOGGER.info("compression: another process of the fleet is running it; skipping this round")
+                return None
+            _LOGGER.info("compression run started")
+            report = compress(
+                self._url.render_as_string(hide_password=False),
+                self._clock.now(),
+                self._older_than,
+                connection=conn,
+                should_stop=self._stop.is_set,
+                truncate_grace=timedelta(
+                    seconds=2 * max(COMPRESS_STATEMENT_TIMEOUT_S, self._statement_timeout_s)
+                ),
+            )
+        self.rounds += 1
+        _LOGGER.info("compression run finished: %s", describe(report))
+        self._report(report)
+        return report
+
+    def _report(self, report: CompressReport | None) -> None:
+        if self._observer is None:
+            return
+        self._observer.run_finished(
+            ok=report is not None and report.failed == 0 and report.skipped == 0,
+            units=0 if report is None else report.units,
+            readings=0 if report is None else report.readings,
+            bytes_before=0 if report is None else report.bytes_before,
+            bytes_after=0 if report is None else report.bytes_after,
+            at=time.time(),
+        )
+
+
+def _size(count: int) -> str:
+    value = float(count)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:,.0f} {unit}" if unit == "B" else f"{value:,.1f} {unit}"
+        value /= 1000
+    raise AssertionError("unreachable")
+
+
+def describe(report: CompressReport) -> str:
+    """One line: units, readings, bytes before → after, seconds, readings/s (what the CLI prints)."""
+    verb = "would compress" if report.dry_run else "compressed"
+    ratio = f" ({report.bytes_before / report.bytes_after:,.1f}x smaller)" if report.bytes_after else ""
+    text = (
+        f"{verb} {report.units:,} units: {report.readings:,} readings, "
+        f"{_size(report.bytes_before)} -> {_size(report.bytes_after)}{ratio}, "
+        f"{report.seconds:,.1f}s, {report.readings_per_s:,.0f} readings/s"
+    )
+    if report.skipped:
+        text += f"; {report.skipped} units skipped (rows and rollups disagree, see the log)"
+    if report.failed:
+        text += f"; {report.failed} units failed (retried next run, see the log)"
+    if report.stopped:
+        text += "; stopped before the end"
+    return text
