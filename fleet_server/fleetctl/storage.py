@@ -19,12 +19,12 @@ PAGE_SIZE = 1000
 HEADERS = (
     "CUSTOMER",
     "HOT READINGS",
-    "COMPRESSED",
+    "COMPRESSED READINGS",
     "HOT BYTES",
-    "COMPRESSED",
+    "COMPRESSED BYTES",
     "B/READING HOT",
-    "COMPRESSED",
-    "ALL",
+    "B/READING COMPRESSED",
+    "B/READING ALL",
 )
 DESCRIPTION = (
     "Per customer: readings kept hot (rows, counted from the hourly rollups) and compressed (cold "
