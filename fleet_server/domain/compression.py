@@ -24,7 +24,8 @@ from typing import Protocol
 
 from fleet_server.clock import Clock
 from fleet_server.db.session import STATEMENT_TIMEOUT_S, Database
-from fleet_server.errors import InvalidArgument, NotFound
+from fleet_server.domain.customers import customer_id_for
+from fleet_server.errors import InvalidArgument
 from fleet_server.store import cold
 from fleet_server.store.cold_codec import InconsistentRollups
 
@@ -72,13 +73,13 @@ def parse_duration(text: str, what: str = "--older-than") -> timedelta:
 
 
 def customer_id_of(db: Database | str, code: str) -> int:
-    """The id of the customer `code`; NotFound (naming it) if there is none."""
-    url = db if isinstance(db, str) else db.engine.url
-    with cold.ColdConnection(url, STATEMENT_TIMEOUT_S) as conn:
-        found = conn.customer_id(code)
-    if found is None:
-        raise NotFound(f"no customer with code {code!r}")
-    return found
+    """The id of the customer `code`, refused as every lookup by code is (NOT_FOUND, did you mean)."""
+    database = Database.from_url(db, 1) if isinstance(db, str) else db
+    try:
+        return database.transaction(customer_id_for, code)
+    finally:
+        if database is not db:
+            database.close()
 
 
 def settled_cutoff(now: datetime, older_than: timedelta) -> datetime:

@@ -118,6 +118,7 @@ FROM walk
 WHERE bucket < %(cutoff)s AND bucket <> timestamptz 'infinity'
 """
 
+_HOLD_CUSTOMER = "SELECT 1 FROM fleet.customers WHERE id = %(customer)s FOR KEY SHARE"
 _SERIES = "customer_id = %(customer)s AND device_id = %(device)s AND metric = %(metric)s"
 _UNIT_FOR_UPDATE = f"""
 SELECT through_day, payload, octet_length(payload) FROM fleet.measurements_compressed
@@ -219,10 +220,6 @@ class ColdConnection:
         value = row[0]
         return value if isinstance(value, datetime) else from_pg_micros(int(value))
 
-    def customer_id(self, code: str) -> int | None:
-        row = self.conn.execute("SELECT id FROM fleet.customers WHERE code = %s", (code,)).fetchone()
-        return None if row is None else int(row[0])
-
     def candidates(self, cutoff: datetime, customer_id: int | None = None) -> list[Candidate]:
         """Every series-month with hot hours before `cutoff`, in key order."""
         lo, hi = (-(2**63), 2**63 - 1) if customer_id is None else (customer_id, customer_id)
@@ -260,6 +257,10 @@ class ColdConnection:
                         "SELECT pg_advisory_xact_lock(%s, %s)",
                         (int(LockSpace.COLD), cold_key(unit.customer_id, month_index(unit.month))),
                     )
+                    # The customer row next, as every writer does: an erasure (FOR UPDATE on it)
+                    # and this run wait for each other instead of deadlocking over the unit row.
+                    if cursor.execute(_HOLD_CUSTOMER, params).fetchone() is None:
+                        return None  # erased meanwhile: its rows went with it
                 lock = "" if dry_run else " FOR UPDATE"
                 stored = cursor.execute(_UNIT_FOR_UPDATE + lock, params).fetchone()
                 rows = cursor.execute(_HOT_ROWS, params).fetchall()
@@ -289,7 +290,13 @@ class ColdConnection:
                         f"read {len(rows)} and {len(hours)}"
                     )
                 return outcome
-        except (pg_errors.QueryCanceled, pg_errors.LockNotAvailable, pg_errors.ForeignKeyViolation) as exc:
+        except (
+            pg_errors.QueryCanceled,
+            pg_errors.LockNotAvailable,
+            pg_errors.ForeignKeyViolation,
+            pg_errors.DeadlockDetected,
+            pg_errors.SerializationFailure,
+        ) as exc:
             raise UnitFailed(f"{type(exc).__name__}: {exc}".strip()) from exc
 
     @staticmethod

@@ -9,7 +9,8 @@ second key is the customer (or 0 for process-wide work), folded into int4 by `cu
 - one per reference resource: transaction-level; snapshots of one customer's resource serialise,
   and a child's snapshot holds its parent's lock shared (see `lock_snapshot`).
 - `COLD`: transaction-level, per (customer, UTC month) (`cold_key`): a compression transaction
-  holds it exclusive, a measurement batch shared for every month it writes (`cold_lock_sql`).
+  holds it exclusive (`store/cold.py`), a measurement batch shared for every month it writes
+  (`store/measurements.py`), in `cold_keys` order.
 - `COMPRESS_JOB`: session-level, (space, 0): at most one background compression job per fleet.
 """
 
@@ -23,7 +24,7 @@ from enum import IntEnum
 from typing import Any
 
 import psycopg
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
 from fleet_server.db.session import CONNECT_TIMEOUT_S, application_name
@@ -72,29 +73,6 @@ def cold_key(customer_id: int, month: int) -> int:
 def cold_keys(customer_id: int, months: Iterable[int]) -> list[int]:
     """The sorted, distinct keys of a customer's months: the order every multi-month locker uses."""
     return sorted({cold_key(customer_id, month) for month in months})
-
-
-# Shared COLD locks of a batch, in the order of the (sorted) array: one statement, taken before
-# the statement that checks units and writes (see `store/measurements.py` for why separate).
-COLD_LOCK_SHARED_SQL = (
-    f"SELECT count(pg_advisory_xact_lock_shared({int(LockSpace.COLD)}, k)) "
-    "FROM unnest(%(cold_keys)s::int4[]) AS k"
-)
-
-
-def lock_cold(session: Session | Connection, customer_id: int, month: int) -> None:
-    """Hold the (customer, month) exclusive until the transaction ends: the compressor's lock."""
-    session.execute(
-        text("SELECT pg_advisory_xact_lock(:space, :key)"),
-        {"space": int(LockSpace.COLD), "key": cold_key(customer_id, month)},
-    )
-
-
-def try_lock_compress_job(session: Session | Connection) -> bool:
-    """Take the fleet's compression-job lock for the session's life; False when another holds it."""
-    return bool(
-        session.scalar(text("SELECT pg_try_advisory_lock(:space, 0)"), {"space": int(LockSpace.COMPRESS_JOB)})
-    )
 
 
 def lock_partition_creation(session: Session) -> None:

@@ -69,13 +69,16 @@ def test_compress_refuses_bad_input_clearly(db: Database, engine: Engine, new_cu
     write(db, customer.id, series(1, START, 2))
 
     unknown = _compress(database_url, "--customer", "NOPE")
+    lower = _compress(database_url, "--customer", "acme")
     bad = _compress(database_url, "--older-than", "a week")
 
     assert unknown.returncode != 0
-    assert "no customer with code 'NOPE'" in unknown.stderr
+    assert "fleet-server: no customer with code NOPE" in unknown.stderr
+    assert lower.returncode != 0
+    assert "(did you mean ACME?)" in lower.stderr
     assert bad.returncode != 0
     assert "--older-than: 'a week' is not a duration" in bad.stderr
-    assert "Traceback" not in unknown.stderr + bad.stderr
+    assert "Traceback" not in unknown.stderr + lower.stderr + bad.stderr
     assert len(hot_readings(engine, customer.id)) == 2 * 96  # neither wrote anything
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
@@ -11,6 +12,7 @@ from sqlalchemy import Engine, text
 
 from fleet_server.db.session import Database
 from fleet_server.domain.compression import compress, settled_cutoff
+from fleet_server.domain.customers import delete_customer
 from fleet_server.store.cold_codec import derived_hours
 from tests.support.cold import NOW, all_readings, fingerprint, hot_readings, series, units, write
 
@@ -196,3 +198,43 @@ def test_a_month_with_hot_rows_is_not_truncated(db: Database, engine: Engine, ne
     report = compress(db, NOW, WEEK, truncate_grace=timedelta(0))
     assert report.truncated == []
     assert len(hot_readings(engine, customer.id)) == 31 * 96
+
+
+def test_erasure_removes_units(db: Database, engine: Engine, new_customer) -> None:
+    customer = new_customer("ACME")
+    other = new_customer("OTHER")
+    write(db, customer.id, series(2, START, 20))
+    write(db, other.id, series(1, START, 20))
+    compress(db, NOW, WEEK)
+    write(db, customer.id, [(1, "energy_kwh", START + timedelta(minutes=1), 1.0)])  # a late reading
+    counts = db.transaction(delete_customer, "ACME")
+    assert counts["measurements_compressed"] == 4
+    assert units(engine, customer.id) == []
+    assert hot_readings(engine, customer.id) == []
+    assert len(units(engine, other.id)) == 2
+
+
+def test_an_erasure_during_a_run_neither_deadlocks_nor_leaves_data(
+    db: Database, engine: Engine, new_customer
+) -> None:
+    customer = new_customer("ACME")
+    other = new_customer("OTHER")
+    write(db, customer.id, series(20, START, 40))
+    write(db, other.id, series(1, START, 5))
+    reports = []
+    run = threading.Thread(target=lambda: reports.append(compress(db, NOW, WEEK)))
+    run.start()
+    _wait_for_units(engine, customer.id)
+    db.transaction(delete_customer, "ACME")
+    run.join(120)
+    assert len(reports) == 1  # the run ended normally
+    assert units(engine, customer.id) == []
+    assert hot_readings(engine, customer.id) == []
+    assert len(units(engine, other.id)) == 1
+
+
+def _wait_for_units(engine: Engine, customer_id: int) -> None:
+    deadline = time.monotonic() + 60
+    while not units(engine, customer_id):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
