@@ -69,7 +69,7 @@ def run() -> dict[str, Any]:
         _section(
             "cold",
             lambda: cold.measure(
-                env, devices=10 if QUICK else 50, days=45 if QUICK else 90, rounds=3
+                env, devices=10 if QUICK else 50, days=45 if QUICK else 90, rounds=3 if QUICK else 5
             ),
             results,
         )
