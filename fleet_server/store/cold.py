@@ -20,6 +20,7 @@ since 2000) instead of building a datetime per reading.
 from __future__ import annotations
 
 import logging
+import re
 import struct
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -42,6 +43,7 @@ from fleet_server.store.timestamps import UNIX_TO_PG_US, from_pg_micros
 
 _LOGGER = logging.getLogger(__name__)
 _INT8 = struct.Struct(">q")
+_PARTITION_NAME = re.compile(r"measurements_p(\d{4})(\d{2})")
 
 
 class _MicrosLoader(Loader):
@@ -350,8 +352,10 @@ class ColdConnection:
         names = {str(r[0]) for r in partitions}
         candidates = []
         for name in sorted(names):
-            year, number = int(name[-6:-2]), int(name[-2:])
-            index = year * 12 + number - 1
+            match = _PARTITION_NAME.fullmatch(name)
+            if match is None:
+                continue  # not one of ours
+            index = int(match.group(1)) * 12 + int(match.group(2)) - 1
             if partition_name(index) == name and month_start(index + 1) <= cutoff:
                 candidates.append(index)
         for index in candidates:
