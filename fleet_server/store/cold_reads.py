@@ -199,6 +199,11 @@ LIMIT %(units)s
 """
 
 
+_MAX_GROUP = 256
+# A unit holds at most 31 * 24 hours; a full month of hours is the usual.
+HOURS_PER_UNIT = 720
+
+
 @dataclass(frozen=True)
 class DecodedUnit:
     device_id: int
@@ -214,13 +219,15 @@ def units(
     start: datetime,
     end: datetime,
     after: Key | None = None,
+    first_group: int = 2,
 ) -> Iterator[DecodedUnit]:
     """The decoded units of the customer's `metric` overlapping `[start, end)`, in (device, month)
     order, from the device and month of `after` on (None: from the first).
 
-    Lazy: units are fetched in growing groups as the caller takes them, so a caller that stops
-    early reads and decodes little. Run on the cursor of the caller's transaction, between its
-    other statements (each group is fetched whole before it is yielded).
+    Lazy: units are fetched in groups of `first_group`, then four times as many each time, as
+    the caller takes them, so a caller that stops early reads and decodes little, and one that
+    needs many units takes few statements. Run on the cursor of the caller's transaction,
+    between its other statements (each group is fetched whole before it is yielded).
     """
     cursor.adapters.register_loader("timestamptz", _UnixMicrosLoader)
     devices = "AND device_id = ANY(%(devices)s)" if device_ids else ""
@@ -235,7 +242,7 @@ def units(
         "from_device": after[0] if after is not None else -(2**63),
         "from_month": month_of(from_unix_us(after[1])) if after is not None else date.min,
     }
-    op, group = ">=", 2
+    op, group = ">=", max(1, first_group)
     while True:
         cursor.execute(_UNITS_SQL.format(devices=devices, op=op), {**params, "units": group})
         rows = cursor.fetchall()
@@ -244,7 +251,7 @@ def units(
         if len(rows) < group:
             return
         params["from_device"], params["from_month"] = rows[-1][0], rows[-1][1]
-        op, group = ">", min(group * 2, 64)
+        op, group = ">", min(group * 4, _MAX_GROUP)
 
 
 # Every customer's units of `metric` overlapping [start, end) (the fleet summary, costs).

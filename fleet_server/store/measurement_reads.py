@@ -244,10 +244,13 @@ def read_chunk(db: Database, query: MeasurementQuery, after: PointKey | None, li
 
 
 def _units(
-    cursor: psycopg.Cursor[Any], query: MeasurementQuery, after: PointKey | None
+    cursor: psycopg.Cursor[Any], query: MeasurementQuery, after: PointKey | None, hours: int = 0
 ) -> Iterator[DecodedUnit]:
+    """The query's units from `after` on; fetched enough at once for `hours` hours, if given."""
     start, end = bucket_range(query)
-    return cold_reads.units(cursor, query.customer_id, query.metric, query.device_ids, start, end, after)
+    group = 2 + hours // cold_reads.HOURS_PER_UNIT
+    customer, metric, devices = query.customer_id, query.metric, query.device_ids
+    return cold_reads.units(cursor, customer, metric, devices, start, end, after, group)
 
 
 def _range_us(query: MeasurementQuery) -> tuple[int, int]:
@@ -367,7 +370,7 @@ def _hour_chunk(
     cursor: psycopg.Cursor[Any], query: MeasurementQuery, after: PointKey | None, limit: int
 ) -> list[Point]:
     start_us, end_us = _range_us(query)
-    cold = collect_hours(_units(cursor, query, after), start_us, end_us, after, limit)
+    cold = collect_hours(_units(cursor, query, after, limit), start_us, end_us, after, limit)
     hot = _hot_points(cursor, query, after, limit)
     if not len(cold):
         return hot
@@ -433,7 +436,7 @@ def _day_chunk(
     need = _hours_for_days(limit)
     # After a day point: from the next day's first hour on.
     resume = (after[0], after[1] + DAY_US) if after is not None else None
-    cold = collect_hours(_units(cursor, query, resume), start_us, end_us, resume, need, inclusive=True)
+    cold = collect_hours(_units(cursor, query, resume, need), start_us, end_us, resume, need, inclusive=True)
     sql, params = point_statement(query, after, limit)
     register_array_loaders(cursor)
     cursor.execute(sql, params)
