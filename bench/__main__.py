@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import create_engine, text
 
-from bench import client, costs, dataset, ingest, lanes, queries, snapshot
+from bench import client, cold, costs, dataset, ingest, lanes, queries, snapshot
 from bench.environment import BenchEnvironment
 from fleet_server.fleetctl.render import table
 
@@ -65,6 +65,14 @@ def run() -> dict[str, Any]:
         def rollup(key: str) -> dict[str, Any]:
             return {key: queries.measure(env.url, _customer_id(env.url, "BENCH_Q"), query_days)}
 
+        # Cold storage first: its bytes are then every relation's, with nothing else in the database.
+        _section(
+            "cold",
+            lambda: cold.measure(
+                env, devices=10 if QUICK else 50, days=45 if QUICK else 90, rounds=3 if QUICK else 5
+            ),
+            results,
+        )
         # The rollup figure twice: with the customer alone in the database, and again after the
         # ingest rounds have filled the same partitions with two other customers' rows.
         _section("series", load_series, results)
@@ -127,6 +135,49 @@ def render(results: dict[str, Any]) -> str:
     ratio("snapshot scaling 10k/1k", "snapshot_scaling", "<= 12", lambda m: m <= 12)
     ratio("rollup query", "rollup_query_ratio", "<= 0.2", lambda m: m <= 0.2)
     ratio("rollup query, co-tenants", "rollup_query_ratio_cotenants", "<= 0.2", lambda m: m <= 0.2)
+    reported(
+        "cold: bytes per reading",
+        "cold_bytes_per_reading",
+        "<= 4",
+        lambda f: (
+            f"{f['value']:.2f} B",
+            f"rows {f['rows']:.1f} B ({f['rows'] / f['value']:.0f}x)",
+            "met — " if f["value"] <= 4 else "NOT MET — ",
+        ),
+    )
+    reported(
+        "cold: random floats",
+        "cold_random_bytes_per_reading",
+        "reported",
+        lambda f: (f"{f['value']:.2f} B", "-", ""),
+    )
+    reported(
+        "cold: compress rate",
+        "cold_compress_rate",
+        "reported",
+        lambda f: (
+            f"{f['readings_per_s']:,.0f} readings/s",
+            f"portal year (500 meters x 2 metrics) {f['portal_year_minutes']:.1f} min",
+            "",
+        ),
+    )
+    ratio("cold: hour query / rows", "cold_hour_query_ratio", "<= 1.0", lambda m: m <= 1.0)
+    ratio("cold: raw query / rows", "cold_raw_query_ratio", "<= 1.0", lambda m: m <= 1.0)
+    ratio("cold: ComputeCosts / rows", "cold_costs_ratio", "<= 1.0", lambda m: m <= 1.0)
+    units = results.get("cold_unit_choice")
+    if isinstance(units, dict):
+        month, day = units["month"], units["day"]
+        rows.append(
+            (
+                "cold: month unit vs day unit",
+                f"{month['bytes_per_reading']:.2f} / {day['bytes_per_reading']:.2f} B",
+                f"decode {month['decode_us_per_unit']:.0f} / {day['decode_us_per_unit']:.0f} us a unit, "
+                f"{month['decode_ns_per_reading']:.0f} / {day['decode_ns_per_reading']:.0f} ns a reading",
+                "reported",
+                f"codec alone, the same readings in {month['units']:,} month units "
+                f"({month['readings_per_unit']:,.0f} readings) or {day['units']:,} day units",
+            )
+        )
     reported(
         "unchanged snapshot",
         "unchanged_snapshot",

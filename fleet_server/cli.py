@@ -24,6 +24,7 @@ from fleet_server.domain.admin_tokens import (
     reissue_local_token,
     revoke_admin_token,
 )
+from fleet_server.domain.compression import compress, customer_id_of, describe, parse_duration
 from fleet_server.errors import FleetError
 from fleet_server.logs import configure_logging
 from fleet_server.server import ConfigurationError, check_settings, probe_bind, serve
@@ -139,6 +140,21 @@ def _cmd_admin_token(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compress(settings: Settings, args: argparse.Namespace) -> int:
+    """Compress every settled series-month once, print what it did; 1 when a unit could not be."""
+    older_than = parse_duration(args.older_than or settings.compress_after, "--older-than")
+    with database_url(settings) as url:
+        migrate.upgrade(url)
+        customer_id = None if args.customer is None else customer_id_of(url, args.customer)
+        report = compress(url, SystemClock().now(), older_than, customer_id, dry_run=args.dry_run)
+    print(describe(report))
+    if report.truncated:
+        print(f"gave back {len(report.truncated)} emptied month partitions: {', '.join(report.truncated)}")
+    if report.dry_run:
+        print("dry run: nothing was written")
+    return 1 if report.skipped or report.failed else 0
+
+
 def _utc(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
@@ -186,6 +202,20 @@ def build_parser() -> argparse.ArgumentParser:
     actions.add_parser("list", help="every admin token by name, with when it was created and revoked")
     revoke = actions.add_parser("revoke", help="refuse the token named NAME from the next call on")
     revoke.add_argument("name", help="the name given at creation")
+
+    squeeze = commands.add_parser(
+        "compress",
+        help="compress settled days into cold storage once, and print what it did "
+        "(the server also does it in the background, see --compress-interval-s)",
+    )
+    Settings.add_arguments(squeeze, only=(*DATABASE_SETTINGS, "compress_after"))
+    squeeze.add_argument(
+        "--older-than",
+        default=None,
+        help="compress UTC days that ended this long ago (7d, 36h, 90m); default --compress-after",
+    )
+    squeeze.add_argument("--customer", metavar="CODE", default=None, help="only this customer's readings")
+    squeeze.add_argument("--dry-run", action="store_true", help="say what it would do, write nothing")
     return parser
 
 
@@ -193,6 +223,7 @@ _COMMANDS: dict[str, Any] = {
     "serve": _cmd_serve,
     "migrate": _cmd_migrate,
     "admin-token": _cmd_admin_token,
+    "compress": _cmd_compress,
 }
 
 
@@ -203,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "admin-token" and not _log_level_asked(args):
         for name in _START_UP_LOGGERS:
             logging.getLogger(name).setLevel(logging.WARNING)
+    if args.command == "compress" and not _log_level_asked(args):
+        logging.getLogger("alembic").setLevel(logging.WARNING)  # progress stays, migration talk goes
     try:
         return int(_COMMANDS[args.command](settings, args))
     except (ConfigurationError, FleetError) as exc:

@@ -130,6 +130,18 @@ class Settings:
         "with --workers: folder where the workers keep their metric files, emptied at start; "
         "unset = a private temporary folder",
     )
+    compress: bool = _setting(
+        True,
+        "run cold-storage compression in the background (--no-compress: never; one process of a "
+        "fleet runs it at a time)",
+    )
+    compress_interval_s: float = _setting(
+        3600.0, "seconds between background compression runs (the first one interval after start)"
+    )
+    compress_after: str = _setting(
+        "7d",
+        "UTC days ending this long ago or longer are compressed (a duration: 7d, 36h, 90m, 3600s)",
+    )
     log_level: str = _setting("INFO", "log level (DEBUG, INFO, WARNING, ERROR)")
 
     @classmethod

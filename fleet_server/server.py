@@ -27,6 +27,8 @@ from fleet_server.app import App
 from fleet_server.auth.interceptor import AuthInterceptor
 from fleet_server.config import Settings
 from fleet_server.db.session import Database, HealthProbe
+from fleet_server.domain.compression import CompressionJob, parse_duration
+from fleet_server.errors import InvalidArgument
 from fleet_server.rpc.admission import Limits
 from fleet_server.services.admin import FleetAdminServicer
 from fleet_server.services.ingest import FleetIngestServicer
@@ -131,6 +133,7 @@ def check_settings(settings: Settings) -> None:
         "--max-snapshot-rows": settings.max_snapshot_rows,
         "--max-snapshot-bytes": settings.max_snapshot_bytes,
         "--health-timeout-s": settings.health_timeout_s,
+        "--compress-interval-s": settings.compress_interval_s,
     }
     for flag, value in positive.items():
         if value <= 0:
@@ -150,6 +153,10 @@ def check_settings(settings: Settings) -> None:
     for flag, value in not_negative.items():
         if value < 0:
             raise ConfigurationError(f"{flag} must not be negative, got {value}")
+    try:
+        parse_duration(settings.compress_after, "--compress-after")
+    except InvalidArgument as exc:
+        raise ConfigurationError(str(exc)) from None
     if settings.workers > 1 and settings.listen.rsplit(":", 1)[-1] == "0":
         raise ConfigurationError("--workers needs a fixed port: with port 0 each worker would get its own")
     if settings.metrics_listen is not None:
@@ -221,10 +228,13 @@ class RunningServer:
     _database_health: _DatabaseHealth | None = None
     _monitor: asyncio.Task[None] | None = None
     _metrics_sampler: asyncio.Task[None] | None = None
+    compression: CompressionJob | None = None
 
     async def stop(self, grace: float | None = None) -> None:
         """Flip health to NOT_SERVING first, then stop, letting in-flight RPCs run for `grace`."""
         await self.health.enter_graceful_shutdown()
+        if self.compression is not None:  # stops after the unit in progress
+            await asyncio.to_thread(self.compression.stop, self.app.settings.shutdown_grace_s)
         for task in (self._monitor, self._metrics_sampler):
             if task is not None:
                 task.cancel()
@@ -376,6 +386,15 @@ async def start_server(app: App, listen: str | None = None) -> RunningServer:
     await server.start()
     running = RunningServer(server, port, health_servicer, app, database_health)
     running._monitor = asyncio.create_task(database_health.watch(health_servicer, settings.health_poll_s))
+    if settings.compress:
+        running.compression = CompressionJob(
+            app.db,
+            app.clock,
+            interval_s=settings.compress_interval_s,
+            older_than=parse_duration(settings.compress_after, "--compress-after"),
+            statement_timeout_s=settings.statement_timeout_s,
+            observer=None if app.metrics is None else app.metrics.compression,
+        ).start()
     if app.metrics is not None:
         running._metrics_sampler = asyncio.create_task(
             sampler.sample_forever(app.metrics, app.databases(), app.admission)

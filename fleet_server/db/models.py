@@ -7,7 +7,7 @@ and the schema can be distributed by `customer_id` (Citus co-location) without c
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 
 from sqlalchemy import (
@@ -16,6 +16,7 @@ from sqlalchemy import (
     ForeignKey,
     ForeignKeyConstraint,
     Index,
+    LargeBinary,
     PrimaryKeyConstraint,
     SmallInteger,
     String,
@@ -207,6 +208,32 @@ class HourlyRollup(Base):
     sum: Mapped[float] = mapped_column(Double)
     min: Mapped[float] = mapped_column(Double)
     max: Mapped[float] = mapped_column(Double)
+
+
+class CompressedMonth(Base):
+    """The settled days of one device's metric in one UTC month, compressed (`store/cold_codec.py`).
+
+    Holds every reading of the month's days up to `through_day` (inclusive) and their exact
+    hourly rollups; those days have no rows left in `measurements` or the rollup table, except
+    late readings pushed after the unit was written, which stay hot until the next compression
+    run folds them in. The primary key mirrors the rollups' (one unit per series and month);
+    `payload` is stored EXTERNAL (out of line, never pglz-compressed again: it is pcodec output).
+    The foreign key to customers makes a compression run and an erasure of one customer wait
+    for each other instead of racing.
+    """
+
+    __tablename__ = "measurements_compressed"
+
+    customer_id: Mapped[int] = mapped_column(_customer_fk(), primary_key=True)
+    device_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    metric: Mapped[str] = mapped_column(String(63), primary_key=True)
+    month: Mapped[date] = mapped_column(primary_key=True)
+    through_day: Mapped[date]
+    readings: Mapped[int]
+    first_time: Mapped[datetime]
+    last_time: Mapped[datetime]
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    compressed_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
 
 class SyncStatus(Base):

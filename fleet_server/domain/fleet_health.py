@@ -3,7 +3,8 @@ and is its portal about to lose its old token?
 
 Everything is read from what the server keeps anyway: the customers row (tokens, and when the
 old token was last used), `sync_status` (last push per resource), the devices table and the
-hourly rollups (`store.device_activity`: each device's newest reading). Nothing is written.
+hourly rollups and compressed units (`store.device_activity`: each device's newest reading). Nothing is
+written.
 
 A customer's verdict is a set of problems, judged against the request's windows at `now`:
 

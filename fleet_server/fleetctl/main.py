@@ -20,7 +20,7 @@ from fleet_server.fleetctl import connection as conn
 from fleet_server.fleetctl.errors import UsageError, describe_rpc_error, error_detail
 
 # Command modules under fleet_server/fleetctl/, each exposing register(cli: Cli).
-_MODULES: tuple[str, ...] = ("customers", "detail", "listings", "costs", "measurements", "health")
+_MODULES: tuple[str, ...] = ("customers", "detail", "listings", "costs", "measurements", "health", "storage")
 
 _GROUP_HELP = {
     "customers": "customers, their tokens and their mirrored data",

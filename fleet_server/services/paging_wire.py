@@ -50,6 +50,7 @@ class Listing(StrEnum):
     TARIFFS = "ListTariffs"
     FLEET_HEALTH = "GetFleetHealth"
     SILENT_DEVICES = "ListSilentDevices"
+    FLEET_STORAGE = "GetFleetStorage"
 
 
 _LISTINGS = frozenset(str(listing) for listing in Listing)

@@ -10,11 +10,11 @@ from fleet.v1 import query_service_pb2_grpc
 
 from fleet_server.app import App
 from fleet_server.auth.call_context import CallContext
-from fleet_server.domain import fleet_health, listings, measurement_queries
+from fleet_server.domain import fleet_health, listings, measurement_queries, storage
 from fleet_server.domain.costs import compute_costs
 from fleet_server.domain.detail import load_customer_detail
 from fleet_server.rpc.translate import translate_errors
-from fleet_server.services import cost_wire, health_wire, query_wire
+from fleet_server.services import cost_wire, health_wire, query_wire, storage_wire
 from fleet_server.services.paging_wire import Listing, decode_id_token
 
 
@@ -151,3 +151,20 @@ class FleetQueryServicer(query_service_pb2_grpc.FleetQueryServiceServicer):
         response = health_wire.silent_devices_response(request.code, page)
         context.add_rows(len(response.devices))
         return response
+
+    @translate_errors
+    async def GetFleetStorage(
+        self, request: pb.GetFleetStorageRequest, context: CallContext
+    ) -> pb.GetFleetStorageResponse:
+        context.admin()
+        after = storage_wire.after_code(request)
+        report = await self._app.reader.run(
+            context.turn,
+            storage.fleet_storage,
+            request.code,
+            request.page_size,
+            after,
+            self._app.clock.now(),
+        )
+        context.add_rows(len(report.customers.items))
+        return storage_wire.storage_response(report)

@@ -13,11 +13,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
+import psycopg
 from sqlalchemy import bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from sqlalchemy.types import BigInteger, Text
+
+from fleet_server.store import cold_reads
 
 ENERGY_METRIC = "energy_kwh"
 _INVALID_PARAMETER_VALUE = "22023"  # SQLSTATE raised by AT TIME ZONE for a zone it does not know
@@ -52,7 +55,8 @@ class EnergySlot:
 # decimal the portal meant; rounding the exact binary expansion would let binary noise decide
 # ties, and the direct float8 -> numeric cast keeps only 15 significant digits. `OFFSET 0` keeps
 # `readings` a separate subquery so each reading's local time is computed once, not once per
-# expression that uses it (that alone halves the query's time).
+# expression that uses it (that alone halves the query's time). Readings of compressed days are
+# decoded here and join the hot rows as arrays (`cold_*`): the same readings, priced the same.
 _AGGREGATE = text(
     """
     WITH readings AS (
@@ -64,13 +68,20 @@ _AGGREGATE = text(
                         AND (t.effective_to IS NULL OR m.time < t.effective_to), false) AS priced,
                m.time AT TIME ZONE coalesce(nullif(s.timezone, ''), 'UTC') AS local_time,
                round(m.value::text::numeric, 6) AS kwh
-        FROM fleet.measurements AS m
+        FROM (
+            SELECT customer_id, device_id, time, value
+            FROM fleet.measurements
+            WHERE customer_id = ANY(:customer_ids)
+              AND metric = :metric
+              AND time >= :start AND time < :end
+            UNION ALL
+            SELECT customer_id, device_id, time, value
+            FROM unnest(:cold_customers, :cold_devices, :cold_times, :cold_values)
+                AS cold(customer_id, device_id, time, value)
+        ) AS m
         LEFT JOIN fleet.devices AS d ON d.customer_id = m.customer_id AND d.id = m.device_id
         LEFT JOIN fleet.sites AS s ON s.customer_id = d.customer_id AND s.id = d.site_id
         LEFT JOIN fleet.tariffs AS t ON t.customer_id = s.customer_id AND t.id = s.tariff_id
-        WHERE m.customer_id = ANY(:customer_ids)
-          AND m.metric = :metric
-          AND m.time >= :start AND m.time < :end
         OFFSET 0
     ),
     slots AS (
@@ -133,7 +144,13 @@ def energy_slots(
     if timeout_s is not None:
         milliseconds = max(0, math.ceil(timeout_s * 1000))
         session.execute(text(f"SET LOCAL statement_timeout = {milliseconds}"))
-    params = {"customer_ids": customer_ids, "metric": ENERGY_METRIC, "start": start, "end": end}
+    params = {
+        "customer_ids": customer_ids,
+        "metric": ENERGY_METRIC,
+        "start": start,
+        "end": end,
+        **_compressed_readings(session, customer_ids, start, end),
+    }
     try:
         with session.begin_nested():
             rows = session.execute(_AGGREGATE, params).all()
@@ -154,6 +171,24 @@ def energy_slots(
         )
         for row in rows
     ]
+
+
+def _compressed_readings(
+    session: Session, customer_ids: list[int], start: datetime, end: datetime
+) -> dict[str, cold_reads.IntArray | cold_reads.TimeArray | cold_reads.FloatArray]:
+    """The customers' compressed `energy_kwh` readings of `[start, end)` as array parameters."""
+    driver = session.connection().connection.driver_connection
+    assert isinstance(driver, psycopg.Connection)
+    cold_reads.register_arrays(driver)
+    with driver.cursor(binary=True) as cursor:
+        units = cold_reads.fleet_units(cursor, ENERGY_METRIC, start, end, customer_ids)
+        readings = cold_reads.fleet_readings(units, [(cold_reads.unix_us(start), cold_reads.unix_us(end))])
+    return {
+        "cold_customers": cold_reads.IntArray(readings.customers),
+        "cold_devices": cold_reads.IntArray(readings.devices),
+        "cold_times": cold_reads.TimeArray(readings.times),
+        "cold_values": cold_reads.FloatArray(readings.values),
+    }
 
 
 def database_unknown_timezones(session: Session, customer_ids: list[int]) -> list[tuple[str, int, str]]:

@@ -1,12 +1,14 @@
-"""When each of a customer's devices last reported: read from the hourly rollups, exact from the hour's rows.
+"""When each of a customer's devices last reported: from the hourly rollups and the compressed units, exact.
 
 Nothing is written for this on the ingest path. The rollup key `(customer_id, device_id, metric,
 bucket)` already orders every device's hours, so a backward walk over it (a recursive query, one
 index descent per step) meets each (device, metric) exactly once, at its newest hour: the cost
 is one descent per (device, metric) pair, however long the history. The newest reading inside
-that hour is then one more descent into the measurements partition holding the hour. A day that
-cold storage moved out of the row table has no rows to look into: its device's newest reading
-is then given as the start of its newest hour (it is days old either way).
+that hour is then one more descent into the measurements partition holding the hour (an hour in
+the rollup table always has its rows: compression moves both together). Compressed units
+(`fleet.measurements_compressed`, keyed the same way with a month for the hour) are walked the
+same way; a unit's `last_time` is its newest reading, so a device whose readings are all
+compressed still reports its exact newest reading. The newer of the two is the answer.
 
 Rejected: a per-device "last reading" row kept by the measurement batch statement (one more
 upsert per batch on the hottest path, for a view read a few times a day), and an index on
@@ -61,12 +63,46 @@ GROUP BY n.customer_id, n.device_id, n.hour
 )
 
 
-def newest_readings(session: Session, customer_ids: Sequence[int]) -> dict[tuple[int, int], datetime]:
-    """The newest reading of every device with readings of each customer, by (customer id, device id).
+# The same walk over the compressed units: the newest unit of each (device, metric) pair, whose
+# `last_time` is the pair's newest compressed reading.
+_NEWEST_COMPRESSED = text(
+    """
+SELECT c.id, w.device_id, max(w.last_time)
+FROM unnest(CAST(:customers AS bigint[])) AS c(id)
+CROSS JOIN LATERAL (
+    WITH RECURSIVE walk(device_id, metric, last_time) AS (
+        (SELECT device_id, metric, last_time FROM fleet.measurements_compressed
+         WHERE customer_id = c.id
+         ORDER BY device_id DESC, metric DESC, month DESC LIMIT 1)
+      UNION ALL
+        SELECT step.device_id, step.metric, step.last_time
+        FROM walk CROSS JOIN LATERAL (
+            SELECT u.device_id, u.metric, u.last_time FROM fleet.measurements_compressed u
+            WHERE u.customer_id = c.id AND (u.device_id, u.metric) < (walk.device_id, walk.metric)
+            ORDER BY u.device_id DESC, u.metric DESC, u.month DESC LIMIT 1
+        ) step
+    )
+    SELECT device_id, last_time FROM walk
+) w
+GROUP BY c.id, w.device_id
+"""
+)
 
-    A device whose newest hour has no rows left (compressed by cold storage) gets the hour's start.
+
+def newest_readings(session: Session, customer_ids: Sequence[int]) -> dict[tuple[int, int], datetime]:
+    """The newest reading of every device with readings of each customer, by (customer id, device id),
+    hot or compressed.
+
+    The hot walk runs first: a compression run committing between the two statements moves
+    readings from the first's sight into the second's, never the other way.
     """
     if not customer_ids:
         return {}
-    rows = session.execute(_NEWEST_READINGS, {"customers": list(customer_ids)}).all()
-    return {(customer_id, device_id): exact or hour for customer_id, device_id, hour, exact in rows}
+    params = {"customers": list(customer_ids)}
+    newest: dict[tuple[int, int], datetime] = {}
+    for customer_id, device_id, hour, exact in session.execute(_NEWEST_READINGS, params).all():
+        newest[(customer_id, device_id)] = exact or hour  # an hour always has its rows; defensive
+    for customer_id, device_id, last_time in session.execute(_NEWEST_COMPRESSED, params).all():
+        key = (customer_id, device_id)
+        newest[key] = max(newest[key], last_time) if key in newest else last_time
+    return newest

@@ -8,6 +8,10 @@ second key is the customer (or 0 for process-wide work), folded into int4 by `cu
 - `MEASUREMENT_STREAM`: session-level, held for a PushMeasurements stream's life (`StreamLocks`).
 - one per reference resource: transaction-level; snapshots of one customer's resource serialise,
   and a child's snapshot holds its parent's lock shared (see `lock_snapshot`).
+- `COLD`: transaction-level, per (customer, UTC month) (`cold_key`): a compression transaction
+  holds it exclusive (`store/cold.py`), a measurement batch shared for every month it writes
+  (`store/measurements.py`), in `cold_keys` order.
+- `COMPRESS_JOB`: session-level, (space, 0): at most one background compression job per fleet.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Iterable
 from enum import IntEnum
 from typing import Any
 
@@ -38,6 +43,8 @@ class LockSpace(IntEnum):
     DEVICES = 0x464C5302
     MUNICIPALITIES = 0x464C5303
     TARIFFS = 0x464C5304
+    COLD = 0x464C5443  # "FLTC"
+    COMPRESS_JOB = 0x464C544A  # "FLTJ"
 
 
 _SNAPSHOT_SPACES = {
@@ -51,6 +58,21 @@ _SNAPSHOT_SPACES = {
 def customer_key(customer_id: int) -> int:
     """The customer id as the lock's int4 second key; ids past 2**31 wrap (locks only get coarser)."""
     return (customer_id + 2**31) % 2**32 - 2**31
+
+
+def cold_key(customer_id: int, month: int) -> int:
+    """(customer, month) as one int4 key; `month` is `year * 12 + month - 1` (`partitions.month_of`).
+
+    The customer goes to the high bits and the month to the low 16 (65,536 months: 5,000 years),
+    folded like `customer_key`: two customers far apart may share a key, which only makes the
+    lock coarser, never wrong.
+    """
+    return customer_key(customer_id * 65_536 + month % 65_536)
+
+
+def cold_keys(customer_id: int, months: Iterable[int]) -> list[int]:
+    """The sorted, distinct keys of a customer's months: the order every multi-month locker uses."""
+    return sorted({cold_key(customer_id, month) for month in months})
 
 
 def lock_partition_creation(session: Session) -> None:

@@ -11,6 +11,7 @@ and vacuum per batch, and the whole batch is one round trip.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import struct
 import weakref
@@ -26,8 +27,9 @@ from psycopg.pq import Format
 
 from fleet_server.db.session import Database
 from fleet_server.resources import Resource
-from fleet_server.store import partitions
+from fleet_server.store import cold_codec, partitions
 from fleet_server.store.customers import HOLD_ACTIVE_CUSTOMER, hold_params, why_refused
+from fleet_server.store.locks import LockSpace, cold_keys
 from fleet_server.store.partitions import Partitions
 from fleet_server.store.timestamps import UNIX_TO_PG_US, from_pg_micros
 
@@ -143,8 +145,8 @@ def _text_array(values: list[str]) -> bytes:
     return _HEADER.pack(1, 0, _TEXT_OID, len(values), 1) + b"".join(map(elements.__getitem__, values))
 
 
-# The whole batch is ONE statement, run in autocommit mode, so a batch costs one round trip and
-# is atomic by itself (a statement either commits whole or not at all).
+# The whole batch is ONE write statement (in a transaction that first takes the batch's COLD
+# locks, see `write_batch`), so the write is one round trip and atomic by itself.
 # - `owner` is the guard of every writer (`customers.HOLD_ACTIVE_CUSTOMER`): a concurrent
 #   erasure waits for this batch, and a batch after it finds no owner and writes nothing. This
 #   replaces a foreign key, which checked (and locked) the same row once per inserted row.
@@ -208,12 +210,128 @@ SELECT (SELECT count(*) FROM owner), (SELECT count(*) FROM inserted)
 _FAST_WRITE = _SAFE_WRITE.replace("    ON CONFLICT DO NOTHING\n", "", 1)
 assert _FAST_WRITE != _SAFE_WRITE
 
+# The series-months of the batch: per (device, metric, UTC month), the batch's earliest day
+# there. Days are `date_bin` arithmetic per row; the zone-aware month is computed once per
+# distinct day.
+_BATCH_MONTHS = """
+days AS (
+    SELECT b.device_id, b.metric, date_bin('1 day', b.time, timestamptz '2000-01-01Z') AS day
+    FROM unnest(%(devices)b, %(metrics)b, %(times)b) AS b(device_id, metric, time)
+    GROUP BY 1, 2, 3
+),
+months AS (
+    SELECT device_id, metric, date_trunc('month', day AT TIME ZONE 'UTC')::date AS month,
+           min(day AT TIME ZONE 'UTC')::date AS first_day
+    FROM days
+    GROUP BY 1, 2, 3
+)"""
+# The units (`store/cold.py`) the batch may collide with: per series-month of the batch, the
+# unit whose `through_day` reaches the batch's earliest day there.
+_UNITS_OF = """
+FROM months m
+JOIN fleet.measurements_compressed c
+  ON c.customer_id = %(customer)s AND c.device_id = m.device_id AND c.metric = m.metric
+ AND c.month = m.month AND c.through_day >= m.first_day"""
+_UNITS_FOR_BATCH = f"WITH {_BATCH_MONTHS}\nSELECT c.device_id, c.metric, c.payload {_UNITS_OF}"
+
+
+def _guarded(write: str) -> str:
+    """`write` that writes nothing (and says so) when a unit may hold one of the batch's keys.
+
+    Run after the statement that took the COLD locks, so its snapshot sees every unit of the
+    batch's months that can exist until the transaction ends. A live batch (days after every
+    unit's `through_day`) finds none and is written by this one statement.
+    """
+    guarded = write.replace(
+        "WITH owner AS (",
+        f"WITH {_BATCH_MONTHS},\nhits AS (SELECT 1 {_UNITS_OF}\n LIMIT 1),\nowner AS (",
+        1,
+    )
+    guarded = guarded.replace(
+        "    ORDER BY b.device_id, b.metric, b.time, b.position",
+        "    WHERE NOT EXISTS (SELECT 1 FROM hits)\n    ORDER BY b.device_id, b.metric, b.time, b.position",
+        1,
+    )
+    guarded = guarded.replace(
+        "%(high_water)s FROM owner", "%(high_water)s FROM owner WHERE NOT EXISTS (SELECT 1 FROM hits)", 1
+    )
+    guarded = guarded.replace(
+        "(SELECT count(*) FROM inserted)\n",
+        "(SELECT count(*) FROM inserted), EXISTS (SELECT 1 FROM hits)\n",
+        1,
+    )
+    assert guarded.count("hits") == 4, "the write statement changed shape"
+    return guarded
+
+
+_WRITES = {
+    # (fast form, guarded): the statement
+    (True, True): _guarded(_FAST_WRITE),
+    (False, True): _guarded(_SAFE_WRITE),
+    (True, False): _FAST_WRITE.replace(
+        "(SELECT count(*) FROM inserted)\n", "(SELECT count(*) FROM inserted), false\n"
+    ),
+    (False, False): _SAFE_WRITE.replace(
+        "(SELECT count(*) FROM inserted)\n", "(SELECT count(*) FROM inserted), false\n"
+    ),
+}
+
+
+def _lock_statement(customer_id: int, months: set[int]) -> str:
+    """`BEGIN` and the batch's shared COLD locks as one simple query: one round trip for both.
+
+    The keys are integers computed here (never caller text), inlined in sorted order.
+    """
+    keys = cold_keys(customer_id, months)
+    if len(keys) == 1:
+        return f"BEGIN; SELECT pg_advisory_xact_lock_shared({int(LockSpace.COLD)}, {keys[0]})"
+    listed = ",".join(str(int(k)) for k in keys)
+    return (
+        f"BEGIN; SELECT count(pg_advisory_xact_lock_shared({int(LockSpace.COLD)}, k)) "
+        f"FROM unnest(ARRAY[{listed}]::int4[]) AS k"
+    )
+
 
 def _register_dumpers(conn: psycopg.Connection[Any]) -> None:
     if conn not in _prepared_connections:
         for cls, dumper in _DUMPERS:
             conn.adapters.register_dumper(cls, dumper)
         _prepared_connections.add(conn)
+
+
+def _compressed_keys(rows: list[Any]) -> set[tuple[int, str, int]]:
+    """(device, metric, PostgreSQL microseconds) of every reading in the units `rows` returned."""
+    keys: set[tuple[int, str, int]] = set()
+    for device, metric, payload in rows:
+        times = cold_codec.decode_times(bytes(payload)) - UNIX_TO_PG_US
+        keys.update((int(device), str(metric), int(t)) for t in times.tolist())
+    return keys
+
+
+def _without(batch: MeasurementBatch, keys: set[tuple[int, str, int]]) -> MeasurementBatch:
+    """The batch's rows whose key is in no unit (first write wins across hot and compressed)."""
+    keep = [
+        i
+        for i, key in enumerate(zip(batch.device_ids, batch.metrics, batch.times, strict=True))
+        if key not in keys
+    ]
+    return MeasurementBatch(
+        device_ids=[batch.device_ids[i] for i in keep],
+        metrics=[batch.metrics[i] for i in keep],
+        times=[batch.times[i] for i in keep],
+        values=[batch.values[i] for i in keep],
+        received=[batch.received[i] for i in keep],
+    )
+
+
+def _columns(batch: MeasurementBatch) -> dict[str, Any]:
+    return {
+        "devices": _Int8Array(_fixed_width_array(batch.device_ids, "q", _INT8_OID)),
+        "metrics": _TextArray(_text_array(batch.metrics)),
+        "times": _TimestamptzArray(_fixed_width_array(batch.times, "q", _TIMESTAMPTZ_OID)),
+        "values": _Float8Array(_fixed_width_array(batch.values, "d", _FLOAT8_OID)),
+        "received": _TimestamptzArray(_fixed_width_array(batch.received, "q", _TIMESTAMPTZ_OID)),
+    }
 
 
 def write_batch(
@@ -226,7 +344,7 @@ def write_batch(
     stream_rows: int | None = None,
     token_hash: str | None = None,
 ) -> BatchResult:
-    """Store a validated batch, its rollups and the sync status in one autocommitted statement.
+    """Store a validated batch, its rollups and the sync status in one transaction.
 
     `conn` must be in autocommit mode; the partitions for the batch's months must exist
     (`BatchWriter` sees to both). `expect_duplicates` skips the fast form's attempt.
@@ -234,34 +352,67 @@ def write_batch(
     `stream_rows` is what the sync status records as the push's size: the rows the stream has
     delivered so far, this batch included (an operator asks "how much did the last push
     carry", not "how big was its last batch"); it defaults to this batch alone.
+
+    The transaction, in three round trips for a live batch: `BEGIN` with the shared COLD locks
+    of the batch's (customer, month)s, in a statement of their own (a READ COMMITTED statement
+    takes its snapshot before the locks it takes itself, so a check in the locking statement
+    could miss a unit committed while it waited); the write, guarded: it writes nothing when a
+    unit may hold one of the batch's keys; `COMMIT`. Only then are the units' times decoded,
+    the rows whose key a unit holds dropped, and the rest written, still under the locks. A row
+    whose key is in a unit is a duplicate, exactly like a row whose key is hot: first write
+    wins, wherever the first write now lives.
     """
     if not len(batch):
         return BatchResult(0, 0)
     _register_dumpers(conn)
-    params = {
+    base = {
         **hold_params(customer_id, token_hash, now),
-        "devices": _Int8Array(_fixed_width_array(batch.device_ids, "q", _INT8_OID)),
-        "metrics": _TextArray(_text_array(batch.metrics)),
-        "times": _TimestamptzArray(_fixed_width_array(batch.times, "q", _TIMESTAMPTZ_OID)),
-        "values": _Float8Array(_fixed_width_array(batch.values, "d", _FLOAT8_OID)),
-        "received": _TimestamptzArray(_fixed_width_array(batch.received, "q", _TIMESTAMPTZ_OID)),
         "received_count": len(batch) if stream_rows is None else stream_rows,
         "high_water": from_pg_micros(max(batch.received)),
     }
-    with conn.cursor() as cursor:
-        row = None
-        if not expect_duplicates:
-            try:
-                row = cursor.execute(_FAST_WRITE, params, prepare=True).fetchone()
-            except pg_errors.UniqueViolation:
-                row = None
-        if row is None:
-            row = cursor.execute(_SAFE_WRITE, params, prepare=True).fetchone()
-        assert row is not None
-        owners, accepted = int(row[0]), int(row[1])
-        if owners == 0:
-            raise why_refused(cursor, customer_id)
-    return BatchResult(accepted=accepted, duplicates=len(batch) - accepted)
+    lock = _lock_statement(customer_id, months_of(batch))
+    fast = not expect_duplicates
+    while True:
+        try:
+            accepted = _write_in_transaction(conn, customer_id, batch, base, lock, fast)
+        except pg_errors.UniqueViolation:
+            if not fast:
+                raise
+            fast = False  # a stored key: the transaction is rolled back; redo it in the safe form
+            continue
+        return BatchResult(accepted=accepted, duplicates=len(batch) - accepted)
+
+
+def _write_in_transaction(
+    conn: psycopg.Connection[Any],
+    customer_id: int,
+    batch: MeasurementBatch,
+    base: dict[str, Any],
+    lock: str,
+    fast: bool,
+) -> int:
+    """Accepted rows of one try; a failure rolls the transaction back before it propagates."""
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute(lock)
+            params = {**base, **_columns(batch)}
+            row = cursor.execute(_WRITES[fast, True], params, prepare=True).fetchone()
+            assert row is not None
+            if row[2]:  # a unit may hold some keys: drop those rows, write the others
+                units = cursor.execute(_UNITS_FOR_BATCH, params, prepare=True).fetchall()
+                params = {**base, **_columns(_without(batch, _compressed_keys(units)))}
+                row = cursor.execute(_WRITES[fast, False], params, prepare=True).fetchone()
+                assert row is not None
+            cursor.execute("COMMIT")
+            owners, accepted = int(row[0]), int(row[1])
+            if owners == 0:
+                raise why_refused(cursor, customer_id)
+    except BaseException:
+        if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE and not conn.closed:
+            with contextlib.suppress(psycopg.Error):
+                conn.execute("ROLLBACK")
+        raise
+    return accepted
 
 
 def check_writer(

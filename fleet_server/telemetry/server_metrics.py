@@ -143,16 +143,18 @@ class CompressionMetrics:
             ("outcome",),
             registry=registry,
         )
-        self.chunks = Counter(
-            "fleet_compress_chunks",
-            "(customer, device, metric, day) units compressed.",
+        self.units = Counter(
+            "fleet_compress_units",
+            "(customer, device, metric, UTC month) units written (created or extended).",
             registry=registry,
         )
         self.readings = Counter(
             "fleet_compress_readings", "Readings moved into compressed days.", registry=registry
         )
         self.bytes_before = Counter(
-            "fleet_compress_bytes_before", "Bytes the compressed readings took as rows.", registry=registry
+            "fleet_compress_bytes_before",
+            "Bytes the compressed readings took as rows (tuple bytes of rows and hourly rollups).",
+            registry=registry,
         )
         self.bytes_after = Counter(
             "fleet_compress_bytes_after", "Bytes the compressed readings take now.", registry=registry
@@ -167,10 +169,10 @@ class CompressionMetrics:
             self.runs.labels(outcome)
 
     def run_finished(
-        self, *, ok: bool, chunks: int, readings: int, bytes_before: int, bytes_after: int, at: float
+        self, *, ok: bool, units: int, readings: int, bytes_before: int, bytes_after: int, at: float
     ) -> None:
         self.runs.labels("ok" if ok else "failed").inc()
-        self.chunks.inc(chunks)
+        self.units.inc(units)
         self.readings.inc(readings)
         self.bytes_before.inc(bytes_before)
         self.bytes_after.inc(bytes_after)

@@ -106,6 +106,14 @@ def test_readme_tour(
         assert_mirrored(source, engine, customer_id)
         source.close()
 
+        # Step 8: the demo's week (2025) is settled; compress it and see where the readings are.
+        compressed = _run([cli("fleet-server"), "compress"], _env(FLEET_DATABASE_URL=database_url), tmp_path)
+        assert compressed.returncode == 0, compressed.stderr
+        assert "4,032 readings" in compressed.stdout
+        storage = _run([cli("fleetctl"), "fleet", "storage", "--customer", "DEMO"], ctl, tmp_path)
+        assert storage.returncode == 0, storage.stderr
+        assert storage.stdout.splitlines()[2].split()[:3] == ["DEMO", "0", "4,032"]
+
 
 def test_server_killed_mid_stream_then_restarted(
     database_url: str, new_customer, engine: Engine, tmp_path: Path

@@ -43,6 +43,7 @@ CONTRACT_METHODS = {
     "fleet.v1.FleetQueryService/ComputeCosts",
     "fleet.v1.FleetQueryService/GetFleetHealth",
     "fleet.v1.FleetQueryService/ListSilentDevices",
+    "fleet.v1.FleetQueryService/GetFleetStorage",
 }
 
 

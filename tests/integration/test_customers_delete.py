@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import grpc
@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from fleet_server.db.base import Base
 from fleet_server.db.models import (
+    CompressedMonth,
     Customer,
     Device,
     HourlyRollup,
@@ -114,6 +115,19 @@ def _seed(engine, customer_id: int, scale: int) -> None:
                         max=1.0,
                     )
                 )
+            session.add(  # the device's compressed January (its payload is not read here)
+                CompressedMonth(
+                    customer_id=customer_id,
+                    device_id=i,
+                    metric="energy_kwh",
+                    month=date(2001, 1, 1),
+                    through_day=date(2001, 1, 31),
+                    readings=1,
+                    first_time=_DAY - timedelta(days=20),
+                    last_time=_DAY - timedelta(days=20),
+                    payload=b"unit",
+                )
+            )
         session.add(SyncStatus(customer_id=customer_id, resource="sites", last_push_at=_DAY, last_received=1))
 
 
@@ -143,6 +157,7 @@ def test_delete_erases_every_row_of_the_customer_and_reports_counts_per_table(
     assert dict(reply.deleted_rows) == {
         "measurements": 9,
         "measurement_rollups_hourly": 9,
+        "measurements_compressed": 3,
         "tariff_periods": 3,
         "tariffs": 1,
         "devices": 3,

@@ -21,6 +21,7 @@ FLEET_TABLES = {
     "tariff_periods",
     "measurements",
     "measurement_rollups_hourly",
+    "measurements_compressed",
     "sync_status",
 }
 

@@ -419,3 +419,47 @@ class ListSilentDevicesResponse(_message.Message):
     next_page_token: str
     total_size: int
     def __init__(self, devices: _Optional[_Iterable[_Union[SilentDevice, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_size: _Optional[int] = ...) -> None: ...
+
+class GetFleetStorageRequest(_message.Message):
+    __slots__ = ("code", "page_size", "page_token")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    page_size: int
+    page_token: str
+    def __init__(self, code: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class StorageUse(_message.Message):
+    __slots__ = ("hot_readings", "compressed_readings", "hot_bytes", "compressed_bytes", "compressed_units")
+    HOT_READINGS_FIELD_NUMBER: _ClassVar[int]
+    COMPRESSED_READINGS_FIELD_NUMBER: _ClassVar[int]
+    HOT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    COMPRESSED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    COMPRESSED_UNITS_FIELD_NUMBER: _ClassVar[int]
+    hot_readings: int
+    compressed_readings: int
+    hot_bytes: int
+    compressed_bytes: int
+    compressed_units: int
+    def __init__(self, hot_readings: _Optional[int] = ..., compressed_readings: _Optional[int] = ..., hot_bytes: _Optional[int] = ..., compressed_bytes: _Optional[int] = ..., compressed_units: _Optional[int] = ...) -> None: ...
+
+class CustomerStorage(_message.Message):
+    __slots__ = ("code", "use")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    USE_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    use: StorageUse
+    def __init__(self, code: _Optional[str] = ..., use: _Optional[_Union[StorageUse, _Mapping]] = ...) -> None: ...
+
+class GetFleetStorageResponse(_message.Message):
+    __slots__ = ("customers", "next_page_token", "fleet", "measured_at")
+    CUSTOMERS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    FLEET_FIELD_NUMBER: _ClassVar[int]
+    MEASURED_AT_FIELD_NUMBER: _ClassVar[int]
+    customers: _containers.RepeatedCompositeFieldContainer[CustomerStorage]
+    next_page_token: str
+    fleet: StorageUse
+    measured_at: _timestamp_pb2.Timestamp
+    def __init__(self, customers: _Optional[_Iterable[_Union[CustomerStorage, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., fleet: _Optional[_Union[StorageUse, _Mapping]] = ..., measured_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...

@@ -86,6 +86,11 @@ class FleetQueryServiceStub:
                 request_serializer=fleet_dot_v1_dot_query__service__pb2.ListSilentDevicesRequest.SerializeToString,
                 response_deserializer=fleet_dot_v1_dot_query__service__pb2.ListSilentDevicesResponse.FromString,
                 _registered_method=True)
+        self.GetFleetStorage = channel.unary_unary(
+                '/fleet.v1.FleetQueryService/GetFleetStorage',
+                request_serializer=fleet_dot_v1_dot_query__service__pb2.GetFleetStorageRequest.SerializeToString,
+                response_deserializer=fleet_dot_v1_dot_query__service__pb2.GetFleetStorageResponse.FromString,
+                _registered_method=True)
 
 
 class FleetQueryServiceServicer:
@@ -167,6 +172,14 @@ class FleetQueryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetFleetStorage(self, request, context):
+        """GetFleetStorage shows, per customer, how many readings are kept hot (rows) and compressed
+        (cold storage units), and the disk each takes. Customers are paged (AIP-158) by code.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FleetQueryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -219,6 +232,11 @@ def add_FleetQueryServiceServicer_to_server(servicer, server):
                     servicer.ListSilentDevices,
                     request_deserializer=fleet_dot_v1_dot_query__service__pb2.ListSilentDevicesRequest.FromString,
                     response_serializer=fleet_dot_v1_dot_query__service__pb2.ListSilentDevicesResponse.SerializeToString,
+            ),
+            'GetFleetStorage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetFleetStorage,
+                    request_deserializer=fleet_dot_v1_dot_query__service__pb2.GetFleetStorageRequest.FromString,
+                    response_serializer=fleet_dot_v1_dot_query__service__pb2.GetFleetStorageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -493,6 +511,33 @@ class FleetQueryService:
             '/fleet.v1.FleetQueryService/ListSilentDevices',
             fleet_dot_v1_dot_query__service__pb2.ListSilentDevicesRequest.SerializeToString,
             fleet_dot_v1_dot_query__service__pb2.ListSilentDevicesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetFleetStorage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fleet.v1.FleetQueryService/GetFleetStorage',
+            fleet_dot_v1_dot_query__service__pb2.GetFleetStorageRequest.SerializeToString,
+            fleet_dot_v1_dot_query__service__pb2.GetFleetStorageResponse.FromString,
             options,
             channel_credentials,
             insecure,
