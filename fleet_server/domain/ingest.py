@@ -16,11 +16,12 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
 from fleet_server.clock import Clock
-from fleet_server.db.scheduler import Turn
+from fleet_server.db.scheduler import BUSY_RETRY_MS, Lane, Turn
 from fleet_server.db.session import Database
 from fleet_server.domain.fairness import IngestGate, PartitionBudget
 from fleet_server.domain.measurements import validate_batch
 from fleet_server.domain.memory import ByteBudget, Holding, resident_cost
+from fleet_server.errors import Reason, Unavailable
 from fleet_server.store.measurements import BatchResult, BatchWriter, MeasurementBatch, months_of
 from fleet_server.store.partitions import Partitions
 
@@ -75,7 +76,17 @@ class MeasurementIngest:
         """The customer's stream for the `async with` body; RESOURCE_EXHAUSTED if one is open already.
 
         `token_hash` is the stream's token: each batch is written only while it is still valid.
+        While the database's ingest work already queued would take more than a second to start
+        (`Scheduler.admits`), a new stream is refused at once as UNAVAILABLE (DATABASE_BUSY) with a
+        retry hint: it would only add to the queue its batches, and everyone's, wait in.
         """
+        wait = self._db.turns.admits(Lane.INGEST)
+        if wait is not None:
+            raise Unavailable(
+                f"the database is busy (about {wait:.1f} s of measurement writes queued); retry later",
+                reason=Reason.DATABASE_BUSY,
+                retry_after_ms=BUSY_RETRY_MS,
+            )
         async with self._gate.exclusive_stream(customer_id):
             writes = OrderedWrites(
                 self._db, self._partitions, customer_id, token_hash, self._gate.partition_budget
