@@ -69,7 +69,6 @@ class App:
         return {"primary": self.db, "reader": self.reader}
 
     def close(self) -> None:
-        self.ingest.close()
         self.db.close()
         if self.reader is not self.db:
             self.reader.close()

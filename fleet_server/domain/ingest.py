@@ -11,8 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 
 from fleet_server.clock import Clock
@@ -27,31 +26,6 @@ from fleet_server.store.partitions import Partitions
 
 _LOGGER = logging.getLogger(__name__)
 
-# A batch of this many rows is decoded and validated off the event loop (`Decoder`).
-DECODE_OFF_LOOP_ROWS = 1_000
-
-
-class Decoder:
-    """Decodes and validates big batches on a thread of its own, so the event loop stays free.
-
-    Decoding is Python work, about 7 µs a row on an idle core: a back-fill's 5,000-row batch
-    held the event loop for 30 ms, and for 100-500 ms once the cores were busy (`make load`),
-    while every other call of the process — a live portal's 100-row batch, its stream lock,
-    its acknowledgement — waited. On a thread it still takes the interpreter lock, but gives it
-    up every switch interval (5 ms), so the loop keeps answering in between. One thread: the
-    interpreter lock lets only one decode run at a time anyway. Small batches are decoded on
-    the loop, where they cost less than the hop to a thread.
-    """
-
-    def __init__(self) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fleet-decode")
-
-    async def run(self, work: Callable[[], MeasurementBatch]) -> MeasurementBatch:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, work)
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
-
 
 class MeasurementIngest:
     """What every measurement stream of this process shares: the database, the gate, the partitions."""
@@ -64,10 +38,25 @@ class MeasurementIngest:
         self._partitions = partitions
         self._clock = clock
         self._memory = memory
-        self.decoder = Decoder()
 
-    def close(self) -> None:
-        self.decoder.close()
+    def refusal(self) -> Unavailable | None:
+        """Why a new stream should not start now, if it should not.
+
+        While the database's ingest work already queued would take more than `admit_wait_s`
+        (a second) to start (`Scheduler.admits`), a new stream is refused at once as UNAVAILABLE
+        (DATABASE_BUSY) with a retry hint: it would only add to the queue its batches, and
+        everyone else's, wait in. The interceptor asks before it admits the call, so the refusal
+        reaches the client before it sends anything (a grpc.aio client writing into a stream the
+        server ends may report INTERNAL instead of the status, grpc/grpc#36066).
+        """
+        wait = self._db.turns.admits(Lane.INGEST)
+        if wait is None:
+            return None
+        return Unavailable(
+            f"the database is busy (about {wait:.1f} s of measurement writes queued); retry later",
+            reason=Reason.DATABASE_BUSY,
+            retry_after_ms=BUSY_RETRY_MS,
+        )
 
     @contextlib.asynccontextmanager
     async def stream(
@@ -76,24 +65,12 @@ class MeasurementIngest:
         """The customer's stream for the `async with` body; RESOURCE_EXHAUSTED if one is open already.
 
         `token_hash` is the stream's token: each batch is written only while it is still valid.
-        While the database's ingest work already queued would take more than a second to start
-        (`Scheduler.admits`), a new stream is refused at once as UNAVAILABLE (DATABASE_BUSY) with a
-        retry hint: it would only add to the queue its batches, and everyone's, wait in.
         """
-        wait = self._db.turns.admits(Lane.INGEST)
-        if wait is not None:
-            raise Unavailable(
-                f"the database is busy (about {wait:.1f} s of measurement writes queued); retry later",
-                reason=Reason.DATABASE_BUSY,
-                retry_after_ms=BUSY_RETRY_MS,
-            )
         async with self._gate.exclusive_stream(customer_id):
             writes = OrderedWrites(
                 self._db, self._partitions, customer_id, token_hash, self._gate.partition_budget
             )
-            yield MeasurementStreamSession(
-                writes, self._gate, self._clock, self._memory, customer_id, self.decoder
-            )
+            yield MeasurementStreamSession(writes, self._gate, self._clock, self._memory, customer_id)
 
 
 class MeasurementStreamSession:
@@ -106,21 +83,19 @@ class MeasurementStreamSession:
         clock: Clock,
         memory: ByteBudget,
         customer_id: int,
-        decoder: Decoder | None = None,
     ) -> None:
         self._writes = writes
         self._gate = gate
         self._clock = clock
         self._memory = memory
         self._customer_id = customer_id
-        self._decoder = decoder
 
     async def accept(
-        self, serialized_bytes: int, rows: int, decode: Callable[[], MeasurementBatch]
+        self, serialized_bytes: int, rows: int, decode: Callable[[], Awaitable[MeasurementBatch]]
     ) -> asyncio.Future[BatchResult]:
         """Hold what the batch will cost in the process's batch memory, `decode` and validate it
-        (on the `Decoder`'s thread from `DECODE_OFF_LOOP_ROWS` rows), spend its rows of the
-        customer's row budget (raising refuses it), then queue it.
+        (`decode` gives the event loop turns while it works through a big batch), spend its
+        rows of the customer's row budget (raising refuses it), then queue it.
 
         The memory is taken first, from the request's size and row count, so a batch the process
         cannot hold is refused before it is decoded. The future settles when the batch is
@@ -130,17 +105,9 @@ class MeasurementStreamSession:
         held = Holding(self._memory, self._customer_id)
         held.take(resident_cost(serialized_bytes, rows))
         try:
+            batch = await decode()
             now = self._clock.now()
-
-            def decoded() -> MeasurementBatch:
-                batch = decode()
-                validate_batch(batch, now)
-                return batch
-
-            if self._decoder is not None and rows >= DECODE_OFF_LOOP_ROWS:
-                batch = await self._decoder.run(decoded)
-            else:
-                batch = decoded()
+            validate_batch(batch, now)
             self._gate.budget.admit(self._customer_id, len(batch))
             written = self._writes.submit(batch, now)
         except BaseException:

@@ -110,7 +110,7 @@ class FleetIngestServicer(ingest_service_pb2_grpc.FleetIngestServiceServicer):
             async def accept(request: pb.PushMeasurementsRequest) -> tuple[int, asyncio.Future[BatchResult]]:
                 rows = len(request.measurements)
                 written = await stream.accept(
-                    request.ByteSize(), rows, lambda: ingest_wire.decode_batch(request)
+                    request.ByteSize(), rows, lambda: ingest_wire.decode_batch_yielding(request)
                 )
                 context.add_rows(rows)
                 return request.batch_id, written
