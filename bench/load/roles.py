@@ -75,6 +75,17 @@ async def write(call: Any, payload: bytes) -> None:
         raise
 
 
+async def done_writing(call: Any) -> None:
+    """`call.done_writing`, but a stream the server already ended raises its status: the grpc.aio
+    client otherwise raised its internal `ExecuteBatchError` (SendCloseFromClientOperation)."""
+    try:
+        await call.done_writing()
+    except Exception:
+        if not call.done():
+            raise
+        await raise_status(call)
+
+
 async def raise_status(call: Any) -> None:
     """Raise the finished `call`'s status as an `AioRpcError` (code OK included: the stream ended
     without taking our batch, which `describe_error` names OK_WITHOUT_ACK)."""
@@ -136,7 +147,7 @@ async def push_once(sender: Sender, push: Any, code: str, batch: Batch, group: s
     try:
         await opened(call)
         await write(call, batch.payload)
-        await call.done_writing()
+        await done_writing(call)
         ack = await call.read()
         waited = time.perf_counter() - started
         recorder.answered(group, waited)
@@ -254,7 +265,7 @@ async def _one_stream(
             recorder.latency(group, waited)
             sender.settle(group, batch, ack)
             stopping = stopping or time.time() >= until
-        await call.done_writing()
+        await done_writing(call)
         await call.read()
         recorder.status(group, OK)
         return True, None
@@ -397,7 +408,7 @@ async def ramp_stream(
             recorder.latency(group, waited)
             sender.settle(group, batch, ack)
             waiting_since = time.perf_counter()
-        await call.done_writing()
+        await done_writing(call)
         await call.read()
         recorder.status(group, OK)
     except grpc.aio.AioRpcError as error:
