@@ -354,19 +354,22 @@ class Scheduler:
         with self._cond:
             return self._lanes[job.lane].withdraw(job)
 
-    def admits(self, lane: Lane) -> float | None:
+    def admits(self, lane: Lane, coming: int = 0) -> float | None:
         """None when new work of `lane` may start, else about how many seconds the small jobs
-        already queued would take to start (over `admit_wait_s`): a new stream is refused then."""
+        ahead would take to start (over `admit_wait_s`): a new stream is refused then. `coming`
+        is how many small jobs the caller knows are about to arrive (one per stream already
+        admitted): when more than are queued, they count instead, so a burst of streams is not
+        all admitted before its first batches reach the queue."""
         with self._cond:
-            wait = self._expected_wait(lane, False)
+            wait = self._expected_wait(lane, False, coming)
         return None if wait <= self.policy.admit_wait_s else wait
 
-    def _expected_wait(self, lane: Lane, bulk: bool) -> float:
+    def _expected_wait(self, lane: Lane, bulk: bool, coming: int = 0) -> float:
         """About how long a new job of this kind would wait for a thread (under `_cond`): the jobs
         of its kind queued ahead times their mean run time, over the threads the kind may use."""
         mean = self._mean_run.get((lane, bulk))
         queue = self._lanes[lane]
-        ahead = queue.queued_bulk if bulk else queue.queued - queue.queued_bulk
+        ahead = queue.queued_bulk if bulk else max(queue.queued - queue.queued_bulk, coming)
         if mean is None or ahead == 0:
             return 0.0
         if lane is Lane.INGEST and bulk:

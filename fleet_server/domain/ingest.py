@@ -38,18 +38,20 @@ class MeasurementIngest:
         self._partitions = partitions
         self._clock = clock
         self._memory = memory
+        self._open = 0  # measurement streams open in this process
 
     def refusal(self) -> Unavailable | None:
         """Why a new stream should not start now, if it should not.
 
         While the database's ingest work already queued would take more than `admit_wait_s`
-        (a second) to start (`Scheduler.admits`), a new stream is refused at once as UNAVAILABLE
+        (a second) to start (`Scheduler.admits`; each open stream counts as a job on its way), a
+        new stream is refused at once as UNAVAILABLE
         (DATABASE_BUSY) with a retry hint: it would only add to the queue its batches, and
         everyone else's, wait in. The interceptor asks before it admits the call, so the refusal
         reaches the client before it sends anything (a grpc.aio client writing into a stream the
         server ends may report INTERNAL instead of the status, grpc/grpc#36066).
         """
-        wait = self._db.turns.admits(Lane.INGEST)
+        wait = self._db.turns.admits(Lane.INGEST, coming=self._open)
         if wait is None:
             return None
         return Unavailable(
@@ -66,11 +68,15 @@ class MeasurementIngest:
 
         `token_hash` is the stream's token: each batch is written only while it is still valid.
         """
-        async with self._gate.exclusive_stream(customer_id):
-            writes = OrderedWrites(
-                self._db, self._partitions, customer_id, token_hash, self._gate.partition_budget
-            )
-            yield MeasurementStreamSession(writes, self._gate, self._clock, self._memory, customer_id)
+        self._open += 1
+        try:
+            async with self._gate.exclusive_stream(customer_id):
+                writes = OrderedWrites(
+                    self._db, self._partitions, customer_id, token_hash, self._gate.partition_budget
+                )
+                yield MeasurementStreamSession(writes, self._gate, self._clock, self._memory, customer_id)
+        finally:
+            self._open -= 1
 
 
 class MeasurementStreamSession:

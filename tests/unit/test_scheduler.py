@@ -326,3 +326,16 @@ async def test_a_hopeless_wait_is_refused_at_once_and_new_streams_are_not_admitt
         assert scheduler.admits(Lane.INGEST) is None
     finally:
         scheduler.close()
+
+
+@run_async
+async def test_streams_on_their_way_count_before_their_jobs_are_queued() -> None:
+    scheduler = _scheduler(1, admit_wait_s=0.3)
+    try:
+        await scheduler.run(Turn(Lane.INGEST, "warm"), time.sleep, 0.1)  # the mean run time: 0.1 s
+        assert scheduler.admits(Lane.INGEST, coming=2) is None  # about 0.2 s: still in
+        wait = scheduler.admits(Lane.INGEST, coming=5)
+        assert wait is not None
+        assert wait == pytest.approx(0.5, rel=0.5)
+    finally:
+        scheduler.close()
