@@ -44,6 +44,7 @@ from fleet_server.telemetry.exposition import (
 )
 
 _LOGGER = logging.getLogger(__name__)
+PUSH_MEASUREMENTS = "/fleet.v1.FleetIngestService/PushMeasurements"
 
 INGEST_SERVICE = ingest_service_pb2.DESCRIPTOR.services_by_name["FleetIngestService"].full_name
 QUERY_SERVICE = query_service_pb2.DESCRIPTOR.services_by_name["FleetQueryService"].full_name
@@ -364,7 +365,12 @@ async def start_server(app: App, listen: str | None = None) -> RunningServer:
     """Build, bind and start the server for `app` (`listen` overrides the setting, e.g. port 0)."""
     settings = app.settings if listen is None else replace(app.settings, listen=listen)
     credentials = server_credentials(settings)
-    auth = AuthInterceptor(app.tokens, app.admission, settings.stream_idle_s)
+    auth = AuthInterceptor(
+        app.tokens,
+        app.admission,
+        settings.stream_idle_s,
+        refusals={PUSH_MEASUREMENTS: app.ingest.refusal},
+    )
     server = grpc.aio.server(
         interceptors=[auth] if app.metrics is None else app.metrics.interceptors(auth, app.clock),
         options=channel_options(settings),

@@ -36,6 +36,7 @@ from bench.load.roles import (
     Sender,
     live_portal,
     push_callable,
+    push_once,
     ramp_stream,
     sleep_until,
     stream_batches,
@@ -55,6 +56,7 @@ _CHANNEL_OPTIONS = [
 # Reference snapshots are set-up: a few at a time, so set-up does not become a load test of its own.
 _SETUP_CONCURRENCY = 4
 _HARNESS_ERROR = "HARNESS_ERROR"
+_SEED_ATTEMPTS = 5
 
 
 def _channel(target: str) -> grpc.aio.Channel:
@@ -153,6 +155,9 @@ class ClientProcess:
                         devices=self.plan.backfill_devices,
                     )
                 )
+            push = push_callable(self._new_channel())
+            for code in self.plan.backfill_codes():
+                await self._seed(push, code)
         elif self.live_codes:
             gate = asyncio.Semaphore(_SETUP_CONCURRENCY)
             channel = self._new_channel()
@@ -164,6 +169,18 @@ class ClientProcess:
 
             await asyncio.gather(*(push_reference(code) for code in self.live_codes))
         return await self._result(cpu, started)
+
+    async def _seed(self, push: Any, code: str) -> None:
+        """The back-fill's first batch, written in set-up, so the operator's QueryMeasurements and
+        ComputeCosts of every back-filling customer find readings from the fleet phase's first
+        second: a customer without any reading of the metric is NOT_FOUND (METRIC_UNKNOWN) by
+        design, and the operator used to ask about customers whose back-fill had not started."""
+        batch = self.sender.new_batch(self.backfill, code)
+        for _ in range(_SEED_ATTEMPTS):
+            retry_ms = await push_once(self.sender, push, code, batch, "setup")
+            if batch.acked:
+                return
+            await asyncio.sleep((retry_ms or 500) / 1000)
 
     async def _setup_call(self, call: Any) -> None:
         try:

@@ -52,6 +52,51 @@ def push_callable(channel: grpc.aio.Channel) -> Any:
     )
 
 
+async def opened(call: Any) -> None:
+    """Wait until the server admitted the stream (its initial metadata) before the first write.
+
+    A stream the server refuses at its door (authentication, a full budget) ends with trailers
+    only; writing into it raced the refusal: the grpc.aio client raised `InvalidStateError: RPC
+    already finished` or reported INTERNAL (grpc/grpc#36066) instead of the server's status. The
+    refusal now surfaces as the `AioRpcError` it is. Admission costs no extra round trip: the
+    server sends its initial metadata the moment it admits the call.
+    """
+    await call.initial_metadata()
+    if call.done():
+        await raise_status(call)
+
+
+async def write(call: Any, payload: bytes) -> None:
+    """`call.write`, but a stream the server already ended raises its status, not InvalidStateError."""
+    try:
+        await call.write(payload)
+    except asyncio.InvalidStateError:
+        await raise_status(call)
+        raise
+
+
+async def done_writing(call: Any) -> None:
+    """`call.done_writing`, but a stream the server already ended raises its status: the grpc.aio
+    client otherwise raised its internal `ExecuteBatchError` (SendCloseFromClientOperation)."""
+    try:
+        await call.done_writing()
+    except Exception:
+        if not call.done():
+            raise
+        await raise_status(call)
+
+
+async def raise_status(call: Any) -> None:
+    """Raise the finished `call`'s status as an `AioRpcError` (code OK included: the stream ended
+    without taking our batch, which `describe_error` names OK_WITHOUT_ACK)."""
+    raise grpc.aio.AioRpcError(
+        await call.code(),
+        await call.initial_metadata(),
+        await call.trailing_metadata(),
+        await call.details(),
+    )
+
+
 async def sleep_until(moment: float) -> None:
     delay = moment - time.time()
     if delay > 0:
@@ -100,8 +145,9 @@ async def push_once(sender: Sender, push: Any, code: str, batch: Batch, group: s
     call = push(metadata=sender.metadata(code), timeout=sender.plan.deadline_s)
     batch.attempts += 1
     try:
-        await call.write(batch.payload)
-        await call.done_writing()
+        await opened(call)
+        await write(call, batch.payload)
+        await done_writing(call)
         ack = await call.read()
         waited = time.perf_counter() - started
         recorder.answered(group, waited)
@@ -198,12 +244,13 @@ async def _one_stream(
     inflight: collections.deque[tuple[Batch, float]] = collections.deque()
     stopping = False
     try:
+        await opened(call)
         while True:
             while not stopping and len(inflight) < in_flight:
                 batch = resend.popleft() if resend else sender.new_batch(shape, code)
                 batch.attempts += 1
                 inflight.append((batch, time.perf_counter()))
-                await call.write(batch.payload)
+                await write(call, batch.payload)
             if not inflight:
                 break
             ack = await call.read()
@@ -218,7 +265,7 @@ async def _one_stream(
             recorder.latency(group, waited)
             sender.settle(group, batch, ack)
             stopping = stopping or time.time() >= until
-        await call.done_writing()
+        await done_writing(call)
         await call.read()
         recorder.status(group, OK)
         return True, None
@@ -343,13 +390,14 @@ async def ramp_stream(
     waiting_since = time.perf_counter()
     call = push(metadata=sender.metadata(code), timeout=plan.deadline_s)
     try:
+        await opened(call)
         for index in range(plan.ramp_batches):
             if index:
                 await asyncio.sleep(plan.ramp_gap_s)
                 waiting_since = time.perf_counter()
             batch = sender.new_batch(shape, code)
             batch.attempts += 1
-            await call.write(batch.payload)
+            await write(call, batch.payload)
             ack = await call.read()
             waited = time.perf_counter() - waiting_since
             recorder.answered(group, waited)
@@ -360,7 +408,7 @@ async def ramp_stream(
             recorder.latency(group, waited)
             sender.settle(group, batch, ack)
             waiting_since = time.perf_counter()
-        await call.done_writing()
+        await done_writing(call)
         await call.read()
         recorder.status(group, OK)
     except grpc.aio.AioRpcError as error:

@@ -50,6 +50,8 @@ def describe_error(error: grpc.RpcError) -> tuple[str, int | None]:
     """(`CODE` or `CODE/REASON`, the retry hint in ms or None) of a failed call."""
     code = error.code() if hasattr(error, "code") else None
     name = code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
+    if code == grpc.StatusCode.OK:  # the stream ended before it took the batch (`roles.raise_status`)
+        name = "OK_WITHOUT_ACK"
     trailing = error.trailing_metadata() if hasattr(error, "trailing_metadata") else None
     reason = None
     retry_ms = None

@@ -22,7 +22,7 @@ import contextlib
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import grpc
@@ -68,10 +68,18 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
     """Per-method policy (see `policy.py`), tokens resolved through an injected `TokenStore`,
     slots from the process's `Admission`, request streams idle-limited to `stream_idle_s`."""
 
-    def __init__(self, tokens: TokenStore, admission: Admission, stream_idle_s: float) -> None:
+    def __init__(
+        self,
+        tokens: TokenStore,
+        admission: Admission,
+        stream_idle_s: float,
+        refusals: Mapping[str, Callable[[], FleetError | None]] | None = None,
+    ) -> None:
         self._tokens = tokens
         self._admission = admission
         self._idle_s = stream_idle_s
+        # Per method: why an authenticated call should not start now (the database is busy).
+        self._refusals = dict(refusals or {})
 
     async def intercept_service(
         self,
@@ -93,6 +101,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             token = _bearer_token(handler_call_details.invocation_metadata)
             identity = await self._tokens.authenticate(token)
             _check_kind(identity, requirement, method)
+            busy = self._refusals.get(method)
+            if busy is not None and (refused := busy()) is not None:
+                raise refused
         except FleetError as refusal:
             _log_access(method, "-", 0, refusal.code, started)
             return _refusal(handler, refusal)

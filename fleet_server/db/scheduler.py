@@ -26,6 +26,15 @@ that make that impossible, by construction:
    between them, and a live batch of 100 rows would wait behind them and then run at a tenth
    of its speed.
 
+5. Hopeless waits are refused at once. The scheduler keeps the mean run time of each kind of
+   job (lane, bulk or not) and so knows about how long a new job would wait: the jobs of its
+   kind queued ahead times that mean, over the threads that kind may use. An ingest job that
+   would not get a turn within `queue_timeout_s` is refused at once instead of after waiting
+   for it, and a new measurement stream is not started while the small ingest jobs already
+   queued would take more than `admit_wait_s` to start (`admits`): under a flood (`make load`'s
+   1,000 streams at once) the streams that get in are served and the others are told at once
+   to come back, instead of every stream queueing until the client's deadline.
+
 A thread that picks the next job itself (no hop through the event loop) keeps a stream's
 back-to-back batches as fast as a connection held for the whole stream was.
 """
@@ -39,6 +48,7 @@ import enum
 import functools
 import logging
 import threading
+import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, Generic, ParamSpec, TypeVar
@@ -52,6 +62,8 @@ _LOGGER = logging.getLogger(__name__)
 
 # What a refused caller is told to wait before trying again.
 BUSY_RETRY_MS = 1_000
+# Weight of the newest run time in each kind of job's moving average (`Scheduler._mean_run`).
+_MEAN_WEIGHT = 0.1
 # A job of this many rows is bulk work (a live batch is ~100 rows; a back-fill's may be 5,000).
 BULK_ROWS = 1_000
 
@@ -113,6 +125,7 @@ class TurnPolicy:
     bulk_threads: int = 1
     queue_timeout_s: float = 5.0
     max_queued: int = 10_000
+    admit_wait_s: float = 1.0
 
     @classmethod
     def for_threads(cls, threads: int, **overrides: Any) -> TurnPolicy:
@@ -177,6 +190,7 @@ class _FairQueue:
         self.running: collections.Counter[Hashable] = collections.Counter()
         self._serials: set[Hashable] = set()  # serial keys with a running job
         self.queued = 0
+        self.queued_bulk = 0
         self.running_total = 0
 
     def push(self, job: _Job[Any]) -> None:
@@ -186,6 +200,7 @@ class _FairQueue:
             self._ring.append(job.tenant)
         queue.append(job)
         self.queued += 1
+        self.queued_bulk += job.bulk
 
     def pop(self) -> _Job[Any] | None:
         """The next tenant's oldest job, skipping tenants already at their cap; None if none may run."""
@@ -205,6 +220,7 @@ class _FairQueue:
             else:
                 del self._queues[tenant]
             self.queued -= 1
+            self.queued_bulk -= job.bulk
             self.running[tenant] += 1
             self.running_total += 1
             self.bulk_running += job.bulk
@@ -238,6 +254,7 @@ class _FairQueue:
         except ValueError:
             return False
         self.queued -= 1
+        self.queued_bulk -= job.bulk
         if not queue:
             del self._queues[job.tenant]
             self._ring.remove(job.tenant)
@@ -249,6 +266,7 @@ class _FairQueue:
         self._queues.clear()
         self._ring.clear()
         self.queued = 0
+        self.queued_bulk = 0
         return jobs
 
     def finished(self, job: _Job[Any]) -> None:
@@ -287,6 +305,8 @@ class Scheduler:
         }
         self._prefer_operator = True
         self._closed = False
+        # Mean run time in seconds of each kind of job (lane, bulk), a moving average.
+        self._mean_run: dict[tuple[Lane, bool], float] = {}
         self._threads = [
             threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True)
             for i in range(policy.threads)
@@ -312,6 +332,13 @@ class Scheduler:
                 )
             if queue.queued >= self.policy.max_queued:
                 raise _busy(f"{queue.queued} database jobs are already waiting")
+            if turn.lane is Lane.INGEST:
+                wait = self._expected_wait(turn.lane, turn.bulk)
+                if wait > self.policy.queue_timeout_s:
+                    raise _busy(
+                        f"about {wait:.1f} s of database work is queued ahead of this job, past the "
+                        f"{self.policy.queue_timeout_s:g} s a job may wait"
+                    )
             queue.push(job)
             self._cond.notify()
         try:
@@ -326,6 +353,32 @@ class Scheduler:
     def _withdraw(self, job: _Job[Any]) -> bool:
         with self._cond:
             return self._lanes[job.lane].withdraw(job)
+
+    def admits(self, lane: Lane, coming: int = 0) -> float | None:
+        """None when new work of `lane` may start, else about how many seconds the small jobs
+        ahead would take to start (over `admit_wait_s`): a new stream is refused then. `coming`
+        is how many small jobs the caller knows are about to arrive (one per stream already
+        admitted): when more than are queued, they count instead, so a burst of streams is not
+        all admitted before its first batches reach the queue."""
+        with self._cond:
+            wait = self._expected_wait(lane, False, coming)
+        return None if wait <= self.policy.admit_wait_s else wait
+
+    def _expected_wait(self, lane: Lane, bulk: bool, coming: int = 0) -> float:
+        """About how long a new job of this kind would wait for a thread (under `_cond`): the jobs
+        of its kind queued ahead times their mean run time, over the threads the kind may use."""
+        mean = self._mean_run.get((lane, bulk))
+        queue = self._lanes[lane]
+        ahead = queue.queued_bulk if bulk else max(queue.queued - queue.queued_bulk, coming)
+        if mean is None or ahead == 0:
+            return 0.0
+        if lane is Lane.INGEST and bulk:
+            threads = self.policy.bulk_threads
+        elif lane is Lane.INGEST:
+            threads = self.policy.cap(lane) - min(queue.bulk_running, self.policy.bulk_threads)
+        else:
+            threads = self.policy.cap(lane)
+        return ahead * mean / max(1, threads)
 
     def load(self) -> dict[str, tuple[int, int]]:
         """(running, queued) per lane, for logs and metrics."""
@@ -353,6 +406,7 @@ class Scheduler:
                     self._cond.wait()
                     job = self._pick()
                 job.started = True
+            began = time.perf_counter()
             try:
                 result = job.call()
             except BaseException as exc:
@@ -360,7 +414,11 @@ class Scheduler:
             else:
                 _settle(job, result=result)
             finally:
+                took = time.perf_counter() - began
                 with self._cond:
+                    kind = (job.lane, job.bulk)
+                    mean = self._mean_run.get(kind)
+                    self._mean_run[kind] = took if mean is None else mean + _MEAN_WEIGHT * (took - mean)
                     self._lanes[job.lane].finished(job)
                     # A finished job can unblock a capped tenant or lane that another thread skipped.
                     self._cond.notify_all()

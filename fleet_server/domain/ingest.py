@@ -11,15 +11,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 
 from fleet_server.clock import Clock
-from fleet_server.db.scheduler import Turn
+from fleet_server.db.scheduler import BUSY_RETRY_MS, Lane, Turn
 from fleet_server.db.session import Database
 from fleet_server.domain.fairness import IngestGate, PartitionBudget
 from fleet_server.domain.measurements import validate_batch
 from fleet_server.domain.memory import ByteBudget, Holding, resident_cost
+from fleet_server.errors import Reason, Unavailable
 from fleet_server.store.measurements import BatchResult, BatchWriter, MeasurementBatch, months_of
 from fleet_server.store.partitions import Partitions
 
@@ -37,6 +38,27 @@ class MeasurementIngest:
         self._partitions = partitions
         self._clock = clock
         self._memory = memory
+        self._open = 0  # measurement streams open in this process
+
+    def refusal(self) -> Unavailable | None:
+        """Why a new stream should not start now, if it should not.
+
+        While the database's ingest work already queued would take more than `admit_wait_s`
+        (a second) to start (`Scheduler.admits`; each open stream counts as a job on its way), a
+        new stream is refused at once as UNAVAILABLE
+        (DATABASE_BUSY) with a retry hint: it would only add to the queue its batches, and
+        everyone else's, wait in. The interceptor asks before it admits the call, so the refusal
+        reaches the client before it sends anything (a grpc.aio client writing into a stream the
+        server ends may report INTERNAL instead of the status, grpc/grpc#36066).
+        """
+        wait = self._db.turns.admits(Lane.INGEST, coming=self._open)
+        if wait is None:
+            return None
+        return Unavailable(
+            f"the database is busy (about {wait:.1f} s of measurement writes queued); retry later",
+            reason=Reason.DATABASE_BUSY,
+            retry_after_ms=BUSY_RETRY_MS,
+        )
 
     @contextlib.asynccontextmanager
     async def stream(
@@ -46,18 +68,27 @@ class MeasurementIngest:
 
         `token_hash` is the stream's token: each batch is written only while it is still valid.
         """
-        async with self._gate.exclusive_stream(customer_id):
-            writes = OrderedWrites(
-                self._db, self._partitions, customer_id, token_hash, self._gate.partition_budget
-            )
-            yield MeasurementStreamSession(writes, self._gate, self._clock, self._memory, customer_id)
+        self._open += 1
+        try:
+            async with self._gate.exclusive_stream(customer_id):
+                writes = OrderedWrites(
+                    self._db, self._partitions, customer_id, token_hash, self._gate.partition_budget
+                )
+                yield MeasurementStreamSession(writes, self._gate, self._clock, self._memory, customer_id)
+        finally:
+            self._open -= 1
 
 
 class MeasurementStreamSession:
     """One open stream: `accept` each decoded batch."""
 
     def __init__(
-        self, writes: OrderedWrites, gate: IngestGate, clock: Clock, memory: ByteBudget, customer_id: int
+        self,
+        writes: OrderedWrites,
+        gate: IngestGate,
+        clock: Clock,
+        memory: ByteBudget,
+        customer_id: int,
     ) -> None:
         self._writes = writes
         self._gate = gate
@@ -65,11 +96,12 @@ class MeasurementStreamSession:
         self._memory = memory
         self._customer_id = customer_id
 
-    def accept(
-        self, serialized_bytes: int, rows: int, decode: Callable[[], MeasurementBatch]
+    async def accept(
+        self, serialized_bytes: int, rows: int, decode: Callable[[], Awaitable[MeasurementBatch]]
     ) -> asyncio.Future[BatchResult]:
-        """Hold what the batch will cost in the process's batch memory, `decode` and validate it,
-        spend its rows of the customer's row budget (raising refuses it), then queue it.
+        """Hold what the batch will cost in the process's batch memory, `decode` and validate it
+        (`decode` gives the event loop turns while it works through a big batch), spend its
+        rows of the customer's row budget (raising refuses it), then queue it.
 
         The memory is taken first, from the request's size and row count, so a batch the process
         cannot hold is refused before it is decoded. The future settles when the batch is
@@ -79,7 +111,7 @@ class MeasurementStreamSession:
         held = Holding(self._memory, self._customer_id)
         held.take(resident_cost(serialized_bytes, rows))
         try:
-            batch = decode()
+            batch = await decode()
             now = self._clock.now()
             validate_batch(batch, now)
             self._gate.budget.admit(self._customer_id, len(batch))

@@ -107,9 +107,11 @@ class FleetIngestServicer(ingest_service_pb2_grpc.FleetIngestServiceServicer):
         customer = context.customer()
         async with self._app.ingest.stream(customer.customer_id, customer.token_hash) as stream:
 
-            def accept(request: pb.PushMeasurementsRequest) -> tuple[int, asyncio.Future[BatchResult]]:
+            async def accept(request: pb.PushMeasurementsRequest) -> tuple[int, asyncio.Future[BatchResult]]:
                 rows = len(request.measurements)
-                written = stream.accept(request.ByteSize(), rows, lambda: ingest_wire.decode_batch(request))
+                written = await stream.accept(
+                    request.ByteSize(), rows, lambda: ingest_wire.decode_batch_yielding(request)
+                )
                 context.add_rows(rows)
                 return request.batch_id, written
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import inspect
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 _LOGGER = logging.getLogger(__name__)
@@ -56,16 +57,21 @@ async def _succeeded(
         yield earlier, result
 
 
+Accepted = tuple[Tag, asyncio.Future[Res]]
+
+
 async def pipelined(
     requests: AsyncIterator[Req],
-    accept: Callable[[Req], tuple[Tag, asyncio.Future[Res]]],
+    accept: Callable[[Req], Accepted[Tag, Res] | Awaitable[Accepted[Tag, Res]]],
     *,
     max_queued: int = MAX_QUEUED_BATCHES,
 ) -> AsyncIterator[tuple[Tag, Res]]:
     """Each request's tag with its result, in request order, as soon as the result is there.
 
     `accept` checks a request (raising refuses it) and starts its work, returning the tag the
-    result goes out with (a batch id) and a future. Only the tag is kept: a request may be
+    result goes out with (a batch id) and a future; it may be a coroutine (a big batch is decoded
+    off the event loop), and is awaited before the next request is read, so requests are still
+    accepted one at a time, in order. Only the tag is kept: a request may be
     megabytes of protobuf that nothing needs once its work has started. The next request is
     read while earlier ones are worked on, but only while fewer than `max_queued` are: a
     stream whose queue is full reads nothing, so what it holds is its queue, and HTTP/2 flow
@@ -105,7 +111,10 @@ async def pipelined(
             finally:
                 reading = None  # a done future holds its result: the whole request
             try:
-                queue.append(accept(request))
+                accepted = accept(request)
+                if inspect.isawaitable(accepted):
+                    accepted = await accepted
+                queue.append(accepted)
             except Exception:
                 async for settled in _succeeded(queue):
                     yield settled

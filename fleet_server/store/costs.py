@@ -137,13 +137,19 @@ def energy_slots(
     # float8 -> text must be the shortest round-trip form whatever the server's default. JIT is
     # off because the planner cannot foresee how far the grouping shrinks the rows and compiles
     # for the raw row count: ~0.9 s of compiling for a ~0.3 s query. The hash aggregate over the
-    # raw readings gets memory enough not to spill.
-    session.execute(text("SET LOCAL extra_float_digits = 1"))
-    session.execute(text("SET LOCAL jit = off"))
-    session.execute(text("SET LOCAL work_mem = '64MB'"))
+    # raw readings gets memory enough not to spill. Nested loops are off: a partition being
+    # filled has no statistics yet (a back-fill's month: the planner expects 1 reading), and the
+    # nested loop it then picks looks up every reading's device, site and tariff by index —
+    # 200,000 buffer visits for a week of 50 meters, two thirds of the query's time (make load);
+    # hash joins against the few reference rows cost 8,000. The tariff-period LATERAL stays a
+    # loop (it can only be one), over the few thousand groups. All in one round trip: under load
+    # every statement waits for a CPU, and five of them cost as much as the query.
+    settings = {"extra_float_digits": "1", "jit": "off", "work_mem": "64MB", "enable_nestloop": "off"}
     if timeout_s is not None:
-        milliseconds = max(0, math.ceil(timeout_s * 1000))
-        session.execute(text(f"SET LOCAL statement_timeout = {milliseconds}"))
+        settings["statement_timeout"] = str(max(0, math.ceil(timeout_s * 1000)))
+    session.execute(
+        text("SELECT " + ", ".join(f"set_config('{name}', :{name}, true)" for name in settings)), settings
+    )
     params = {
         "customer_ids": customer_ids,
         "metric": ENERGY_METRIC,

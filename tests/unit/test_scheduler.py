@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import threading
+import time
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import replace
 from typing import Any
@@ -292,5 +293,49 @@ async def test_a_stream_keeps_its_order_when_its_bulk_batch_waits(gate: Gate) ->
         gate.open.set()
         await asyncio.gather(other, big, small)
         assert gate.order == ["other-bulk", "big", "small"]
+    finally:
+        scheduler.close()
+
+
+@run_async
+async def test_a_hopeless_wait_is_refused_at_once_and_new_streams_are_not_admitted(gate: Gate) -> None:
+    """Jobs of 0.2 s on one thread: with three queued, a fourth would wait 0.6 s, past a 0.5 s
+    queue timeout, so it is refused at once; past 0.3 s queued, new work is not admitted."""
+    scheduler = _scheduler(1, queue_timeout_s=0.5, admit_wait_s=0.3)
+    try:
+        assert scheduler.admits(Lane.INGEST) is None
+        await scheduler.run(Turn(Lane.INGEST, "warm"), time.sleep, 0.2)  # the mean run time: 0.2 s
+        holder = asyncio.ensure_future(scheduler.run(Turn(Lane.INGEST, "a"), gate.job, "holder"))
+        await _until(lambda: gate.order == ["holder"])
+        queued = [
+            asyncio.ensure_future(scheduler.run(Turn(Lane.INGEST, name), gate.job, name, wait=False))
+            for name in ("b", "c", "d")
+        ]
+        await _until(lambda: scheduler.load()["ingest"][1] == 3)
+        wait = scheduler.admits(Lane.INGEST)
+        assert wait is not None
+        assert wait > 0.3
+        began = time.monotonic()
+        with pytest.raises(Unavailable, match="queued ahead of this job") as refused:
+            await scheduler.run(Turn(Lane.INGEST, "e"), gate.job, "e")
+        assert time.monotonic() - began < 0.3  # at once, not after the queue timeout
+        assert refused.value.reason is Reason.DATABASE_BUSY
+        gate.open.set()
+        await asyncio.gather(holder, *queued, return_exceptions=True)
+        await _until(lambda: scheduler.load()["ingest"] == (0, 0))
+        assert scheduler.admits(Lane.INGEST) is None
+    finally:
+        scheduler.close()
+
+
+@run_async
+async def test_streams_on_their_way_count_before_their_jobs_are_queued() -> None:
+    scheduler = _scheduler(1, admit_wait_s=0.3)
+    try:
+        await scheduler.run(Turn(Lane.INGEST, "warm"), time.sleep, 0.1)  # the mean run time: 0.1 s
+        assert scheduler.admits(Lane.INGEST, coming=2) is None  # about 0.2 s: still in
+        wait = scheduler.admits(Lane.INGEST, coming=5)
+        assert wait is not None
+        assert wait == pytest.approx(0.5, rel=0.5)
     finally:
         scheduler.close()
