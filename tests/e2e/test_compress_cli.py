@@ -72,14 +72,15 @@ def test_compress_refuses_bad_input_clearly(db: Database, engine: Engine, new_cu
     lower = _compress(database_url, "--customer", "acme")
     bad = _compress(database_url, "--older-than", "a week")
 
-    assert unknown.returncode != 0
+    assert unknown.returncode == 2
     assert "fleet-server: no customer with code NOPE" in unknown.stderr
-    assert lower.returncode != 0
+    assert lower.returncode == 2
     assert "(did you mean ACME?)" in lower.stderr
-    assert bad.returncode != 0
+    assert bad.returncode == 2
     assert "--older-than: 'a week' is not a duration" in bad.stderr
     assert "Traceback" not in unknown.stderr + lower.stderr + bad.stderr
-    assert len(hot_readings(engine, customer.id)) == 2 * 96  # neither wrote anything
+    assert len(hot_readings(engine, customer.id)) == 2 * 96  # none wrote anything
+    assert units(engine, customer.id) == []
 
 
 def test_kill_9_mid_run_loses_and_doubles_nothing(
