@@ -99,13 +99,23 @@ class PushMetrics:
         self._backlog = _BacklogCounter()
 
     def record_tick(self, pusher: Pusher, report: TickReport, seconds: float) -> None:
-        """Everything one tick changed, read from its report and the push state."""
-        self.tick_seconds.observe(seconds)
+        """Everything one tick changed, read from its report and the push state.
+
+        A scrape can land between two of these writes, so the order is chosen: the gauges of the
+        state (backlog, failures, in sync) first, then the counters of what was sent, then the
+        tick's own time. A scrape that sees a tick's rows therefore also sees its backlog.
+        """
         now = pusher.clock.now()
-        self.last_tick.set(now.timestamp())
+        for resource, rows in self._backlog.of(pusher, report).items():
+            self.backlog.labels(resource).set(rows)
+        for state in pusher.state.load_all():
+            self.consecutive_failures.labels(state.resource).set(state.failures)
+            if state.last_success is not None:
+                self.last_success.labels(state.resource).set(state.last_success.timestamp())
         self.token_refused.set(1 if report.blocked else 0)
         for result in report.results:
             self.in_sync.labels(result.resource).set(1 if result.outcome.in_sync else 0)
+        for result in report.results:
             if result.outcome is Outcome.FAILED:
                 self.failures.labels(result.resource).inc()
             if result.rows:
@@ -113,12 +123,8 @@ class PushMetrics:
             if result.resource == MEASUREMENTS:
                 self.measurement_rows.labels("accepted").inc(result.accepted)
                 self.measurement_rows.labels("duplicate").inc(result.duplicates)
-        for state in pusher.state.load_all():
-            self.consecutive_failures.labels(state.resource).set(state.failures)
-            if state.last_success is not None:
-                self.last_success.labels(state.resource).set(state.last_success.timestamp())
-        for resource, rows in self._backlog.of(pusher, report).items():
-            self.backlog.labels(resource).set(rows)
+        self.tick_seconds.observe(seconds)
+        self.last_tick.set(now.timestamp())
 
 
 @dataclass

@@ -407,21 +407,26 @@ class Scheduler:
                     job = self._pick()
                 job.started = True
             began = time.perf_counter()
+            result: Any = None
+            error: BaseException | None = None
             try:
                 result = job.call()
             except BaseException as exc:
-                _settle(job, error=self._fault(exc) or exc)
+                error = self._fault(exc) or exc
+            # The run time is counted and the thread's slot freed before the caller is woken, so
+            # whatever the caller does next (admit a stream, queue another batch) sees this run.
+            took = time.perf_counter() - began
+            with self._cond:
+                kind = (job.lane, job.bulk)
+                mean = self._mean_run.get(kind)
+                self._mean_run[kind] = took if mean is None else mean + _MEAN_WEIGHT * (took - mean)
+                self._lanes[job.lane].finished(job)
+                # A finished job can unblock a capped tenant or lane that another thread skipped.
+                self._cond.notify_all()
+            if error is not None:
+                _settle(job, error=error)
             else:
                 _settle(job, result=result)
-            finally:
-                took = time.perf_counter() - began
-                with self._cond:
-                    kind = (job.lane, job.bulk)
-                    mean = self._mean_run.get(kind)
-                    self._mean_run[kind] = took if mean is None else mean + _MEAN_WEIGHT * (took - mean)
-                    self._lanes[job.lane].finished(job)
-                    # A finished job can unblock a capped tenant or lane that another thread skipped.
-                    self._cond.notify_all()
 
     def _pick(self) -> _Job[Any] | None:
         """The next job a free thread should run: control first, then operator and ingest in turn."""
