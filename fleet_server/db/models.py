@@ -57,6 +57,10 @@ class Customer(Base):
     # When the previous token was last used, to within a few minutes (fleet health: has the
     # portal switched?); cleared by each rotation.
     previous_token_last_used_at: Mapped[datetime | None]
+    # The latest day any of the customer's compressed units holds (None: none yet). Written by
+    # the compression job in each unit's transaction; a measurement batch wholly after it cannot
+    # meet a compressed reading (store/measurements.py).
+    cold_through: Mapped[date | None]
 
 
 class AdminToken(Base):

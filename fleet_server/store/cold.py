@@ -8,9 +8,12 @@ database turn that ingest or an operator is waiting for (docs/DESIGN.md, "Cold s
 
 Invariant (docs/DESIGN.md): a reading lives in exactly one place, hot (a row of
 `fleet.measurements` and its hour in `fleet.measurement_rollups_hourly`) or in a unit. One unit
-is compressed in ONE transaction (`ColdConnection.compress_unit`), under the exclusive
-(customer, month) COLD lock that every measurement batch of that month holds shared, so a
-kill -9 at any moment leaves either the hot rows or the unit, never both and never neither.
+is compressed in ONE transaction (`ColdConnection.compress_unit`), so a kill -9 at any moment
+leaves either the hot rows or the unit, never both and never neither. Batches and units never
+interleave: a batch that reaches into compressed days holds the (customer, month) COLD lock
+shared, which the unit's transaction takes exclusive; a live batch (wholly after the customer's
+`cold_through`) holds the customer row FOR SHARE, which the unit's transaction takes FOR NO KEY
+UPDATE before it reads, and moves `cold_through` before it commits.
 
 Times cross this module as int64 microseconds since the Unix epoch (the codec's unit); rows
 are fetched with a binary timestamptz loader that returns PostgreSQL's own int64 (microseconds
@@ -120,7 +123,14 @@ FROM walk
 WHERE bucket < %(cutoff)s AND bucket <> timestamptz 'infinity'
 """
 
-_HOLD_CUSTOMER = "SELECT 1 FROM fleet.customers WHERE id = %(customer)s FOR KEY SHARE"
+# FOR NO KEY UPDATE, not the FOR KEY SHARE of other writers: it conflicts with the FOR SHARE of
+# a live measurement batch (`customers.HOLD_MEASUREMENT_WRITER`), which reads `cold_through`.
+_HOLD_CUSTOMER = "SELECT 1 FROM fleet.customers WHERE id = %(customer)s FOR NO KEY UPDATE"
+# The customer's compression frontier moves with each unit, in the unit's transaction.
+_MOVE_FRONTIER = """
+UPDATE fleet.customers SET cold_through = %(through_day)s
+WHERE id = %(customer)s AND (cold_through IS NULL OR cold_through < %(through_day)s)
+"""
 _SERIES = "customer_id = %(customer)s AND device_id = %(device)s AND metric = %(metric)s"
 _UNIT_FOR_UPDATE = f"""
 SELECT through_day, payload, octet_length(payload) FROM fleet.measurements_compressed
@@ -261,6 +271,9 @@ class ColdConnection:
                     )
                     # The customer row next, as every writer does: an erasure (FOR UPDATE on it)
                     # and this run wait for each other instead of deadlocking over the unit row.
+                    # Held until commit, before the hot rows are read: a live batch in flight
+                    # (which skips the COLD lock) is committed first, and one arriving later
+                    # waits, then sees the frontier this unit moves.
                     if cursor.execute(_HOLD_CUSTOMER, params).fetchone() is None:
                         return None  # erased meanwhile: its rows went with it
                 lock = "" if dry_run else " FOR UPDATE"
@@ -291,6 +304,7 @@ class ColdConnection:
                         f"deleted {deleted_rows} rows and {deleted_hours} hours, "
                         f"read {len(rows)} and {len(hours)}"
                     )
+                cursor.execute(_MOVE_FRONTIER, {**params, "through_day": outcome.through_day})
                 return outcome
         except (
             pg_errors.QueryCanceled,

@@ -171,6 +171,12 @@ def decode_times(payload: bytes) -> Int64s:
     return _decompress_ints(_blobs(payload)[0])
 
 
+def decode_readings(payload: bytes) -> Unit:
+    """The unit's readings alone (no hours: what pricing needs), without deriving the rollups."""
+    times_blob, values_blob = _blobs(payload)[:2]
+    return Unit(_decompress_ints(times_blob), _decompress_floats(values_blob), Hours.empty())
+
+
 def decode(payload: bytes) -> Unit:
     """The unit's readings and their exact hourly rollups."""
     times_blob, values_blob, sums_blob, mins_blob, maxs_blob = _blobs(payload)

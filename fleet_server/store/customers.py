@@ -32,6 +32,16 @@ HOLD_ACTIVE_CUSTOMER = (
     "OR (previous_token_hash = %(token)s AND previous_token_expires_at > %(now)s)) "
     "FOR KEY SHARE"
 )
+# The live measurement batch's guard: the same row and its compression frontier, FOR SHARE. The
+# compression job takes the row FOR NO KEY UPDATE before it reads a unit's hot rows and moves
+# `cold_through` in the same transaction; those two locks conflict (FOR KEY SHARE would not), so
+# a batch and a unit being written wait for each other, and a batch that waited reads the
+# frontier as the unit left it (READ COMMITTED re-reads a row it had to wait for).
+HOLD_MEASUREMENT_WRITER = HOLD_ACTIVE_CUSTOMER.replace(
+    "SELECT id FROM", "SELECT id, cold_through FROM"
+).replace("FOR KEY SHARE", "FOR SHARE")
+assert HOLD_MEASUREMENT_WRITER.endswith("FOR SHARE")
+assert "cold_through" in HOLD_MEASUREMENT_WRITER
 # Why a writer was refused (only asked once it was): the row, if any, and whether it is active.
 _WHY_REFUSED = "SELECT is_active FROM fleet.customers WHERE id = %(customer)s"
 

@@ -28,7 +28,12 @@ from psycopg.pq import Format
 from fleet_server.db.session import Database
 from fleet_server.resources import Resource
 from fleet_server.store import cold_codec, partitions
-from fleet_server.store.customers import HOLD_ACTIVE_CUSTOMER, hold_params, why_refused
+from fleet_server.store.customers import (
+    HOLD_ACTIVE_CUSTOMER,
+    HOLD_MEASUREMENT_WRITER,
+    hold_params,
+    why_refused,
+)
 from fleet_server.store.locks import LockSpace, cold_keys
 from fleet_server.store.partitions import Partitions
 from fleet_server.store.timestamps import UNIX_TO_PG_US, from_pg_micros
@@ -145,8 +150,9 @@ def _text_array(values: list[str]) -> bytes:
     return _HEADER.pack(1, 0, _TEXT_OID, len(values), 1) + b"".join(map(elements.__getitem__, values))
 
 
-# The whole batch is ONE write statement (in a transaction that first takes the batch's COLD
-# locks, see `write_batch`), so the write is one round trip and atomic by itself.
+# The whole batch is ONE write statement, autocommitted (a batch that reaches into compressed
+# days is written again in a transaction, see `write_batch`), so the write is one round trip and
+# atomic by itself.
 # - `owner` is the guard of every writer (`customers.HOLD_ACTIVE_CUSTOMER`): a concurrent
 #   erasure waits for this batch, and a batch after it finds no owner and writes nothing. This
 #   replaces a foreign key, which checked (and locked) the same row once per inserted row.
@@ -225,26 +231,29 @@ months AS (
     FROM days
     GROUP BY 1, 2, 3
 )"""
-# The units (`store/cold.py`) the batch may collide with: per series-month of the batch, the
-# unit whose `through_day` reaches the batch's earliest day there.
-_UNITS_OF = """
+# The units (`store/cold.py`) a batch that reaches into compressed days may collide with: per
+# series-month of the batch, the unit whose `through_day` reaches the batch's earliest day there.
+_UNITS_FOR_BATCH = f"""WITH {_BATCH_MONTHS}
+SELECT c.device_id, c.metric, c.payload
 FROM months m
 JOIN fleet.measurements_compressed c
   ON c.customer_id = %(customer)s AND c.device_id = m.device_id AND c.metric = m.metric
  AND c.month = m.month AND c.through_day >= m.first_day"""
-_UNITS_FOR_BATCH = f"WITH {_BATCH_MONTHS}\nSELECT c.device_id, c.metric, c.payload {_UNITS_OF}"
 
 
 def _guarded(write: str) -> str:
-    """`write` that writes nothing (and says so) when a unit may hold one of the batch's keys.
+    """`write` as a live batch's statement: it writes nothing (and says so) unless every day of
+    the batch comes after the customer's compression frontier (`customers.cold_through`).
 
-    Run after the statement that took the COLD locks, so its snapshot sees every unit of the
-    batch's months that can exist until the transaction ends. A live batch (days after every
-    unit's `through_day`) finds none and is written by this one statement.
+    The frontier is read from the owner row, locked FOR SHARE (`HOLD_MEASUREMENT_WRITER`) before
+    any row is inserted: a unit being written holds that row FOR NO KEY UPDATE from before it
+    reads the hot rows until it commits, so either this batch commits first and the unit reads
+    its rows, or this batch waits and then reads the frontier the unit moved.
     """
-    guarded = write.replace(
-        "WITH owner AS (",
-        f"WITH {_BATCH_MONTHS},\nhits AS (SELECT 1 {_UNITS_OF}\n LIMIT 1),\nowner AS (",
+    guarded = write.replace(HOLD_ACTIVE_CUSTOMER, HOLD_MEASUREMENT_WRITER, 1)
+    guarded = guarded.replace(
+        "\n),\nbatch AS (",
+        "\n),\nhits AS (SELECT 1 FROM owner WHERE owner.cold_through >= %(first_day)s),\nbatch AS (",
         1,
     )
     guarded = guarded.replace(
@@ -261,6 +270,7 @@ def _guarded(write: str) -> str:
         1,
     )
     assert guarded.count("hits") == 4, "the write statement changed shape"
+    assert HOLD_MEASUREMENT_WRITER in guarded, "the write statement changed shape"
     return guarded
 
 
@@ -353,14 +363,14 @@ def write_batch(
     delivered so far, this batch included (an operator asks "how much did the last push
     carry", not "how big was its last batch"); it defaults to this batch alone.
 
-    The transaction, in three round trips for a live batch: `BEGIN` with the shared COLD locks
-    of the batch's (customer, month)s, in a statement of their own (a READ COMMITTED statement
-    takes its snapshot before the locks it takes itself, so a check in the locking statement
-    could miss a unit committed while it waited); the write, guarded: it writes nothing when a
-    unit may hold one of the batch's keys; `COMMIT`. Only then are the units' times decoded,
-    the rows whose key a unit holds dropped, and the rest written, still under the locks. A row
-    whose key is in a unit is a duplicate, exactly like a row whose key is hot: first write
-    wins, wherever the first write now lives.
+    A live batch (every day after the customer's compression frontier) is one autocommitted
+    statement, guarded: it writes nothing when the batch reaches the frontier. Such a batch is
+    then written in a transaction: `BEGIN` with the shared COLD locks of its (customer, month)s,
+    in a statement of their own (a READ COMMITTED statement takes its snapshot before the locks
+    it takes itself, so a check in the locking statement could miss a unit committed while it
+    waited); the units' times decoded, the rows whose key a unit holds dropped, the rest
+    written; `COMMIT`. A row whose key is in a unit is a duplicate, exactly like a row whose key
+    is hot: first write wins, wherever the first write now lives.
     """
     if not len(batch):
         return BatchResult(0, 0)
@@ -369,12 +379,13 @@ def write_batch(
         **hold_params(customer_id, token_hash, now),
         "received_count": len(batch) if stream_rows is None else stream_rows,
         "high_water": from_pg_micros(max(batch.received)),
+        "first_day": from_pg_micros(min(batch.times)).date(),
     }
     lock = _lock_statement(customer_id, months_of(batch))
     fast = not expect_duplicates
     while True:
         try:
-            accepted = _write_in_transaction(conn, customer_id, batch, base, lock, fast)
+            accepted = _write_once(conn, customer_id, batch, base, lock, fast)
         except pg_errors.UniqueViolation:
             if not fast:
                 raise
@@ -383,7 +394,7 @@ def write_batch(
         return BatchResult(accepted=accepted, duplicates=len(batch) - accepted)
 
 
-def _write_in_transaction(
+def _write_once(
     conn: psycopg.Connection[Any],
     customer_id: int,
     batch: MeasurementBatch,
@@ -391,19 +402,19 @@ def _write_in_transaction(
     lock: str,
     fast: bool,
 ) -> int:
-    """Accepted rows of one try; a failure rolls the transaction back before it propagates."""
+    """Accepted rows of one try; a failure rolls back a transaction it opened before it propagates."""
     try:
         with conn.cursor() as cursor:
-            cursor.execute(lock)
             params = {**base, **_columns(batch)}
             row = cursor.execute(_WRITES[fast, True], params, prepare=True).fetchone()
             assert row is not None
-            if row[2]:  # a unit may hold some keys: drop those rows, write the others
+            if row[0] and row[2]:  # it reaches compressed days: nothing written; go around the units
+                cursor.execute(lock)
                 units = cursor.execute(_UNITS_FOR_BATCH, params, prepare=True).fetchall()
-                params = {**base, **_columns(_without(batch, _compressed_keys(units)))}
-                row = cursor.execute(_WRITES[fast, False], params, prepare=True).fetchone()
+                kept = {**base, **_columns(_without(batch, _compressed_keys(units)))}
+                row = cursor.execute(_WRITES[fast, False], kept, prepare=True).fetchone()
                 assert row is not None
-            cursor.execute("COMMIT")
+                cursor.execute("COMMIT")
             owners, accepted = int(row[0]), int(row[1])
             if owners == 0:
                 raise why_refused(cursor, customer_id)

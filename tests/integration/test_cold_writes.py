@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -187,3 +188,105 @@ def test_ingest_during_compression_keeps_every_reading_once(
     assert fingerprint(stored)[2] == 1  # no key twice
     assert {(d, m, t): v for d, m, t, v in stored} == expected
     assert len(runs) >= 1
+
+
+def _waiting_for_a_lock(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(
+            conn.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE wait_event_type = 'Lock' AND datname = current_database()"
+                )
+            )
+        )
+
+
+def test_a_live_batch_and_a_unit_being_written_wait_for_each_other(
+    db: Database, engine: Engine, new_customer, monkeypatch
+) -> None:
+    """A re-push of hot rows that a unit is compressing at that moment, and a new reading of the
+    same day: the batch skips the COLD lock (no unit yet: the customer's frontier is unset), so
+    the customer row must hold it until the unit commits; then it reads the moved frontier and
+    writes around the unit. Without that the re-push would land hot beside its compressed twin."""
+    from fleet_server.store import cold
+
+    customer = new_customer("ACME")
+    rows = series(2, START, 3)
+    write(db, customer.id, rows)
+    with engine.connect() as conn:
+        assert (
+            conn.scalar(text("SELECT cold_through FROM fleet.customers WHERE id = :c"), {"c": customer.id})
+            is None
+        )
+    reached, go = threading.Event(), threading.Event()
+    encode = cold.ColdConnection._encode
+
+    def paused_encode(*args, **kwargs):  # after the customer lock and the hot reads, before any write
+        reached.set()
+        assert go.wait(30)
+        return encode(*args, **kwargs)
+
+    monkeypatch.setattr(cold.ColdConnection, "_encode", staticmethod(paused_encode))
+    compressor = threading.Thread(target=lambda: compress(db, NOW, WEEK, customer.id))
+    compressor.start()
+    assert reached.wait(30)
+    late = (1, "energy_kwh", START + timedelta(minutes=7), 9.5)  # a new key of a day being compressed
+    results = []
+    pusher = threading.Thread(target=lambda: results.append(write(db, customer.id, [*rows[:50], late])))
+    pusher.start()
+    deadline = time.monotonic() + 10
+    while _waiting_for_a_lock(engine) == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert pusher.is_alive(), "the batch did not wait for the unit"
+    assert _waiting_for_a_lock(engine) == 1
+    go.set()
+    compressor.join(30)
+    pusher.join(30)
+
+    assert (results[0].accepted, results[0].duplicates) == (1, 50)
+    stored = all_readings(engine, customer.id)
+    assert fingerprint(stored)[2] == 1  # no key twice
+    assert len(stored) == len(rows) + 1
+    assert hot_readings(engine, customer.id) == [(1, "energy_kwh", unix_us(late[2]), 9.5)]
+    with engine.connect() as conn:
+        frontier = conn.scalar(
+            text("SELECT cold_through FROM fleet.customers WHERE id = :c"), {"c": customer.id}
+        )
+    with engine.connect() as conn:
+        newest = conn.scalar(
+            text("SELECT max(through_day) FROM fleet.measurements_compressed WHERE customer_id = :c"),
+            {"c": customer.id},
+        )
+    assert frontier == newest is not None
+
+
+def test_a_live_batch_never_waits_for_compression_of_older_months(
+    db: Database, engine: Engine, new_customer
+) -> None:
+    """While a unit of February is being written (its COLD lock held exclusive), a batch of days
+    after the customer's frontier goes through at once; a batch into February waits for it."""
+    from fleet_server.store.locks import LockSpace, cold_key
+
+    customer = new_customer("ACME")
+    write(db, customer.id, series(2, START, 20))
+    compress(db, NOW, WEEK)
+    live = series(2, NOW - timedelta(hours=2), 1)[:20]
+    with engine.connect() as holder:
+        holder.execute(
+            text("SELECT pg_advisory_lock(:space, :key)"),
+            {"space": int(LockSpace.COLD), "key": cold_key(customer.id, START.year * 12 + START.month - 1)},
+        )
+        assert write(db, customer.id, live).accepted == len(live)
+        late = [(1, "energy_kwh", START + timedelta(minutes=7), 1.0)]
+        results = []
+        pusher = threading.Thread(target=lambda: results.append(write(db, customer.id, late)))
+        pusher.start()
+        pusher.join(1.0)
+        assert pusher.is_alive(), "a batch into a month being compressed must wait for its unit"
+        holder.execute(
+            text("SELECT pg_advisory_unlock(:space, :key)"),
+            {"space": int(LockSpace.COLD), "key": cold_key(customer.id, START.year * 12 + START.month - 1)},
+        )
+        pusher.join(30)
+    assert (results[0].accepted, results[0].duplicates) == (1, 0)
