@@ -14,7 +14,7 @@ from fleet_server.auth.call_context import CallContext
 from fleet_server.domain import reference
 from fleet_server.domain.reference import SyncSummary
 from fleet_server.rpc.translate import translate_errors
-from fleet_server.services import ingest_wire, measurement_stream
+from fleet_server.services import decode_helper, ingest_wire, measurement_stream
 from fleet_server.services.snapshot_stream import SnapshotStream
 from fleet_server.store.measurements import BatchResult
 
@@ -110,7 +110,7 @@ class FleetIngestServicer(ingest_service_pb2_grpc.FleetIngestServiceServicer):
             async def accept(request: pb.PushMeasurementsRequest) -> tuple[int, asyncio.Future[BatchResult]]:
                 rows = len(request.measurements)
                 written = await stream.accept(
-                    request.ByteSize(), rows, lambda: ingest_wire.decode_batch_yielding(request)
+                    request.ByteSize(), rows, lambda: decode_helper.decode_batch(request)
                 )
                 context.add_rows(rows)
                 return request.batch_id, written

@@ -175,17 +175,17 @@ def _stamp_column(stamps: Sequence[timestamp_pb2.Timestamp], field: str, first: 
 
 
 # An unset Timestamp reads as the Unix epoch: that instant in PostgreSQL microseconds.
-_UNSET_STAMP = -UNIX_TO_PG_US
+UNSET_STAMP = -UNIX_TO_PG_US
 
 
 def _unset_stamps(
     rows: Sequence[resources_pb2.Measurement], field: str, micros: list[int]
 ) -> set[tuple[int, str]]:
     """(row, field) of every unset timestamp; rows are looked at only when one reads as the epoch."""
-    if min(micros) > _UNSET_STAMP:
+    if min(micros) > UNSET_STAMP:
         return set()
     return {
-        (i, field) for i, value in enumerate(micros) if value == _UNSET_STAMP and not rows[i].HasField(field)
+        (i, field) for i, value in enumerate(micros) if value == UNSET_STAMP and not rows[i].HasField(field)
     }
 
 
