@@ -5,7 +5,8 @@ Every write of a customer's data starts with `HOLD_ACTIVE_CUSTOMER` (snapshots t
 locks the customer row FOR KEY SHARE, so an erasure — which locks the row FOR UPDATE before
 deleting — and a write queue on one lock in one order instead of deadlocking, and a write that
 waited for an erasure or a deactivation finds no active customer and writes nothing
-(`customer_gone`).
+(`customer_gone`). A live measurement batch takes the same row FOR SHARE instead
+(`HOLD_MEASUREMENT_WRITER`), to meet the compression job on it as well.
 """
 
 from __future__ import annotations
