@@ -15,6 +15,7 @@ from google.protobuf import timestamp_pb2
 from fleet_server.domain.measurements import validate_batch
 from fleet_server.errors import InvalidArgument
 from fleet_server.services import decode_helper, ingest_wire
+from fleet_server.store.measurements import MeasurementBatch
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
 
@@ -42,7 +43,7 @@ def _request(rows: int) -> ingest_pb.PushMeasurementsRequest:
     )
 
 
-def _columns(batch):
+def _columns(batch: MeasurementBatch) -> tuple[object, ...]:
     return batch.device_ids, batch.metrics, batch.times, batch.values, batch.received
 
 
