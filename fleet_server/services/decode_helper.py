@@ -21,7 +21,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
@@ -37,6 +39,8 @@ OFFLOAD_ROWS = 1_000  # the scheduler's bulk size (`db.scheduler.BULK_ROWS`): a 
 
 Columns = tuple[list[int], list[str], list[int], list[float], list[int]]
 
+_WATCH_S = 0.5  # how often the helper checks that the server that started it still runs
+
 _pool: ProcessPoolExecutor | None = None
 _pool_lock = threading.Lock()
 
@@ -45,8 +49,31 @@ def _helper() -> ProcessPoolExecutor:
     global _pool
     with _pool_lock:
         if _pool is None:
-            _pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+            _pool = ProcessPoolExecutor(
+                max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=_detach
+            )
         return _pool
+
+
+def _detach() -> None:
+    """In the helper, first: let go of the server's standard streams, and end with the server.
+
+    A supervisor, a test or a shell waiting for the server's output to close must not wait for
+    the helper too; and a server killed with SIGKILL must not leave its helper behind (the
+    helper holds both ends of its task pipe, so it would never read an end of file).
+    """
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
+    server = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == server:
+            time.sleep(_WATCH_S)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="decode-helper-watch", daemon=True).start()
 
 
 def _forget(pool: ProcessPoolExecutor) -> None:
