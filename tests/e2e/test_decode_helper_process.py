@@ -28,7 +28,7 @@ def _stamp(value: datetime) -> timestamp_pb2.Timestamp:
 
 
 def _children(pid: int) -> set[int]:
-    found = set()
+    found: set[int] = set()
     for task in Path(f"/proc/{pid}/task").iterdir():
         children = (task / "children").read_text().split()
         found.update(int(c) for c in children)
