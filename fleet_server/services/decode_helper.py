@@ -29,13 +29,14 @@ from concurrent.futures.process import BrokenProcessPool
 
 from fleet.v1 import ingest_service_pb2 as ingest_pb
 
+from fleet_server.db.scheduler import BULK_ROWS
 from fleet_server.errors import FleetError
 from fleet_server.services import ingest_wire
 from fleet_server.store.measurements import MeasurementBatch
 
 _LOGGER = logging.getLogger(__name__)
 
-OFFLOAD_ROWS = 1_000  # the scheduler's bulk size (`db.scheduler.BULK_ROWS`): a live batch stays here
+OFFLOAD_ROWS = BULK_ROWS  # the scheduler's bulk size: a live batch is decoded on the loop
 
 Columns = tuple[list[int], list[str], list[int], list[float], list[int]]
 

@@ -37,6 +37,7 @@ _CONFIG = ChunkConfig()
 
 Int64s = npt.NDArray[np.int64]
 Float64s = npt.NDArray[np.float64]
+Bools = npt.NDArray[np.bool_]
 
 
 class InconsistentRollups(ValueError):

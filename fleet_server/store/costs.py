@@ -14,7 +14,6 @@ from datetime import datetime
 from decimal import Decimal
 
 import numpy as np
-import numpy.typing as npt
 import psycopg
 from sqlalchemy import bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -23,10 +22,9 @@ from sqlalchemy.orm import Session
 from sqlalchemy.types import BigInteger, Text
 
 from fleet_server.store import cold_reads
-from fleet_server.store.cold_codec import Float64s, Int64s
+from fleet_server.store.cold_codec import Bools, Float64s, Int64s
 
 ENERGY_METRIC = "energy_kwh"
-Bools = npt.NDArray[np.bool_]
 _INVALID_PARAMETER_VALUE = "22023"  # SQLSTATE raised by AT TIME ZONE for a zone it does not know
 
 

@@ -23,26 +23,31 @@ from fleet_server.db.base import Base
 from fleet_server.db.models import Customer
 from fleet_server.errors import Reason, Unauthenticated
 
-# psycopg's parameter style: the measurement write embeds this text, snapshots execute it.
-# `token` is the hash of the token the call was authenticated with (NULL: not checked): a write
-# is refused once that token stops being valid (a zero-grace rotation, an expired grace window),
-# so a stream opened with a leaked token ends at its next batch, without a round trip more.
-HOLD_ACTIVE_CUSTOMER = (
-    "SELECT id FROM fleet.customers WHERE id = %(customer)s AND is_active "
-    "AND (%(token)s::text IS NULL OR token_hash = %(token)s "
-    "OR (previous_token_hash = %(token)s AND previous_token_expires_at > %(now)s)) "
-    "FOR KEY SHARE"
-)
+
+def _hold(columns: str, lock: str) -> str:
+    """The "still active" guard selecting `columns` of the row locked FOR `lock`.
+
+    psycopg's parameter style: the measurement write embeds this text, snapshots execute it.
+    `token` is the hash of the token the call was authenticated with (NULL: not checked): a
+    write is refused once that token stops being valid (a zero-grace rotation, an expired grace
+    window), so a stream opened with a leaked token ends at its next batch, without a round trip
+    more.
+    """
+    return (
+        f"SELECT {columns} FROM fleet.customers WHERE id = %(customer)s AND is_active "
+        "AND (%(token)s::text IS NULL OR token_hash = %(token)s "
+        "OR (previous_token_hash = %(token)s AND previous_token_expires_at > %(now)s)) "
+        f"FOR {lock}"
+    )
+
+
+HOLD_ACTIVE_CUSTOMER = _hold("id", "KEY SHARE")
 # The live measurement batch's guard: the same row and its compression frontier, FOR SHARE. The
 # compression job takes the row FOR NO KEY UPDATE before it reads a unit's hot rows and moves
 # `cold_through` in the same transaction; those two locks conflict (FOR KEY SHARE would not), so
 # a batch and a unit being written wait for each other, and a batch that waited reads the
 # frontier as the unit left it (READ COMMITTED re-reads a row it had to wait for).
-HOLD_MEASUREMENT_WRITER = HOLD_ACTIVE_CUSTOMER.replace(
-    "SELECT id FROM", "SELECT id, cold_through FROM"
-).replace("FOR KEY SHARE", "FOR SHARE")
-assert HOLD_MEASUREMENT_WRITER.endswith("FOR SHARE")
-assert "cold_through" in HOLD_MEASUREMENT_WRITER
+HOLD_MEASUREMENT_WRITER = _hold("id, cold_through", "SHARE")
 # Why a writer was refused (only asked once it was): the row, if any, and whether it is active.
 _WHY_REFUSED = "SELECT is_active FROM fleet.customers WHERE id = %(customer)s"
 

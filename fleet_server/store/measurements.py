@@ -381,11 +381,10 @@ def write_batch(
         "high_water": from_pg_micros(max(batch.received)),
         "first_day": from_pg_micros(min(batch.times)).date(),
     }
-    lock = _lock_statement(customer_id, months_of(batch))
     fast = not expect_duplicates
     while True:
         try:
-            accepted = _write_once(conn, customer_id, batch, base, lock, fast)
+            accepted = _write_once(conn, customer_id, batch, base, fast)
         except pg_errors.UniqueViolation:
             if not fast:
                 raise
@@ -399,7 +398,6 @@ def _write_once(
     customer_id: int,
     batch: MeasurementBatch,
     base: dict[str, Any],
-    lock: str,
     fast: bool,
 ) -> int:
     """Accepted rows of one try; a failure rolls back a transaction it opened before it propagates."""
@@ -409,7 +407,7 @@ def _write_once(
             row = cursor.execute(_WRITES[fast, True], params, prepare=True).fetchone()
             assert row is not None
             if row[0] and row[2]:  # it reaches compressed days: nothing written; go around the units
-                cursor.execute(lock)
+                cursor.execute(_lock_statement(customer_id, months_of(batch)))
                 units = cursor.execute(_UNITS_FOR_BATCH, params, prepare=True).fetchall()
                 kept = {**base, **_columns(_without(batch, _compressed_keys(units)))}
                 row = cursor.execute(_WRITES[fast, False], kept, prepare=True).fetchone()
