@@ -10,21 +10,13 @@ from pathlib import Path
 
 import grpc
 import pytest
-from fleet.v1 import ingest_service_pb2 as ipb
 from fleet.v1 import ingest_service_pb2_grpc
-from fleet.v1 import resources_pb2 as res
-from google.protobuf import timestamp_pb2
 
 from tests.support.clients import bearer
+from tests.support.measurements import reading, request
 from tests.support.process import ServerProcess
 
 pytestmark = pytest.mark.e2e
-
-
-def _stamp(value: datetime) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
 
 
 def _children(pid: int) -> set[int]:
@@ -46,18 +38,10 @@ def _alive(pid: int) -> bool:
 def test_a_killed_server_takes_its_decoding_helper_with_it(database_url: str, new_customer) -> None:
     customer = new_customer("ACME")
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(days=3)
-    batch = ipb.PushMeasurementsRequest(
-        batch_id=1,
-        measurements=[
-            res.Measurement(
-                device_id=1,
-                metric="energy_kwh",
-                time=_stamp(start + timedelta(minutes=i)),
-                value=0.5,
-                received_at=_stamp(datetime.now(UTC)),
-            )
-            for i in range(2_000)  # over the helper's threshold
-        ],
+    received = datetime.now(UTC)
+    # Over the helper's threshold.
+    batch = request(
+        1, (reading(1, start + timedelta(minutes=i), 0.5, received=received) for i in range(2_000))
     )
     with ServerProcess(database_url) as server:
         assert server.proc is not None

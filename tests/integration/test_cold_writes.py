@@ -277,7 +277,12 @@ def test_a_live_batch_never_waits_for_compression_of_older_months(
             text("SELECT pg_advisory_lock(:space, :key)"),
             {"space": int(LockSpace.COLD), "key": cold_key(customer.id, START.year * 12 + START.month - 1)},
         )
-        assert write(db, customer.id, live).accepted == len(live)
+        live_results = []
+        live_pusher = threading.Thread(target=lambda: live_results.append(write(db, customer.id, live)))
+        live_pusher.start()
+        live_pusher.join(10)
+        assert not live_pusher.is_alive(), "a live batch waited for compression of an older month"
+        assert live_results[0].accepted == len(live)
         late = [(1, "energy_kwh", START + timedelta(minutes=7), 1.0)]
         results = []
         pusher = threading.Thread(target=lambda: results.append(write(db, customer.id, late)))

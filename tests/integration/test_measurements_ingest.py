@@ -13,6 +13,7 @@ from sqlalchemy import text
 from fleet_server.clock import FakeClock
 from fleet_server.db.session import Database
 from fleet_server.errors import MAX_LISTED_VIOLATIONS
+from fleet_server.services.decode_helper import OFFLOAD_ROWS
 from fleet_server.store import partitions
 from tests.support.clients import Stubs, bad_request_fields, error_reason
 from tests.support.measurements import (
@@ -232,14 +233,17 @@ def _unset(field: str, row: object) -> object:
         ),
     ],
 )
+@pytest.mark.parametrize("padding", [0, OFFLOAD_ROWS], ids=["live", "bulk"])
 def test_a_bad_row_rejects_its_batch_whole_and_earlier_batches_stay(
-    make_server, new_customer, engine, bad_row, field, message
+    make_server, new_customer, engine, bad_row, field, message, padding
 ):
+    """A bulk batch (decoded in the helper process) is refused exactly as a live one."""
     server = make_server(clock=FakeClock(NOW))
     client = Stubs.connect(server.target)
     customer = new_customer("ACME")
     good = request(1, [reading(1, T0 - Q, 1.0)])
-    bad = request(2, [reading(2, T0, 1.0), reading(3, T0, 1.0), bad_row, reading(4, T0, 1.0)])
+    filler = [reading(5, T0 + i * Q, 1.0) for i in range(padding)]
+    bad = request(2, [reading(2, T0, 1.0), reading(3, T0, 1.0), bad_row, reading(4, T0, 1.0), *filler])
     after = request(3, [reading(5, T0, 1.0)])
 
     acks, error = push_until_error(client, customer.token, [good, bad, after])

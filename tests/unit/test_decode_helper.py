@@ -9,37 +9,31 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from fleet.v1 import ingest_service_pb2 as ingest_pb
-from fleet.v1 import resources_pb2
-from google.protobuf import timestamp_pb2
 
 from fleet_server.domain.measurements import validate_batch
 from fleet_server.errors import InvalidArgument
 from fleet_server.services import decode_helper, ingest_wire
 from fleet_server.store.measurements import MeasurementBatch
+from tests.support.measurements import reading
+from tests.support.measurements import request as batch_of
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
 
 
-def _stamp(moment: datetime) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
-
-
 def _request(rows: int) -> ingest_pb.PushMeasurementsRequest:
     start = NOW - timedelta(days=30)
-    return ingest_pb.PushMeasurementsRequest(
-        batch_id=1,
-        measurements=[
-            resources_pb2.Measurement(
-                device_id=1 + i % 7,
+    return batch_of(
+        1,
+        (
+            reading(
+                1 + i % 7,
+                start + timedelta(minutes=15 * i),
+                i * 0.125 - 3,
                 metric="energy_kwh" if i % 2 else "power_w",
-                time=_stamp(start + timedelta(minutes=15 * i)),
-                value=i * 0.125 - 3,
-                received_at=_stamp(NOW),
+                received=NOW,
             )
             for i in range(rows)
-        ],
+        ),
     )
 
 
@@ -51,7 +45,7 @@ def test_a_big_batch_comes_back_as_decoded_here() -> None:
     request = _request(decode_helper.OFFLOAD_ROWS + 500)
     offloaded = asyncio.run(decode_helper.decode_batch(request))
     assert _columns(offloaded) == _columns(ingest_wire.decode_batch(request))
-    assert decode_helper.decode_columns(request.SerializeToString()) is not None  # it went to the helper
+    assert decode_helper.decode_columns(request.SerializeToString()) is not None  # the helper answers it
 
 
 def test_a_refused_big_batch_gets_the_error_decoding_here_gives() -> None:
