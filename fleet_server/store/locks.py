@@ -98,8 +98,14 @@ def lock_snapshot(session: Session, customer_id: int, resource: Resource, *, sha
 # A stream lock statement is instant on a live database; this long means it is not answering.
 LOCK_TIMEOUT_S = 5.0
 LOCK_RETRY_MS = 2_000
-# A stream's lock is kept this long after the stream ends, for the customer's next stream here.
-LINGER_S = 10.0
+# A stream's lock is kept this long after the stream ends, for the customer's next stream here:
+# longer than a live portal's push interval plus its call under load (`make load`: 1-5 s, and
+# seconds more while back-fills run; with 10 s, slow cycles fell out of the window and the
+# lock statements came back just when the server was busiest).
+LINGER_S = 30.0
+# At most this many locks linger per process (the oldest go first): each holds a slot of
+# PostgreSQL's shared lock table (max_locks_per_transaction x max_connections, 6,400 by default).
+MAX_LINGERING = 1_000
 # While locks linger, the lock connection reads other processes' requests for them this often.
 POLL_S = 0.2
 # A lock another process holds is asked for and tried again this many times, this far apart:
@@ -155,9 +161,12 @@ class StreamLocks:
     while a second stream of a customer whose stream is really open elsewhere is still refused.
     """
 
-    def __init__(self, engine: Engine, *, linger_s: float = LINGER_S) -> None:
+    def __init__(
+        self, engine: Engine, *, linger_s: float = LINGER_S, max_lingering: int = MAX_LINGERING
+    ) -> None:
         self._engine = engine
         self._linger_s = linger_s
+        self._max_lingering = max_lingering
         self._active: set[int] = set()  # streams running (or being locked) in this process
         self._held: set[int] = set()  # advisory locks held on the current connection
         self._lingering: dict[int, float] = {}  # held locks of ended streams: since when (loop time)
@@ -278,13 +287,15 @@ class StreamLocks:
                 return
 
     def _done_lingering(self) -> list[int]:
-        """Lingering locks to give up now: held `linger_s`, or asked for by another process."""
+        """Lingering locks to give up now: held `linger_s`, asked for by another process, or the
+        oldest past `max_lingering` (`_lingering` is in the order the streams ended)."""
         wanted, self._wanted = self._wanted, set()
         oldest = asyncio.get_running_loop().time() - self._linger_s
+        surplus = len(self._lingering) - self._max_lingering
         return [
             customer_id
-            for customer_id, since in self._lingering.items()
-            if since <= oldest or customer_key(customer_id) in wanted
+            for index, (customer_id, since) in enumerate(self._lingering.items())
+            if index < surplus or since <= oldest or customer_key(customer_id) in wanted
         ]
 
     async def _listen(self) -> None:

@@ -205,6 +205,32 @@ def test_a_stream_lock_lingers_for_the_next_stream_and_is_given_up_when_another_
         database.close()
 
 
+def test_no_more_than_the_cap_of_stream_locks_linger(database_url, new_customer, engine):
+    customers = [new_customer(f"C{i}") for i in range(3)]
+    database = Database.from_url(database_url, pool_size=1)
+    locks = StreamLocks(database.engine, linger_s=60, max_lingering=2)
+
+    async def scenario() -> None:
+        for customer in customers:
+            assert await locks.try_acquire(customer.id)
+        for customer in customers:
+            await locks.release(customer.id)
+        deadline = time.monotonic() + 10
+        # A lock given up is "active" until its unlock statement is done.
+        while (len(locks.lingering()) > 2 or locks.active()) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert locks.lingering() == {customers[1].id, customers[2].id}  # the oldest went first
+        held = [await asyncio.to_thread(_stream_locks_held, engine, c.id) for c in customers]
+        assert held == [0, 1, 1]
+        await locks.close()
+
+    try:
+        asyncio.run(scenario())
+        assert [_stream_locks_held(engine, c.id) for c in customers] == [0, 0, 0]
+    finally:
+        database.close()
+
+
 def test_a_lingering_stream_lock_is_given_back_after_its_time_and_the_connection_closed(
     database_url, new_customer, engine
 ):
