@@ -242,6 +242,7 @@ class RunningServer:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         await self.server.stop(self.app.settings.shutdown_grace_s if grace is None else grace)
+        await self.app.gate.locks.close()  # every stream has ended; lingering locks go now
         if self._database_health is not None:
             self._database_health.close()
 

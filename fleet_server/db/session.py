@@ -14,7 +14,7 @@ import logging
 import math
 import os
 from collections.abc import Callable
-from typing import Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import psycopg
 from sqlalchemy import Engine, create_engine, exc, text
@@ -28,6 +28,10 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 _LOGGER = logging.getLogger(__name__)
+
+# The driver connection `Database.autocommit` lends: layers above the store name it by this alias,
+# never by psycopg's own type (only the store touches the driver).
+Driver = psycopg.Connection[Any]
 
 # A database that stops answering must not hang a connect forever (libpq has no default limit).
 CONNECT_TIMEOUT_S = 10
@@ -147,6 +151,24 @@ class Database:
         """Run `fn(session, …)` in one transaction: committed if it returns, rolled back if it raises."""
         with self.sessions.begin() as session:
             return fn(session, *args, **kwargs)
+
+    def autocommit(self, fn: Callable[Concatenate[Driver, P], T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run `fn(connection, …)` on a pooled psycopg connection in autocommit mode.
+
+        For the paths every call or batch takes (token lookups, measurement writes): their work
+        is one statement, atomic by itself, so a Session's BEGIN and COMMIT would be two round
+        trips more and the ORM about a millisecond of Python per call (`make load`). A
+        connection that died under `fn` is dropped from the pool (psycopg saw it die, not
+        SQLAlchemy).
+        """
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            driver = connection.connection.driver_connection
+            assert isinstance(driver, psycopg.Connection)
+            try:
+                return fn(driver, *args, **kwargs)
+            except psycopg.OperationalError:
+                connection.invalidate()
+                raise
 
     async def run(
         self, turn: Turn, fn: Callable[Concatenate[Session, P], T], /, *args: P.args, **kwargs: P.kwargs

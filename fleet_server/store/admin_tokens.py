@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
+import psycopg
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -70,9 +72,14 @@ def revoke(session: Session, token_id: int, now: datetime) -> StoredAdminToken:
     return StoredAdminToken(*row)
 
 
-def find_unrevoked_by_hash(session: Session, digest: str) -> StoredAdminToken | None:
+# Run once per operator call, like the customer token lookup: one autocommitted statement.
+_FIND_UNREVOKED = (
+    "SELECT id, name, created_at, revoked_at FROM fleet.admin_tokens "
+    "WHERE token_hash = %(digest)s AND revoked_at IS NULL"
+)
+
+
+def find_unrevoked_by_hash(conn: psycopg.Connection[Any], digest: str) -> StoredAdminToken | None:
     """The unrevoked token whose hash is `digest`."""
-    row = session.execute(
-        select(*_COLUMNS).where(AdminToken.token_hash == digest, AdminToken.revoked_at.is_(None))
-    ).one_or_none()
+    row = conn.execute(_FIND_UNREVOKED, {"digest": digest}, prepare=True).fetchone()
     return None if row is None else StoredAdminToken(*row)

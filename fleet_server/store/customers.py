@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Column, Table, and_, delete, insert, or_, select, update
+import psycopg
+from sqlalchemy import Column, Table, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -228,53 +229,41 @@ def set_active(session: Session, customer_id: int, active: bool) -> StoredCustom
     return _stored(row)
 
 
-def find_by_token_hash(session: Session, digest: str, now: datetime) -> TokenOwner | None:
+# Token lookups run once per call: each is one autocommitted statement on the driver connection
+# (see `Database.autocommit`), prepared once per connection.
+_FIND_BY_TOKEN_HASH = (
+    "SELECT id, code, is_active, token_hash = %(digest)s, previous_token_expires_at, "
+    "previous_token_last_used_at FROM fleet.customers WHERE token_hash = %(digest)s "
+    "OR (previous_token_hash = %(digest)s AND previous_token_expires_at > %(now)s) LIMIT 1"
+)
+_NOTE_PREVIOUS_TOKEN_USE = (
+    "UPDATE fleet.customers SET previous_token_last_used_at = %(now)s WHERE id = %(customer)s "
+    "AND (previous_token_last_used_at IS NULL OR previous_token_last_used_at < %(older_than)s)"
+)
+
+
+def find_by_token_hash(conn: psycopg.Connection[Any], digest: str, now: datetime) -> TokenOwner | None:
     """The customer whose current token, or previous token still in its grace window, hashes to `digest`."""
-    row = session.execute(
-        select(
-            Customer.id,
-            Customer.code,
-            Customer.is_active,
-            (Customer.token_hash == digest).label("current"),
-            Customer.previous_token_expires_at,
-            Customer.previous_token_last_used_at,
-        ).where(
-            or_(
-                Customer.token_hash == digest,
-                and_(
-                    Customer.previous_token_hash == digest,
-                    Customer.previous_token_expires_at > now,
-                ),
-            )
-        )
-    ).first()
+    row = conn.execute(_FIND_BY_TOKEN_HASH, {"digest": digest, "now": now}, prepare=True).fetchone()
     if row is None:
         return None
+    customer_id, code, is_active, current, expires_at, last_used_at = row
     return TokenOwner(
-        id=row.id,
-        code=row.code,
-        is_active=row.is_active,
-        current=bool(row.current),
-        previous_token_expires_at=row.previous_token_expires_at,
-        previous_token_last_used_at=row.previous_token_last_used_at,
+        id=customer_id,
+        code=code,
+        is_active=is_active,
+        current=bool(current),
+        previous_token_expires_at=expires_at,
+        previous_token_last_used_at=last_used_at,
     )
 
 
-def note_previous_token_use(session: Session, customer_id: int, now: datetime, older_than: datetime) -> None:
+def note_previous_token_use(
+    conn: psycopg.Connection[Any], customer_id: int, now: datetime, older_than: datetime
+) -> None:
     """Set when the previous token was last used to `now`, unless another call already set it past
     `older_than` (concurrent calls and workers do not pile up writes)."""
-    session.execute(
-        update(Customer)
-        .where(
-            Customer.id == customer_id,
-            or_(
-                Customer.previous_token_last_used_at.is_(None),
-                Customer.previous_token_last_used_at < older_than,
-            ),
-        )
-        .values(previous_token_last_used_at=now)
-        .execution_options(synchronize_session=False)
-    )
+    conn.execute(_NOTE_PREVIOUS_TOKEN_USE, {"now": now, "customer": customer_id, "older_than": older_than})
 
 
 def _customer_tables() -> list[Table]:

@@ -489,15 +489,7 @@ class BatchWriter:
             return self._write(customer_id, batch, now, token_hash)
 
     def _with_connection(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
-        """`work` on a pooled connection in autocommit mode; a connection that died is dropped."""
-        with self._db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-            driver = connection.connection.driver_connection
-            assert isinstance(driver, psycopg.Connection)
-            try:
-                return work(driver)
-            except psycopg.OperationalError:
-                connection.invalidate()  # driver-level: SQLAlchemy did not see the connection die
-                raise
+        return self._db.autocommit(work)
 
     def _write(
         self, customer_id: int, batch: MeasurementBatch, now: datetime, token_hash: str | None

@@ -27,8 +27,8 @@ def test_lost_file_revokes_the_unusable_token_and_mints_a_new_one(db, settings, 
 
     assert second != first
     assert oct(path.stat().st_mode & 0o777) == "0o600"
-    identity = db.transaction(find_identity, second, SystemClock())
+    identity = db.autocommit(find_identity, second, SystemClock())
     assert isinstance(identity, AdminIdentity)
     assert identity.name == "local-admin-2"
     with pytest.raises(Unauthenticated, match="unknown or revoked admin token"):
-        db.transaction(find_identity, first, SystemClock())
+        db.autocommit(find_identity, first, SystemClock())

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import grpc
 from fleet.v1 import resources_pb2 as rpb
@@ -14,6 +16,7 @@ from sqlalchemy import text
 from fleet_server.clock import FakeClock
 from fleet_server.db.session import Database, application_name
 from fleet_server.domain.fairness import IngestGate
+from fleet_server.store.locks import StreamLocks
 from tests.support.clients import Stubs, error_reason
 from tests.support.measurements import (
     HeldStream,
@@ -118,7 +121,10 @@ def test_a_call_cancelled_while_it_gives_the_stream_lock_back_still_gives_it_bac
     is giving the lock back; if that cancelled the release, the customer stayed locked out."""
     customer = new_customer("ACME")
     database = Database.from_url(database_url, pool_size=1)
-    gate = IngestGate.build(database, settings, FakeClock())
+    # Without lingering: the lock must be given back by the unlock the cancellation lands on.
+    gate = dataclasses.replace(
+        IngestGate.build(database, settings, FakeClock()), locks=StreamLocks(database.engine, linger_s=0)
+    )
 
     async def call() -> None:
         this = asyncio.current_task()
@@ -138,16 +144,113 @@ def test_a_call_cancelled_while_it_gives_the_stream_lock_back_still_gives_it_bac
     try:
         asyncio.run(cancelled_call())
         assert gate.locks.active() == set()
-        with engine.connect() as conn:
-            held = conn.scalar(
-                text(
-                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 "
-                    "AND objid = :customer "
-                    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-                ),
-                {"customer": customer.id},
-            )
-        assert held == 0
+        assert _stream_locks_held(engine, customer.id) == 0
+    finally:
+        database.close()
+
+
+def _stream_locks_held(engine, customer_id: int) -> int:
+    """Sessions holding the customer's stream lock in this database."""
+    with engine.connect() as conn:
+        held = conn.scalar(
+            text(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 "
+                "AND objid = :customer AND granted "
+                "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            ),
+            {"customer": customer_id},
+        )
+    return int(held)
+
+
+class _CountedLocks(StreamLocks):
+    """StreamLocks counting the statements it sends (each still goes to the database)."""
+
+    statements = 0
+
+    async def _execute(self, sql: str, params: tuple[Any, ...] | None) -> list[bool]:
+        self.statements += 1
+        return await super()._execute(sql, params)
+
+
+def test_a_stream_lock_lingers_for_the_next_stream_and_is_given_up_when_another_process_asks(
+    database_url, new_customer, engine
+):
+    customer = new_customer("ACME")
+    database = Database.from_url(database_url, pool_size=1)
+    here, there = _CountedLocks(database.engine, linger_s=60), StreamLocks(database.engine, linger_s=60)
+
+    async def scenario() -> None:
+        assert await here.try_acquire(customer.id)
+        await here.release(customer.id)
+        assert here.lingering() == {customer.id}
+        assert await asyncio.to_thread(_stream_locks_held, engine, customer.id) == 1  # still held
+        sent = here.statements
+        assert await here.try_acquire(customer.id)  # the customer's next stream here
+        assert here.statements == sent  # took the lingering lock: no round trip
+        assert not await there.try_acquire(customer.id)  # a stream really open here: refused there
+        await here.release(customer.id)
+        started = time.monotonic()
+        assert await there.try_acquire(customer.id)  # lingering here: asked for and given up
+        assert time.monotonic() - started < 2.0
+        assert here.lingering() == set()
+        await there.release(customer.id)
+        await there.close()
+        await here.close()
+
+    try:
+        asyncio.run(scenario())
+        assert _stream_locks_held(engine, customer.id) == 0
+    finally:
+        database.close()
+
+
+def test_no_more_than_the_cap_of_stream_locks_linger(database_url, new_customer, engine):
+    customers = [new_customer(f"C{i}") for i in range(3)]
+    database = Database.from_url(database_url, pool_size=1)
+    locks = StreamLocks(database.engine, linger_s=60, max_lingering=2)
+
+    async def scenario() -> None:
+        for customer in customers:
+            assert await locks.try_acquire(customer.id)
+        for customer in customers:
+            await locks.release(customer.id)
+        deadline = time.monotonic() + 10
+        # A lock given up is "active" until its unlock statement is done.
+        while (len(locks.lingering()) > 2 or locks.active()) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert locks.lingering() == {customers[1].id, customers[2].id}  # the oldest went first
+        held = [await asyncio.to_thread(_stream_locks_held, engine, c.id) for c in customers]
+        assert held == [0, 1, 1]
+        await locks.close()
+
+    try:
+        asyncio.run(scenario())
+        assert [_stream_locks_held(engine, c.id) for c in customers] == [0, 0, 0]
+    finally:
+        database.close()
+
+
+def test_a_lingering_stream_lock_is_given_back_after_its_time_and_the_connection_closed(
+    database_url, new_customer, engine
+):
+    customer = new_customer("ACME")
+    database = Database.from_url(database_url, pool_size=1)
+    locks = StreamLocks(database.engine, linger_s=0.3)
+
+    async def scenario() -> None:
+        assert await locks.try_acquire(customer.id)
+        await locks.release(customer.id)
+        assert locks.lingering() == {customer.id}
+        deadline = time.monotonic() + 10
+        while (locks.lingering() or locks._connection is not None) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert locks.lingering() == set()
+        assert locks._connection is None  # nothing held: an idle server keeps no extra connection
+
+    try:
+        asyncio.run(scenario())
+        assert _stream_locks_held(engine, customer.id) == 0
     finally:
         database.close()
 

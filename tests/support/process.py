@@ -58,6 +58,40 @@ def wait_serving(target: str, timeout: float = 30.0, credentials: Any = None) ->
     raise TimeoutError(f"{target} not SERVING after {timeout}s: {last}")
 
 
+def settle_backends(database_url: str, pid: int, timeout: float = 30.0) -> None:
+    """After process `pid` was killed: wait until PostgreSQL has finished all it left running.
+
+    Its backends still run whatever it sent before it died, even a statement that sat unread
+    in the socket while the backend looked idle, and commit it; they exit only once they read
+    the end of the connection. Until the last one has, rows can still appear or go and its locks
+    (the stream locks too) are still held. Its backends are found by the `application_name`
+    every connection of a fleet-server process carries.
+    """
+    deadline = time.monotonic() + timeout
+    with _activity(database_url) as conn:
+        while _backend_count(conn, pid):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"backends of the killed process still there after {timeout}s")
+            time.sleep(0.02)
+
+
+def _activity(database_url: str) -> Connection:
+    # Autocommit: pg_stat_activity is a snapshot per transaction, so each look needs its own.
+    engine = create_engine(database_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    return engine.connect()
+
+
+def _backend_count(conn: Connection, pid: int) -> int:
+    """How many PostgreSQL backends serve the connections of fleet-server process `pid`."""
+    return int(
+        conn.scalar(
+            text("SELECT count(*) FROM pg_stat_activity WHERE application_name = :name"),
+            {"name": application_name(pid)},
+        )
+        or 0
+    )
+
+
 class ServerProcess:
     """`fleet-server serve` on a free loopback port against the test database."""
 
@@ -110,38 +144,14 @@ class ServerProcess:
 
     def backends(self) -> int:
         """How many PostgreSQL backends serve this process's connections right now."""
-        with self._activity() as conn:
-            return self._count_backends(conn)
+        assert self.proc is not None
+        with _activity(self.database_url) as conn:
+            return _backend_count(conn, self.proc.pid)
 
     def settle(self, timeout: float = 30.0) -> None:
-        """After a kill: wait until PostgreSQL has finished all the dead process left running.
-
-        Its backends still run whatever it sent before it died, even a statement that sat unread
-        in the socket while the backend looked idle, and commit it; they exit only once they read
-        the end of the connection. Until the last one has, rows can still appear and its locks
-        (the stream locks too) are still held.
-        """
-        deadline = time.monotonic() + timeout
-        with self._activity() as conn:
-            while self._count_backends(conn):
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"backends of the killed server still there after {timeout}s")
-                time.sleep(0.02)
-
-    def _activity(self) -> Connection:
-        # Autocommit: pg_stat_activity is a snapshot per transaction, so each look needs its own.
-        engine = create_engine(self.database_url, isolation_level="AUTOCOMMIT", poolclass=NullPool)
-        return engine.connect()
-
-    def _count_backends(self, conn: Connection) -> int:
+        """After a kill: wait until PostgreSQL has finished all the dead process left running."""
         assert self.proc is not None
-        return int(
-            conn.scalar(
-                text("SELECT count(*) FROM pg_stat_activity WHERE application_name = :name"),
-                {"name": application_name(self.proc.pid)},
-            )
-            or 0
-        )
+        settle_backends(self.database_url, self.proc.pid, timeout)
 
     def wait(self, timeout: float) -> int:
         assert self.proc is not None
