@@ -176,6 +176,7 @@ class StreamLocks:
         self._unlocks: list[tuple[int, asyncio.Future[None]]] = []
         self._worker: asyncio.Task[None] | None = None
         self._kick: asyncio.Event | None = None  # set when work arrives for a worker that listens
+        self._heard_at = 0.0  # loop time of the last statement (each delivers the notifications)
         self._connection: psycopg.AsyncConnection[Any] | None = None
 
     async def try_acquire(self, customer_id: int) -> bool:
@@ -226,7 +227,7 @@ class StreamLocks:
         if self._linger_s > 0:
             self._active.discard(customer_id)
             self._lingering[customer_id] = asyncio.get_running_loop().time()
-            self._wake()
+            self._wake(kick=False)  # nothing to do now: a listening worker keeps its poll time
             return
         try:
             await asyncio.shield(self._queue_unlock(customer_id))
@@ -256,10 +257,10 @@ class StreamLocks:
         self._wake()
         return future
 
-    def _wake(self) -> None:
+    def _wake(self, *, kick: bool = True) -> None:
         if self._worker is None or self._worker.done():
             self._worker = asyncio.ensure_future(self._round_trips())
-        elif self._kick is not None:
+        elif kick and self._kick is not None:
             self._kick.set()
 
     async def _round_trips(self) -> None:
@@ -299,14 +300,22 @@ class StreamLocks:
         ]
 
     async def _listen(self) -> None:
-        """Wait up to `POLL_S` for work; with none, a round trip reads what other processes asked
-        for (notifications arrive with a statement's results)."""
+        """Wait for work until `POLL_S` after the last statement; with none by then, a round trip
+        reads what other processes asked for (notifications arrive with a statement's results).
+
+        The poll is due `POLL_S` after the last statement whatever else happens, so streams
+        ending every few milliseconds (each adds a lingering lock) never put it off.
+        """
         if self._kick is None:
             self._kick = asyncio.Event()
         self._kick.clear()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(POLL_S):
-                await self._kick.wait()
+        wait = self._heard_at + POLL_S - asyncio.get_running_loop().time()
+        if wait > 0:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await self._kick.wait()
+                    return
+            if self._kick.is_set():
                 return
         try:
             await self._execute(_POLL, None)
@@ -363,6 +372,7 @@ class StreamLocks:
                 conn = await self._open()
                 cursor = await conn.execute(sql, params)
                 rows = await cursor.fetchall()
+            self._heard_at = asyncio.get_running_loop().time()
             return [bool(row[0]) for row in rows]
         except (psycopg.OperationalError, TimeoutError) as exc:
             await self._discard_connection()

@@ -205,6 +205,47 @@ def test_a_stream_lock_lingers_for_the_next_stream_and_is_given_up_when_another_
         database.close()
 
 
+def test_a_lingering_stream_lock_is_given_up_while_other_streams_keep_ending(
+    database_url, new_customer, engine
+):
+    """Streams ending every few milliseconds (each adds a lingering lock, none needs a statement)
+    must not put off the poll that reads another process's request."""
+    wanted, *busy = [new_customer(f"C{i}") for i in range(4)]
+    database = Database.from_url(database_url, pool_size=1)
+    here, there = StreamLocks(database.engine, linger_s=60), StreamLocks(database.engine, linger_s=60)
+
+    async def churn(stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            for customer in busy:
+                assert await here.try_acquire(customer.id)
+                await here.release(customer.id)
+                await asyncio.sleep(0.01)
+
+    async def scenario() -> None:
+        for customer in (wanted, *busy):
+            assert await here.try_acquire(customer.id)
+            await here.release(customer.id)
+        stop = asyncio.Event()
+        churning = asyncio.create_task(churn(stop))
+        try:
+            started = time.monotonic()
+            assert await there.try_acquire(wanted.id)
+            assert time.monotonic() - started < 2.0
+        finally:
+            stop.set()
+            await churning
+        assert here.lingering() == {c.id for c in busy}
+        await there.release(wanted.id)
+        await there.close()
+        await here.close()
+
+    try:
+        asyncio.run(scenario())
+        assert [_stream_locks_held(engine, c.id) for c in (wanted, *busy)] == [0, 0, 0, 0]
+    finally:
+        database.close()
+
+
 def test_no_more_than_the_cap_of_stream_locks_linger(database_url, new_customer, engine):
     customers = [new_customer(f"C{i}") for i in range(3)]
     database = Database.from_url(database_url, pool_size=1)
