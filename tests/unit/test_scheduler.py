@@ -56,6 +56,12 @@ def _scheduler(threads: int, **overrides: Any) -> Scheduler:
     return Scheduler(replace(policy, **overrides))
 
 
+async def _warm(scheduler: Scheduler, seconds: float) -> None:
+    """Runs enough ingest jobs of `seconds` for the scheduler to trust that mean run time."""
+    for _ in range(5):
+        await scheduler.run(Turn(Lane.INGEST, "warm"), time.sleep, seconds)
+
+
 async def _until(predicate, timeout: float = 5.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while not predicate():
@@ -304,7 +310,7 @@ async def test_a_hopeless_wait_is_refused_at_once_and_new_streams_are_not_admitt
     scheduler = _scheduler(1, queue_timeout_s=0.5, admit_wait_s=0.3)
     try:
         assert scheduler.admits(Lane.INGEST) is None
-        await scheduler.run(Turn(Lane.INGEST, "warm"), time.sleep, 0.2)  # the mean run time: 0.2 s
+        await _warm(scheduler, 0.2)
         holder = asyncio.ensure_future(scheduler.run(Turn(Lane.INGEST, "a"), gate.job, "holder"))
         await _until(lambda: gate.order == ["holder"])
         queued = [
@@ -329,10 +335,58 @@ async def test_a_hopeless_wait_is_refused_at_once_and_new_streams_are_not_admitt
 
 
 @run_async
+async def test_the_wait_of_a_new_job_follows_the_turns_not_the_whole_queue(gate: Gate) -> None:
+    """Jobs of 0.2 s on one thread, two of one customer queued: that customer's third would wait
+    0.4 s, past the 0.3 s timeout; another customer's job waits for one of them (turns go round
+    robin), not two, so it is taken, and runs second."""
+    scheduler = _scheduler(1, queue_timeout_s=0.3, per_tenant=1)
+    try:
+        await _warm(scheduler, 0.2)
+        holder = asyncio.ensure_future(scheduler.run(Turn(Lane.INGEST, "x"), gate.job, "holder"))
+        await _until(lambda: gate.order == ["holder"])
+        backlog = [
+            asyncio.ensure_future(scheduler.run(Turn(Lane.INGEST, "a"), gate.job, f"a{i}", wait=False))
+            for i in range(2)
+        ]
+        await _until(lambda: scheduler.load()["ingest"][1] == 2)
+        with pytest.raises(Unavailable, match="queued ahead of this job"):
+            await scheduler.run(Turn(Lane.INGEST, "a"), gate.job, "a2")
+        other = asyncio.ensure_future(scheduler.run(Turn(Lane.INGEST, "b"), gate.job, "b", wait=False))
+        await _until(lambda: scheduler.load()["ingest"][1] == 3)
+        gate.open.set()
+        await asyncio.gather(holder, *backlog, other)
+        assert gate.order[-4:] == ["holder", "a0", "b", "a1"]
+    finally:
+        scheduler.close()
+
+
+@run_async
+async def test_a_mean_of_too_few_runs_refuses_nothing(gate: Gate) -> None:
+    """One slow first job (a new process creating partitions) does not make the queue look hopeless."""
+    scheduler = _scheduler(1, queue_timeout_s=0.5, admit_wait_s=0.3)
+    try:
+        await scheduler.run(Turn(Lane.INGEST, "first"), time.sleep, 0.4)
+        holder = asyncio.ensure_future(scheduler.run(Turn(Lane.INGEST, "a"), gate.job, "holder"))
+        await _until(lambda: gate.order == ["holder"])
+        queued = [
+            asyncio.ensure_future(scheduler.run(Turn(Lane.INGEST, name), gate.job, name, wait=False))
+            for name in ("b", "c")
+        ]
+        await _until(lambda: scheduler.load()["ingest"][1] == 2)
+        assert scheduler.admits(Lane.INGEST, coming=5) is None
+        late = asyncio.ensure_future(scheduler.run(Turn(Lane.INGEST, "d"), gate.job, "d", wait=False))
+        await _until(lambda: scheduler.load()["ingest"][1] == 3)  # queued, not refused
+        gate.open.set()
+        assert await asyncio.gather(holder, *queued, late) == ["holder", "b", "c", "d"]
+    finally:
+        scheduler.close()
+
+
+@run_async
 async def test_streams_on_their_way_count_before_their_jobs_are_queued() -> None:
     scheduler = _scheduler(1, admit_wait_s=0.3)
     try:
-        await scheduler.run(Turn(Lane.INGEST, "warm"), time.sleep, 0.1)  # the mean run time: 0.1 s
+        await _warm(scheduler, 0.1)
         assert scheduler.admits(Lane.INGEST, coming=2) is None  # about 0.2 s: still in
         wait = scheduler.admits(Lane.INGEST, coming=5)
         assert wait is not None
