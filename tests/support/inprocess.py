@@ -7,9 +7,12 @@ functions that call the server exactly as a remote client would.
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
+import traceback
 from collections.abc import Coroutine
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import replace
 from typing import Any, TypeVar
 
@@ -29,9 +32,31 @@ class InProcessServer:
         self.running: RunningServer | None = None
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
-        """Run `coro` on the server's loop and wait for its result."""
+        """Run `coro` on the server's loop and wait for its result.
+
+        A coroutine that does not finish in time fails the test with what the server was doing:
+        every task of its loop and every thread of the process, where each is waiting (a server
+        stop once hung for 30 s in a full run and nowhere else; this says where, next time).
+        """
         future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self._loop)
-        return future.result(timeout)
+        try:
+            return future.result(timeout)
+        except FutureTimeout:
+            raise AssertionError(f"no result within {timeout:g} s\n{self._where()}") from None
+
+    def _where(self) -> str:
+        lines = ["-- tasks of the server's loop --"]
+        for task in asyncio.all_tasks(self._loop):
+            lines.append(repr(task))
+            stack = task.get_stack()
+            if stack:
+                lines.extend(traceback.format_list(traceback.extract_stack(stack[-1]))[-6:])
+        lines.append("-- threads --")
+        names = {thread.ident: thread.name for thread in threading.enumerate()}
+        for ident, frame in sys._current_frames().items():
+            lines.append(f"thread {names.get(ident, ident)}:")
+            lines.extend(traceback.format_stack(frame)[-6:])
+        return "\n".join(lines)
 
     def start(self) -> InProcessServer:
         self._thread.start()
