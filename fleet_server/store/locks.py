@@ -178,6 +178,18 @@ class StreamLocks:
         self._kick: asyncio.Event | None = None  # set when work arrives for a worker that listens
         self._heard_at = 0.0  # loop time of the last statement (each delivers the notifications)
         self._connection: psycopg.AsyncConnection[Any] | None = None
+        self._statements_sent = 0
+
+    @property
+    def statements_sent(self) -> int:
+        """Statements sent so far: what lingering saves is seen here (a stream that takes a
+        lingering lock sends none), in tests and when probing the cost of a call."""
+        return self._statements_sent
+
+    @property
+    def connected(self) -> bool:
+        """Whether this process holds its lock connection now (an idle one closes it)."""
+        return self._connection is not None
 
     async def try_acquire(self, customer_id: int) -> bool:
         """True when the caller now owns the customer's stream."""
@@ -367,6 +379,7 @@ class StreamLocks:
 
     async def _execute(self, sql: str, params: tuple[Any, ...] | None) -> list[bool]:
         """The statement's first column, within `LOCK_TIMEOUT_S`; a lost connection is dropped."""
+        self._statements_sent += 1
         try:
             async with asyncio.timeout(LOCK_TIMEOUT_S):
                 conn = await self._open()

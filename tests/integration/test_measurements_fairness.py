@@ -6,12 +6,12 @@ import asyncio
 import contextlib
 import dataclasses
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import grpc
 from fleet.v1 import resources_pb2 as rpb
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 
 from fleet_server.clock import FakeClock
 from fleet_server.db.session import Database, application_name
@@ -163,31 +163,30 @@ def _stream_locks_held(engine, customer_id: int) -> int:
     return int(held)
 
 
-class _CountedLocks(StreamLocks):
-    """StreamLocks counting the statements it sends (each still goes to the database)."""
-
-    statements = 0
-
-    async def _execute(self, sql: str, params: tuple[Any, ...] | None) -> list[bool]:
-        self.statements += 1
-        return await super()._execute(sql, params)
+def _run_with_locks(database_url: str, scenario: Callable[[Engine], Awaitable[None]]) -> None:
+    """`scenario` on its own event loop, given the engine of a one-connection pool (as the
+    server's stream locks have), which is closed whatever happens."""
+    database = Database.from_url(database_url, pool_size=1)
+    try:
+        asyncio.run(scenario(database.engine))
+    finally:
+        database.close()
 
 
 def test_a_stream_lock_lingers_for_the_next_stream_and_is_given_up_when_another_process_asks(
     database_url, new_customer, engine
 ):
     customer = new_customer("ACME")
-    database = Database.from_url(database_url, pool_size=1)
-    here, there = _CountedLocks(database.engine, linger_s=60), StreamLocks(database.engine, linger_s=60)
 
-    async def scenario() -> None:
+    async def scenario(locks_engine: Engine) -> None:
+        here, there = StreamLocks(locks_engine, linger_s=60), StreamLocks(locks_engine, linger_s=60)
         assert await here.try_acquire(customer.id)
         await here.release(customer.id)
         assert here.lingering() == {customer.id}
         assert await asyncio.to_thread(_stream_locks_held, engine, customer.id) == 1  # still held
-        sent = here.statements
+        sent = here.statements_sent
         assert await here.try_acquire(customer.id)  # the customer's next stream here
-        assert here.statements == sent  # took the lingering lock: no round trip
+        assert here.statements_sent == sent  # took the lingering lock: no round trip
         assert not await there.try_acquire(customer.id)  # a stream really open here: refused there
         await here.release(customer.id)
         started = time.monotonic()
@@ -198,11 +197,8 @@ def test_a_stream_lock_lingers_for_the_next_stream_and_is_given_up_when_another_
         await there.close()
         await here.close()
 
-    try:
-        asyncio.run(scenario())
-        assert _stream_locks_held(engine, customer.id) == 0
-    finally:
-        database.close()
+    _run_with_locks(database_url, scenario)
+    assert _stream_locks_held(engine, customer.id) == 0
 
 
 def test_a_lingering_stream_lock_is_given_up_while_other_streams_keep_ending(
@@ -211,22 +207,21 @@ def test_a_lingering_stream_lock_is_given_up_while_other_streams_keep_ending(
     """Streams ending every few milliseconds (each adds a lingering lock, none needs a statement)
     must not put off the poll that reads another process's request."""
     wanted, *busy = [new_customer(f"C{i}") for i in range(4)]
-    database = Database.from_url(database_url, pool_size=1)
-    here, there = StreamLocks(database.engine, linger_s=60), StreamLocks(database.engine, linger_s=60)
 
-    async def churn(stop: asyncio.Event) -> None:
+    async def churn(here: StreamLocks, stop: asyncio.Event) -> None:
         while not stop.is_set():
             for customer in busy:
                 assert await here.try_acquire(customer.id)
                 await here.release(customer.id)
                 await asyncio.sleep(0.01)
 
-    async def scenario() -> None:
+    async def scenario(locks_engine: Engine) -> None:
+        here, there = StreamLocks(locks_engine, linger_s=60), StreamLocks(locks_engine, linger_s=60)
         for customer in (wanted, *busy):
             assert await here.try_acquire(customer.id)
             await here.release(customer.id)
         stop = asyncio.Event()
-        churning = asyncio.create_task(churn(stop))
+        churning = asyncio.create_task(churn(here, stop))
         try:
             started = time.monotonic()
             assert await there.try_acquire(wanted.id)
@@ -239,19 +234,15 @@ def test_a_lingering_stream_lock_is_given_up_while_other_streams_keep_ending(
         await there.close()
         await here.close()
 
-    try:
-        asyncio.run(scenario())
-        assert [_stream_locks_held(engine, c.id) for c in (wanted, *busy)] == [0, 0, 0, 0]
-    finally:
-        database.close()
+    _run_with_locks(database_url, scenario)
+    assert [_stream_locks_held(engine, c.id) for c in (wanted, *busy)] == [0, 0, 0, 0]
 
 
 def test_no_more_than_the_cap_of_stream_locks_linger(database_url, new_customer, engine):
     customers = [new_customer(f"C{i}") for i in range(3)]
-    database = Database.from_url(database_url, pool_size=1)
-    locks = StreamLocks(database.engine, linger_s=60, max_lingering=2)
 
-    async def scenario() -> None:
+    async def scenario(locks_engine: Engine) -> None:
+        locks = StreamLocks(locks_engine, linger_s=60, max_lingering=2)
         for customer in customers:
             assert await locks.try_acquire(customer.id)
         for customer in customers:
@@ -265,35 +256,28 @@ def test_no_more_than_the_cap_of_stream_locks_linger(database_url, new_customer,
         assert held == [0, 1, 1]
         await locks.close()
 
-    try:
-        asyncio.run(scenario())
-        assert [_stream_locks_held(engine, c.id) for c in customers] == [0, 0, 0]
-    finally:
-        database.close()
+    _run_with_locks(database_url, scenario)
+    assert [_stream_locks_held(engine, c.id) for c in customers] == [0, 0, 0]
 
 
 def test_a_lingering_stream_lock_is_given_back_after_its_time_and_the_connection_closed(
     database_url, new_customer, engine
 ):
     customer = new_customer("ACME")
-    database = Database.from_url(database_url, pool_size=1)
-    locks = StreamLocks(database.engine, linger_s=0.3)
 
-    async def scenario() -> None:
+    async def scenario(locks_engine: Engine) -> None:
+        locks = StreamLocks(locks_engine, linger_s=0.3)
         assert await locks.try_acquire(customer.id)
         await locks.release(customer.id)
         assert locks.lingering() == {customer.id}
         deadline = time.monotonic() + 10
-        while (locks.lingering() or locks._connection is not None) and time.monotonic() < deadline:
+        while (locks.lingering() or locks.connected) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         assert locks.lingering() == set()
-        assert locks._connection is None  # nothing held: an idle server keeps no extra connection
+        assert not locks.connected  # nothing held: an idle server keeps no extra connection
 
-    try:
-        asyncio.run(scenario())
-        assert _stream_locks_held(engine, customer.id) == 0
-    finally:
-        database.close()
+    _run_with_locks(database_url, scenario)
+    assert _stream_locks_held(engine, customer.id) == 0
 
 
 def test_the_row_budget_refuses_with_a_retry_after_hint_and_keeps_earlier_batches(
