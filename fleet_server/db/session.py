@@ -236,8 +236,12 @@ class HealthProbe:
         if self._pending is not None and not self._pending.done():
             return False  # the last probe is still waiting for the database
         self._pending = asyncio.ensure_future(asyncio.to_thread(self.ping))
+        # Not `asyncio.wait_for`: on Python 3.11 it returns the result instead of raising when it
+        # is cancelled just as its future finishes, and a health watch cancelled at server stop
+        # went on probing; stopping the server then waited for it forever (a rare test hang).
         try:
-            return await asyncio.wait_for(asyncio.shield(self._pending), self.timeout_s)
+            async with asyncio.timeout(self.timeout_s):
+                return await asyncio.shield(self._pending)
         except TimeoutError:
             _LOGGER.debug("database probe got no answer within %.1fs", self.timeout_s)
             return False
