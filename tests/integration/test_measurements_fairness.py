@@ -6,8 +6,9 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import grpc
 from fleet.v1 import resources_pb2 as rpb
@@ -163,7 +164,7 @@ def _stream_locks_held(engine, customer_id: int) -> int:
     return int(held)
 
 
-def _run_with_locks(database_url: str, scenario: Callable[[Engine], Awaitable[None]]) -> None:
+def _run_with_locks(database_url: str, scenario: Callable[[Engine], Coroutine[Any, Any, None]]) -> None:
     """`scenario` on its own event loop, given the engine of a one-connection pool (as the
     server's stream locks have), which is closed whatever happens."""
     database = Database.from_url(database_url, pool_size=1)
