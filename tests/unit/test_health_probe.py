@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 from sqlalchemy.engine import make_url
 
@@ -22,14 +23,14 @@ def test_a_cancelled_check_is_cancelled_even_when_its_probe_has_just_answered():
             task = asyncio.create_task(probe.check())
             for _ in range(trial % 12):  # let the check get that far before the cancel lands
                 await asyncio.sleep(0)
-            if not task.cancel():
-                continue  # it had finished already: nothing to swallow
-            try:
-                await task
-            except asyncio.CancelledError:
-                continue
-            swallowed.append(trial)
-            await asyncio.sleep(0.01)  # let the probe's thread end: the next check probes again
+            if task.cancel():  # else it had finished already: nothing to swallow
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
+                else:
+                    swallowed.append(trial)
+            await asyncio.sleep(0.002)  # the probe's thread ends: the next check probes again
         return swallowed
 
     try:
@@ -40,9 +41,11 @@ def test_a_cancelled_check_is_cancelled_even_when_its_probe_has_just_answered():
 
 def test_a_probe_without_an_answer_in_time_says_no():
     probe = HealthProbe(make_url("postgresql+psycopg://nobody@127.0.0.1:1/none"), timeout_s=0.2)
+    probes = []
 
     def stuck() -> bool:
-        asyncio.run(asyncio.sleep(1.0))
+        probes.append(time.monotonic())
+        time.sleep(1.0)
         return True
 
     probe.ping = stuck  # type: ignore[method-assign]
@@ -54,5 +57,6 @@ def test_a_probe_without_an_answer_in_time_says_no():
 
     try:
         assert asyncio.run(scenario()) == (False, False)
+        assert len(probes) == 1
     finally:
         probe.close()
