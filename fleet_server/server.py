@@ -23,6 +23,7 @@ from fleet.v1 import (
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
+from fleet_server import collector
 from fleet_server.app import App
 from fleet_server.auth.interceptor import AuthInterceptor
 from fleet_server.config import Settings
@@ -472,6 +473,7 @@ def serve(settings: Settings, *, expose_metrics: bool = True) -> None:
         if app.metrics is not None and settings.metrics_listen and expose_metrics:
             endpoint = serve_metrics(with_process_collectors(app.metrics.registry), settings.metrics_listen)
             _LOGGER.info("metrics at http://%s/metrics", settings.metrics_listen)
+        collector.tune_for_serving()
         asyncio.run(serve_until_signalled(app))
     finally:
         if endpoint is not None:

@@ -38,6 +38,12 @@ that make that impossible, by construction:
 
 A thread that picks the next job itself (no hop through the event loop) keeps a stream's
 back-to-back batches as fast as a connection held for the whole stream was.
+
+Wake-ups follow the work: a queued job wakes one thread, a thread that takes a job wakes one
+more while jobs are still queued, and a thread that finishes a job looks for the next itself.
+The first version woke every thread at every finished job; with a fleet's few hundred jobs a
+second, ten threads then fought for the interpreter lock after each, and `Condition.notify`
+took 11 % of the server's interpreter time in `make load` (2 % after).
 """
 
 from __future__ import annotations
@@ -434,6 +440,10 @@ class Scheduler:
                     self._cond.wait()
                     job = self._pick()
                 job.started = True
+                if self._queued():
+                    # Maybe another queued job may run too: wake one thread to look. It wakes the
+                    # next in turn if it finds one, so wake-ups follow the work.
+                    self._cond.notify()
             began = time.perf_counter()
             result: Any = None
             error: BaseException | None = None
@@ -450,12 +460,15 @@ class Scheduler:
                 self._mean_run[kind] = took if mean is None else mean + _MEAN_WEIGHT * (took - mean)
                 self._runs[kind] += 1
                 self._lanes[job.lane].finished(job)
-                # A finished job can unblock a capped tenant or lane that another thread skipped.
-                self._cond.notify_all()
+                # No wake-up here: this thread looks for the next job itself at the top of the
+                # loop, and wakes one more if more are queued (see `_work`).
             if error is not None:
                 _settle(job, error=error)
             else:
                 _settle(job, result=result)
+
+    def _queued(self) -> bool:
+        return any(queue.queued for queue in self._lanes.values())
 
     def _pick(self) -> _Job[Any] | None:
         """The next job a free thread should run: control first, then operator and ingest in turn."""

@@ -29,6 +29,7 @@ from concurrent.futures.process import BrokenProcessPool
 
 from fleet.v1 import ingest_service_pb2 as ingest_pb
 
+from fleet_server import collector
 from fleet_server.db.scheduler import BULK_ROWS
 from fleet_server.errors import FleetError
 from fleet_server.services import ingest_wire
@@ -75,6 +76,7 @@ def _detach() -> None:
         os._exit(0)
 
     threading.Thread(target=watch, name="decode-helper-watch", daemon=True).start()
+    collector.tune_for_serving()
 
 
 def _forget(pool: ProcessPoolExecutor) -> None:

@@ -393,3 +393,74 @@ async def test_streams_on_their_way_count_before_their_jobs_are_queued() -> None
         assert wait == pytest.approx(0.5, rel=0.5)
     finally:
         scheduler.close()
+
+
+@run_async
+async def test_a_finished_job_that_unblocks_two_lets_both_run_at_once() -> None:
+    """The thread that finishes a job picks the next itself and wakes another for the second.
+
+    A bulk job of customer X ends: that frees the bulk slot (customer Y's bulk job waits for
+    it) and X's own turn (X's next job waits for it). Both must start together on the two
+    free threads, without waiting for each other or for new work to arrive.
+    """
+    scheduler = _scheduler(3, bulk_threads=1)
+    first_done, later_done = threading.Event(), threading.Event()
+    started: list[str] = []
+
+    def job(name: str, release: threading.Event) -> str:
+        started.append(name)
+        assert release.wait(10)
+        return name
+
+    try:
+        x1 = asyncio.ensure_future(scheduler.run(Turn(Lane.INGEST, "X", bulk=True), job, "x1", first_done))
+        await _until(lambda: started == ["x1"])
+        y1 = asyncio.ensure_future(scheduler.run(Turn(Lane.INGEST, "Y", bulk=True), job, "y1", later_done))
+        x2 = asyncio.ensure_future(scheduler.run(Turn(Lane.INGEST, "X"), job, "x2", later_done))
+        await _until(lambda: scheduler.load()["ingest"][1] == 2)
+        assert started == ["x1"]  # Y waits for the bulk slot, X's next job for X's turn
+        first_done.set()
+        await _until(lambda: sorted(started) == ["x1", "x2", "y1"])
+        later_done.set()
+        assert list(await asyncio.gather(x1, y1, x2)) == ["x1", "y1", "x2"]
+    finally:
+        later_done.set()
+        scheduler.close()
+
+
+@run_async
+async def test_a_crowd_of_short_jobs_all_run_within_every_cap() -> None:
+    """Hundreds of short jobs of many customers, streams and sizes: every one runs, none waits
+    forever for a wake-up, and no cap is ever exceeded while they do."""
+    scheduler = _scheduler(4, per_tenant=2, bulk_threads=1, queue_timeout_s=30)
+    lock = threading.Lock()
+    running: dict[str, int] = {}
+    bulk_running = [0]
+    worst = {"tenant": 0, "bulk": 0, "all": 0}
+
+    def job(tenant: str, bulk: bool, index: int) -> int:
+        with lock:
+            running[tenant] = running.get(tenant, 0) + 1
+            bulk_running[0] += bulk
+            worst["tenant"] = max(worst["tenant"], running[tenant])
+            worst["bulk"] = max(worst["bulk"], bulk_running[0])
+            worst["all"] = max(worst["all"], sum(running.values()))
+        time.sleep(0.0005 * (index % 3))
+        with lock:
+            running[tenant] -= 1
+            bulk_running[0] -= bulk
+        return index
+
+    try:
+        calls = []
+        for index in range(600):
+            tenant = f"c{index % 3}"
+            turn = Turn(Lane.INGEST, tenant, bulk=index % 7 == 0)
+            if index % 2:
+                turn = turn.serialised(f"{tenant}-stream")
+            calls.append(scheduler.run(turn, job, tenant, turn.bulk, index))
+        results = await asyncio.wait_for(asyncio.gather(*calls), 30)
+        assert results == list(range(600))
+        assert worst == {"tenant": 2, "bulk": 1, "all": 4}
+    finally:
+        scheduler.close()
