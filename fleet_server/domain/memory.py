@@ -19,6 +19,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Hashable
 
+from fleet_server import collector
 from fleet_server.errors import Reason, ResourceExhausted
 
 # Decoded, pushed data costs the process up to about 2.5 times its serialized size plus 400
@@ -59,23 +60,35 @@ class ByteBudget:
         return self._held
 
     def take(self, holder: Hashable, size: int) -> None:
-        """Hold `size` more bytes for `holder`, or raise RESOURCE_EXHAUSTED (nothing taken)."""
+        """Hold `size` more bytes for `holder`, or raise RESOURCE_EXHAUSTED (nothing taken).
+
+        A refusal first sets off a full garbage collection (at most one a second, see
+        `collector.collect_under_pressure`): what refused calls left in reference cycles is
+        memory this budget does not count.
+        """
         if self.limit <= 0 or size <= 0:
             return
+        refusal = self._take(holder, size)
+        if refusal is not None:
+            collector.collect_under_pressure()
+            raise refusal
+
+    def _take(self, holder: Hashable, size: int) -> ResourceExhausted | None:
         with self._lock:
             mine = self._by_holder.get(holder, 0)
             if self.per_holder is not None and mine + size > self.per_holder:
-                raise self._refusal(
+                return self._refusal(
                     f"this customer's {self.what} in progress already hold {mine:,} bytes "
                     f"of its {self.per_holder:,}",
                     "customer",
                 )
             if self._held + size > self.limit and self._held > mine:
-                raise self._refusal(
+                return self._refusal(
                     f"the server holds {self._held:,} bytes of {self.what} of its {self.limit:,}", "server"
                 )
             self._held += size
             self._by_holder[holder] = mine + size
+            return None
 
     def give_back(self, holder: Hashable, size: int) -> None:
         """Return `size` bytes `holder` took (never more than it holds)."""

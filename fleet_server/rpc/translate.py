@@ -73,6 +73,17 @@ async def _internal(context: grpc.aio.ServicerContext, exc: BaseException) -> No
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error (correlation id {correlation_id})")
 
 
+def _without_frames(error: FleetError) -> FleetError:
+    """`error` without its traceback, which nothing reads once it is a status.
+
+    `context.abort` raises inside the `except` block, so gRPC's own frames hold the abort, the
+    abort holds `error` (its context), and the traceback holds the frames `error` came through:
+    the servicer's, with the request they were reading — megabytes held until a full garbage
+    collection. Cut here, only the error's message and details stay.
+    """
+    return error.with_traceback(None)
+
+
 def _is_abort(exc: BaseException) -> bool:
     return isinstance(exc, grpc.aio.AbortError)
 
@@ -89,7 +100,7 @@ def translate_errors(fn: F) -> F:
                 async for item in fn(self, request, context):
                     yield item
             except FleetError as error:
-                await abort_with(context, error)
+                await abort_with(context, _without_frames(error))
             except Exception as exc:
                 if _is_abort(exc):
                     raise
@@ -102,7 +113,7 @@ def translate_errors(fn: F) -> F:
         try:
             return await fn(self, request, context)
         except FleetError as error:
-            await abort_with(context, error)
+            await abort_with(context, _without_frames(error))
         except Exception as exc:
             if _is_abort(exc):
                 raise
