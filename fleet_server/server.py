@@ -473,7 +473,7 @@ def serve(settings: Settings, *, expose_metrics: bool = True) -> None:
         if app.metrics is not None and settings.metrics_listen and expose_metrics:
             endpoint = serve_metrics(with_process_collectors(app.metrics.registry), settings.metrics_listen)
             _LOGGER.info("metrics at http://%s/metrics", settings.metrics_listen)
-        collector.freeze_start_up()
+        collector.tune_for_serving()
         asyncio.run(serve_until_signalled(app))
     finally:
         if endpoint is not None:

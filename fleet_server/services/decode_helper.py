@@ -76,7 +76,7 @@ def _detach() -> None:
         os._exit(0)
 
     threading.Thread(target=watch, name="decode-helper-watch", daemon=True).start()
-    collector.tune_for_decoding()
+    collector.tune_for_serving()
 
 
 def _forget(pool: ProcessPoolExecutor) -> None:

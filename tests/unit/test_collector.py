@@ -1,5 +1,4 @@
-"""The collector settings of a serving process and of its decoding helper, and collection under
-memory pressure."""
+"""The collector settings of a serving process, and collection under memory pressure."""
 
 from __future__ import annotations
 
@@ -32,15 +31,15 @@ def restored_collector(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 @pytest.mark.usefixtures("restored_collector")
-def test_a_serving_process_freezes_start_up_and_keeps_the_thresholds() -> None:
-    threshold = gc.get_threshold()
+def test_a_serving_process_freezes_start_up_and_passes_rarely() -> None:
+    _, middle, old = gc.get_threshold()
     made_at_start = [[n] for n in range(100)]
 
-    collector.freeze_start_up()
+    collector.tune_for_serving()
 
     assert gc.get_freeze_count() >= len(made_at_start)
-    assert gc.get_threshold() == threshold  # raised, cyclic garbage held 3.6 GB (see the module)
-    assert gc.isenabled()
+    assert gc.get_threshold() == (collector.YOUNG_THRESHOLD, middle, old)
+    assert gc.isenabled()  # cycles are still collected, only less often
 
 
 @pytest.mark.usefixtures("restored_collector")
@@ -48,19 +47,9 @@ def test_garbage_left_by_start_up_is_collected_not_frozen() -> None:
     garbage = weakref.ref(Node())
     assert garbage() is not None
 
-    collector.freeze_start_up()
+    collector.tune_for_serving()
 
     assert garbage() is None  # frozen, it would live as long as the process
-
-
-@pytest.mark.usefixtures("restored_collector")
-def test_the_decoding_helper_runs_young_passes_rarely() -> None:
-    _, middle, old = gc.get_threshold()
-
-    collector.tune_for_decoding()
-
-    assert gc.get_threshold() == (collector.HELPER_THRESHOLD, middle, old)
-    assert gc.get_freeze_count() > 0
 
 
 @pytest.mark.usefixtures("restored_collector")
