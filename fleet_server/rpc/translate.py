@@ -58,7 +58,15 @@ def to_status(error: FleetError) -> status_pb2.Status:
 
 
 async def abort_with(context: grpc.aio.ServicerContext, error: FleetError) -> None:
-    """End the call with `error`'s status; raises (as `context.abort` does)."""
+    """End the call with `error`'s status; raises (as `context.abort` does).
+
+    `error` loses its traceback first, which nothing reads once it is a status. Callers abort
+    from inside their `except` block, so gRPC's own frames hold the abort, the abort holds
+    `error` (its context), and the traceback would hold the frames `error` came through: the
+    servicer's, with the request they were reading — megabytes held until a full garbage
+    collection (docs/DESIGN.md, "Less CPU per row").
+    """
+    error.with_traceback(None)
     status = to_status(error)
     trailing: list[tuple[str, str | bytes]] = [("grpc-status-details-bin", status.SerializeToString())]
     if error.retry_after_ms is not None:
@@ -71,17 +79,6 @@ async def _internal(context: grpc.aio.ServicerContext, exc: BaseException) -> No
     method = getattr(context, "method", "?")
     _LOGGER.error("internal error correlation_id=%s method=%s", correlation_id, method, exc_info=exc)
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error (correlation id {correlation_id})")
-
-
-def _without_frames(error: FleetError) -> FleetError:
-    """`error` without its traceback, which nothing reads once it is a status.
-
-    `context.abort` raises inside the `except` block, so gRPC's own frames hold the abort, the
-    abort holds `error` (its context), and the traceback holds the frames `error` came through:
-    the servicer's, with the request they were reading — megabytes held until a full garbage
-    collection. Cut here, only the error's message and details stay.
-    """
-    return error.with_traceback(None)
 
 
 def _is_abort(exc: BaseException) -> bool:
@@ -100,7 +97,7 @@ def translate_errors(fn: F) -> F:
                 async for item in fn(self, request, context):
                     yield item
             except FleetError as error:
-                await abort_with(context, _without_frames(error))
+                await abort_with(context, error)
             except Exception as exc:
                 if _is_abort(exc):
                     raise
@@ -113,7 +110,7 @@ def translate_errors(fn: F) -> F:
         try:
             return await fn(self, request, context)
         except FleetError as error:
-            await abort_with(context, _without_frames(error))
+            await abort_with(context, error)
         except Exception as exc:
             if _is_abort(exc):
                 raise

@@ -12,7 +12,7 @@ import grpc
 import pytest
 
 from fleet_server.errors import InvalidArgument
-from fleet_server.rpc.translate import translate_errors
+from fleet_server.rpc.translate import abort_with, translate_errors
 
 
 class Payload:
@@ -80,3 +80,22 @@ def test_a_refusal_keeps_nothing_the_servicer_was_reading(kind: str) -> None:
         assert servicer.read() is None  # the abort is still alive; what the servicer read is not
     finally:
         gc.enable()
+
+
+def test_abort_with_drops_the_traceback_every_caller_would_keep() -> None:
+    """The interceptor aborts with `abort_with` too (idle streams, full budgets): the same cut."""
+    context = Context()
+    had_frames: list[bool] = []
+
+    async def refuse() -> BaseException:
+        try:
+            Servicer()._read_and_refuse()
+        except InvalidArgument as error:
+            had_frames.append(error.__traceback__ is not None)
+            return await _abort_of(abort_with(context, error))
+        raise AssertionError("nothing was refused")
+
+    abort = asyncio.run(refuse())
+    assert had_frames == [True]
+    assert isinstance(abort.__context__, InvalidArgument)
+    assert abort.__context__.__traceback__ is None
