@@ -461,6 +461,10 @@ async def test_a_crowd_of_short_jobs_all_run_within_every_cap() -> None:
             calls.append(scheduler.run(turn, job, tenant, turn.bulk, index))
         results = await asyncio.wait_for(asyncio.gather(*calls), 30)
         assert results == list(range(600))
-        assert worst == {"tenant": 2, "bulk": 1, "all": 4}
+        # The caps held; how close the crowd came to them depends on timing, only that it ran
+        # jobs side by side does not.
+        assert worst["tenant"] <= 2
+        assert worst["bulk"] <= 1
+        assert 2 <= worst["all"] <= 4
     finally:
         scheduler.close()
