@@ -123,12 +123,16 @@ def run(plan: Plan, log_path: Path) -> dict[str, Any]:
                 "statuses": report.errors_in(groups, "setup"),
             }
 
-        def baseline() -> None:
+        def baseline(key: str) -> None:
             sampler_phase("baseline")
             answers = clients.ask(
                 {0: {"op": "baseline"}}, plan.baseline_s + plan.deadline_s + _ANSWER_MARGIN_S
             )
-            results["baseline"] = report.baseline_figures(_phase_groups(results, "baseline", answers))
+            results[key] = report.baseline_figures(_phase_groups(results, "baseline", answers))
+            if key == "baseline_after" and results.get("fleet"):
+                results["fleet"] = report.with_yardstick(
+                    results["fleet"], results.get("baseline"), results["baseline_after"]
+                )
 
         def quiet() -> None:
             sampler_phase("quiet")
@@ -182,9 +186,10 @@ def run(plan: Plan, log_path: Path) -> dict[str, Any]:
                     sampler.root = world.server_pid
 
         _phase(results, "reference snapshots", setup)
-        _phase(results, "baseline", baseline)
+        _phase(results, "baseline", functools.partial(baseline, "baseline"))
         _phase(results, f"fleet ({plan.fleet_s:.0f}s)", fleet_phase)
         _phase(results, "recovery", functools.partial(recover, "fleet", _RECOVERY_AFTER_FLEET_S))
+        _phase(results, "baseline again", functools.partial(baseline, "baseline_after"))
         _phase(results, "quiet operator", quiet)
         for index, step in enumerate(plan.ramp):
             if index:

@@ -52,6 +52,10 @@ def test_a_tiny_fleet_runs_every_phase_and_counts_exactly(tmp_path: Path) -> Non
     results = json.loads(output.read_text())
     assert results["errors"] == []
     assert results["baseline"]["rows"] > 0
+    assert results["baseline_after"]["rows"] > 0
+    yardstick = (results["baseline"]["rows_per_s"] + results["baseline_after"]["rows_per_s"]) / 2
+    assert results["fleet"]["yardstick_rows_per_s"] == pytest.approx(yardstick)
+    assert results["fleet"]["ratio"] == pytest.approx(results["fleet"]["rows_per_s"] / yardstick)
     assert results["fleet"]["live_attempts"] > 0
     assert results["fleet"]["backfill"]["acked"] > 0
     assert all(op["n"] > 0 for op in results["fleet"]["operator"].values())

@@ -144,6 +144,16 @@ def test_a_stalled_attempt_weighs_in_the_percentiles_and_counts_as_a_stall() -> 
     assert figures["live_attempts"] == 100
 
 
+def test_the_fleet_ratio_is_against_the_mean_of_the_yardsticks_on_either_side() -> None:
+    fleet = {"rows_per_s": 90.0, "ratio": 90.0 / 100.0}
+    both = report.with_yardstick(fleet, {"rows_per_s": 100.0}, {"rows_per_s": 80.0})
+    assert (both["ratio"], both["ratio_first_baseline"], both["yardstick_rows_per_s"]) == (1.0, 0.9, 90.0)
+    # A baseline that measured nothing (its phase failed) is not averaged in as a zero.
+    assert report.with_yardstick(fleet, {"rows_per_s": 100.0}, {"rows_per_s": 0.0})["ratio"] == 0.9
+    assert report.with_yardstick(fleet, None, {"rows_per_s": 60.0})["ratio"] == 1.5
+    assert report.with_yardstick(fleet, None, None) == fleet
+
+
 def test_the_table_renders_and_fails_a_run_that_counted_nothing() -> None:
     results: dict[str, Any] = {"plan": Plan.quick_plan().as_dict(), "errors": ["setup: boom"], "ramp": []}
     assert "FAIL" in report.render(results)
