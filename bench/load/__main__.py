@@ -129,10 +129,6 @@ def run(plan: Plan, log_path: Path) -> dict[str, Any]:
                 {0: {"op": "baseline"}}, plan.baseline_s + plan.deadline_s + _ANSWER_MARGIN_S
             )
             results[key] = report.baseline_figures(_phase_groups(results, "baseline", answers))
-            if key == "baseline_after" and results.get("fleet"):
-                results["fleet"] = report.with_yardstick(
-                    results["fleet"], results.get("baseline"), results["baseline_after"]
-                )
 
         def quiet() -> None:
             sampler_phase("quiet")
@@ -190,6 +186,10 @@ def run(plan: Plan, log_path: Path) -> dict[str, Any]:
         _phase(results, f"fleet ({plan.fleet_s:.0f}s)", fleet_phase)
         _phase(results, "recovery", functools.partial(recover, "fleet", _RECOVERY_AFTER_FLEET_S))
         _phase(results, "baseline again", functools.partial(baseline, "baseline_after"))
+        if results.get("fleet"):
+            results["fleet"] = report.with_yardstick(
+                results["fleet"], results.get("baseline"), results.get("baseline_after")
+            )
         _phase(results, "quiet operator", quiet)
         for index, step in enumerate(plan.ramp):
             if index:

@@ -222,6 +222,7 @@ def render(results: dict[str, Any]) -> str:
     fleet = results.get("fleet") or {}
     quiet = (results.get("quiet_operator") or {}).get("calls", {})
     yardstick = fleet.get("yardstick_rows_per_s", base.get("rows_per_s", 0))
+    halves = " and ".join(f"{b['rows_per_s']:,.0f}" for b in (base, again) if b.get("rows_per_s"))
     rows.append(
         (
             "one stream alone (baseline)",
@@ -230,7 +231,7 @@ def render(results: dict[str, Any]) -> str:
             "",
             f"{plan['baseline_devices'] * plan['baseline_steps']}-row batches back to back, "
             f"{plan['baseline_s']:.0f} s before the fleet and again after it: "
-            f"{base.get('rows_per_s', 0):,.0f} and {again.get('rows_per_s', 0):,.0f} rows/s, the mean",
+            + (f"the mean of {halves} rows/s" if halves else "neither measured"),
         )
     )
     if fleet:

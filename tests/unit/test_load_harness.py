@@ -154,6 +154,19 @@ def test_the_fleet_ratio_is_against_the_mean_of_the_yardsticks_on_either_side() 
     assert report.with_yardstick(fleet, None, None) == fleet
 
 
+def test_the_table_names_both_halves_of_the_yardstick() -> None:
+    results: dict[str, Any] = {
+        "plan": Plan.quick_plan().as_dict(),
+        "errors": [],
+        "ramp": [],
+        "baseline": {"rows_per_s": 59_092.0},
+        "baseline_after": {"rows_per_s": 40_057.0},
+    }
+    assert "the mean of 59,092 and 40,057 rows/s" in report.render(results)
+    del results["baseline_after"]
+    assert "the mean of 59,092 rows/s" in report.render(results)
+
+
 def test_the_table_renders_and_fails_a_run_that_counted_nothing() -> None:
     results: dict[str, Any] = {"plan": Plan.quick_plan().as_dict(), "errors": ["setup: boom"], "ramp": []}
     assert "FAIL" in report.render(results)
