@@ -1,8 +1,8 @@
 """A short cache of customer token lookups, trusted only while credential changes are heard.
 
 Every call of the fleet authenticates, and a portal opens a stream per tick: the lookup was a
-hop to a database thread and a statement per call, about a sixth of the server's CPU per live
-call (docs/DESIGN.md, "Authentication"). §4 allows a short cache only if rotation, deactivation
+hop to a database thread and a statement per call, about a tenth of the server's CPU per live
+call (docs/DESIGN.md, "Authentication"). A short cache is allowed only if rotation, deactivation
 and deletion take effect at once, so this one is kept honest three ways:
 
 - it is *armed* only while this process listens for credential changes (a trigger on
