@@ -10,12 +10,14 @@ from __future__ import annotations
 from fleet_server.clock import Clock, SystemClock
 from fleet_server.config import Settings
 from fleet_server.db.session import Database
-from fleet_server.domain.authentication import SqlTokenStore, TokenStore
+from fleet_server.domain.authentication import CustomerIdentity, SqlTokenStore, TokenStore
 from fleet_server.domain.fairness import IngestGate
 from fleet_server.domain.ingest import MeasurementIngest
 from fleet_server.domain.memory import BATCH_RETRY_MS, SNAPSHOT_RETRY_MS, ByteBudget, resident_cost
+from fleet_server.domain.token_cache import TokenCache
 from fleet_server.rpc.admission import Admission, Limits
 from fleet_server.store.partitions import Partitions
+from fleet_server.store.token_events import TokenChangeListener
 from fleet_server.telemetry.server_metrics import ServerMetrics
 
 
@@ -29,7 +31,8 @@ class App:
     in progress against their budgets (per customer, operators, callers without a token);
     `snapshot_memory` and `batch_memory` bound the pushed data all calls of this process hold.
     `metrics` (with --metrics-listen) holds this process's Prometheus families, on a registry of
-    its own.
+    its own. `token_cache` keeps customer token lookups while `token_listener` hears every
+    credential change (docs/DESIGN.md, "Authentication").
     """
 
     def __init__(
@@ -45,7 +48,14 @@ class App:
         self.db = db
         self.clock: Clock = clock or SystemClock()
         self.reader = reader or db
-        self.tokens: TokenStore = tokens or SqlTokenStore(db, self.clock)
+        self.token_cache: TokenCache[CustomerIdentity] = TokenCache(settings.token_cache_entries)
+        self.token_listener: TokenChangeListener | None = None
+        if tokens is None and self.token_cache.enabled:
+            cache = self.token_cache
+            self.token_listener = TokenChangeListener(
+                db.engine.url, armed=cache.arm, changed=cache.invalidate, lost=cache.disarm
+            ).start()
+        self.tokens: TokenStore = tokens or SqlTokenStore(db, self.clock, self.token_cache)
         self.gate = IngestGate.build(db, settings, self.clock)
         self.partitions = Partitions(db)
         # One customer's snapshot streams together hold no more than one full snapshot costs.
@@ -69,6 +79,8 @@ class App:
         return {"primary": self.db, "reader": self.reader}
 
     def close(self) -> None:
+        if self.token_listener is not None:
+            self.token_listener.stop()
         self.db.close()
         if self.reader is not self.db:
             self.reader.close()

@@ -81,6 +81,11 @@ class Settings:
         "a request stream (a push, reflection) that sends nothing for this many seconds is ended "
         "with DEADLINE_EXCEEDED; what it had not had acknowledged is not written",
     )
+    token_cache_entries: int = _setting(
+        10_000,
+        "customer tokens whose lookup each process keeps for up to a minute, trusted only while it "
+        "hears every credential change from the database (one more connection per process; 0 = off)",
+    )
     max_connection_age_s: float = _setting(
         900.0,
         "a client connection is asked to reconnect after about this many seconds, so connections "

@@ -405,7 +405,7 @@ async def start_server(app: App, listen: str | None = None) -> RunningServer:
         ).start()
     if app.metrics is not None:
         running._metrics_sampler = asyncio.create_task(
-            sampler.sample_forever(app.metrics, app.databases(), app.admission)
+            sampler.sample_forever(app.metrics, app.databases(), app.admission, app.token_cache)
         )
     return running
 

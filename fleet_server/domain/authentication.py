@@ -1,10 +1,11 @@
 """Who is calling: a bearer token resolved to a customer or an operator identity, or refused saying why.
 
 The interceptor depends only on the `TokenStore` protocol; `SqlTokenStore` is the one the app
-builds. No cache: one indexed lookup per call (per stream, for the streaming RPCs) is cheap, and
-it makes rotation, deactivation, revocation and deletion take effect on the very next call. The
-lookup is one autocommitted statement without the ORM (`Database.autocommit`): it runs on every
-call of the fleet.
+builds. The lookup is one autocommitted statement without the ORM (`Database.autocommit`); a
+customer token found valid is kept in the process's `TokenCache`, which is trusted only while
+this process hears every credential change as it commits (`domain/token_cache.py`), so rotation,
+deactivation and deletion still take effect on the next call. Admin tokens are always looked up:
+operators' calls are few, and their revocation has no notice.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Protocol
 from fleet_server.clock import Clock
 from fleet_server.db.scheduler import CONTROL
 from fleet_server.db.session import Database, Driver
+from fleet_server.domain.token_cache import TokenCache
 from fleet_server.domain.tokens import TokenKind, hash_token, kind_of
 from fleet_server.errors import Reason, Unauthenticated
 from fleet_server.store import admin_tokens, customers
@@ -102,11 +104,26 @@ def _note_previous_token_use(conn: Driver, owner: customers.TokenOwner, now: dat
 
 
 class SqlTokenStore:
-    """`TokenStore` over the central database."""
+    """`TokenStore` over the central database, with `cache` in front of customer tokens."""
 
-    def __init__(self, db: Database, clock: Clock) -> None:
+    def __init__(self, db: Database, clock: Clock, cache: TokenCache[CustomerIdentity] | None = None) -> None:
         self._db = db
         self._clock = clock
+        self._cache: TokenCache[CustomerIdentity] = TokenCache(0) if cache is None else cache
 
     async def authenticate(self, token: str) -> Identity:
+        cache = self._cache
+        if not cache.armed or kind_of(token) is not TokenKind.CUSTOMER:
+            return await self._lookup(token)
+        digest = hash_token(token)
+        cached = cache.get(digest)
+        if cached is not None:
+            return cached
+        generation = cache.generation
+        identity = await self._lookup(token)
+        if isinstance(identity, CustomerIdentity) and not identity.previous_token:
+            cache.put(digest, identity, generation)
+        return identity
+
+    async def _lookup(self, token: str) -> Identity:
         return await self._db.run_blocking(CONTROL, self._db.autocommit, find_identity, token, self._clock)

@@ -56,6 +56,11 @@ class FleetAdminServicer(admin_service_pb2_grpc.FleetAdminServiceServicer):
         context.add_rows(1)
         return pb.GetCustomerResponse(customer=wire.customer_message(record))
 
+    def _credentials_changed(self) -> None:
+        """The change committed: this process's next call must see it, before the database's
+        notice of it reaches the token cache (other processes wait for that notice)."""
+        self._app.token_cache.invalidate()
+
     @translate_errors
     async def RotateCustomerToken(
         self, request: pb.RotateCustomerTokenRequest, context: CallContext
@@ -69,6 +74,7 @@ class FleetAdminServicer(admin_service_pb2_grpc.FleetAdminServiceServicer):
             timedelta(seconds=self._app.settings.token_grace_s),
             self._app.clock.now(),
         )
+        self._credentials_changed()
         expires = issued.customer.previous_token_expires_at
         window = f"old token valid until {expires.isoformat()}" if expires else "immediate cutover"
         _audit(context, "rotated the token of", issued.customer.code, f" ({window})")
@@ -84,6 +90,7 @@ class FleetAdminServicer(admin_service_pb2_grpc.FleetAdminServiceServicer):
         record = await self._app.db.run(
             context.turn, customers.set_active, request.code, True, self._app.clock.now()
         )
+        self._credentials_changed()
         _audit(context, "activated", record.code)
         context.add_rows(1)
         return pb.ActivateCustomerResponse(customer=wire.customer_message(record))
@@ -95,6 +102,7 @@ class FleetAdminServicer(admin_service_pb2_grpc.FleetAdminServiceServicer):
         record = await self._app.db.run(
             context.turn, customers.set_active, request.code, False, self._app.clock.now()
         )
+        self._credentials_changed()
         _audit(context, "deactivated", record.code)
         context.add_rows(1)
         return pb.DeactivateCustomerResponse(customer=wire.customer_message(record))
@@ -104,6 +112,7 @@ class FleetAdminServicer(admin_service_pb2_grpc.FleetAdminServiceServicer):
         self, request: pb.DeleteCustomerRequest, context: CallContext
     ) -> pb.DeleteCustomerResponse:
         counts = await self._app.db.run(context.turn, customers.delete_customer, request.code)
+        self._credentials_changed()
         _audit(context, "erased", request.code, f" ({_summary(counts)})")
         context.add_rows(sum(counts.values()))
         return wire.deleted_rows_message(counts)

@@ -14,10 +14,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
+from typing import Any
 
 from fleet_server.db.scheduler import Turn
 from fleet_server.db.session import Database
 from fleet_server.domain.fleet_health import fleet_state
+from fleet_server.domain.token_cache import TokenCache
 from fleet_server.rpc.admission import Admission
 from fleet_server.telemetry.server_metrics import ServerMetrics
 
@@ -42,6 +44,7 @@ async def sample_forever(
     metrics: ServerMetrics,
     databases: Mapping[str, Database],
     admission: Admission | None = None,
+    token_cache: TokenCache[Any] | None = None,
     interval_s: float = SAMPLE_INTERVAL_S,
     refresh_s: float = REFRESH_INTERVAL_S,
 ) -> None:
@@ -49,7 +52,7 @@ async def sample_forever(
     loop = asyncio.get_running_loop()
     refreshed_at: float | None = None
     while True:
-        sample(metrics, databases, admission)  # first: the gauges are there from the start
+        sample(metrics, databases, admission, token_cache)  # first: the gauges are there from the start
         if refreshed_at is None or loop.time() - refreshed_at >= refresh_s:
             refreshed_at = loop.time()
             try:
@@ -60,9 +63,14 @@ async def sample_forever(
 
 
 def sample(
-    metrics: ServerMetrics, databases: Mapping[str, Database], admission: Admission | None = None
+    metrics: ServerMetrics,
+    databases: Mapping[str, Database],
+    admission: Admission | None = None,
+    token_cache: TokenCache[Any] | None = None,
 ) -> None:
     metrics.database.sample(databases)
     metrics.process.sample()
     if admission is not None:
         metrics.admission.sample(admission)
+    if token_cache is not None:
+        metrics.token_cache.sample(token_cache)

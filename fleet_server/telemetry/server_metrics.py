@@ -10,6 +10,7 @@ timestamps, `liveall` (one series per worker pid) for memory.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import grpc.aio
 import prometheus_client
@@ -17,6 +18,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from fleet_server.clock import Clock
 from fleet_server.db.session import Database
+from fleet_server.domain.token_cache import TokenCache
 from fleet_server.rpc.admission import Admission
 from fleet_server.telemetry.grpc_metrics import GrpcMetrics, GrpcMetricsInterceptor
 from fleet_server.telemetry.ingest_metrics import IngestMetrics, IngestMetricsInterceptor
@@ -101,6 +103,38 @@ class AdmissionMetrics:
             self.in_use.labels(budget).set(in_use)
             if budget in sizes:
                 self.limit.labels(budget).set(sizes[budget])
+
+
+class TokenCacheMetrics:
+    """The token cache (`domain/token_cache.py`): whether it is on, and what it saved.
+
+    Sampled, not counted per call: the cache counts for itself, and the counter moves by what it
+    counted since the last sample.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.on = Gauge(
+            "fleet_token_cache_on",
+            "1 while this process's token cache hears every credential change and may serve from "
+            "memory; 0 while every token is looked up (summed over workers).",
+            multiprocess_mode="livesum",
+            registry=registry,
+        )
+        self.lookups = Counter(
+            "fleet_token_cache_lookups",
+            "Customer token lookups while the cache was on: hit (served from memory), miss "
+            "(looked up in the database).",
+            ("outcome",),
+            registry=registry,
+        )
+        self._counted = (0, 0)
+
+    def sample(self, cache: TokenCache[Any]) -> None:
+        self.on.set(1 if cache.armed else 0)
+        hits, misses = cache.hits, cache.misses
+        self.lookups.labels("hit").inc(max(0, hits - self._counted[0]))
+        self.lookups.labels("miss").inc(max(0, misses - self._counted[1]))
+        self._counted = (hits, misses)
 
 
 class ProcessMetrics:
@@ -193,6 +227,7 @@ class ServerMetrics:
         self.database = DatabaseMetrics(self.registry)
         self.admission = AdmissionMetrics(self.registry)
         self.process = ProcessMetrics(self.registry)
+        self.token_cache = TokenCacheMetrics(self.registry)
         self.compression = CompressionMetrics(self.registry)
         info = Gauge(
             "fleet_build_info",

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterator
 
 import grpc
@@ -19,16 +18,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.support.clients import Stubs, bearer, error_reason
 from tests.support.reference_data import site, table_rows
+from tests.support.waiting import wait_for
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 _OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 def everyone_else_is_served(client: Stubs, admin_token: str, token: str, site_id: int) -> None:

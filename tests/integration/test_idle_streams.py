@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import grpc
@@ -18,17 +18,11 @@ from tests.support.clients import Stubs, bearer, error_reason
 from tests.support.measurements import push, reading, request, stored_rows
 from tests.support.reference_data import db_state, site
 from tests.support.reference_data import push as push_snapshot
+from tests.support.waiting import wait_for
 
 IDLE_S = 1.0
 T0 = datetime(2025, 11, 3, 8, 0, tzinfo=UTC)
 Q = timedelta(minutes=15)
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 class Script:

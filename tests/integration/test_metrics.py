@@ -23,6 +23,7 @@ from tests.support.clients import Stubs, bearer, rejected
 from tests.support.measurements import push as push_batches
 from tests.support.measurements import push_until_error, reading, request
 from tests.support.reference_data import device, push, site
+from tests.support.waiting import wait_for
 
 NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 INGEST = "fleet.v1.FleetIngestService"
@@ -225,6 +226,8 @@ def test_the_exposition_parses_and_carries_the_documented_label_sets(server, stu
         "fleet_db_jobs_running": ("gauge", {"database", "lane"}),
         "fleet_db_jobs_waiting": ("gauge", {"database", "lane"}),
         "fleet_compress_runs": ("counter", {"outcome"}),
+        "fleet_token_cache_on": ("gauge", set()),
+        "fleet_token_cache_lookups": ("counter", {"outcome"}),
         "fleet_build_info": ("gauge", {"version"}),
     }
     for name, (kind, labels) in expected.items():
@@ -241,12 +244,27 @@ def test_the_exposition_parses_and_carries_the_documented_label_sets(server, stu
 def test_database_gauges_are_sampled(server):
     from fleet_server.telemetry.sampler import sample
 
-    sample(server.app.metrics, server.app.databases(), server.app.admission)
+    sample(server.app.metrics, server.app.databases(), server.app.admission, server.app.token_cache)
     assert value(server, "fleet_db_pool_connections", database="primary") == server.app.settings.db_pool_size
     assert value(server, "fleet_db_jobs_waiting", database="primary", lane="ingest") == 0
     assert value(server, "fleet_process_resident_memory_bytes") > 0
     assert value(server, "fleet_calls_limit", budget="operators") == server.app.settings.max_operator_calls
     assert value(server, "fleet_calls_in_progress", budget="customers") == 0
+
+
+def test_the_token_cache_says_whether_it_is_on_and_what_it_served(server, stubs, new_customer):
+    from fleet_server.telemetry.sampler import sample
+
+    acme = new_customer("ACME")
+    wait_for(lambda: server.app.token_cache.armed, "the token cache to turn on", 10)
+    for batch_id in (1, 2, 3):
+        rows = [reading(1, NOW - timedelta(hours=batch_id), 1.0)]
+        push_batches(stubs, acme.token, [request(batch_id, rows)])
+    sample(server.app.metrics, server.app.databases(), server.app.admission, server.app.token_cache)
+    sample(server.app.metrics, server.app.databases(), server.app.admission, server.app.token_cache)
+    assert value(server, "fleet_token_cache_on") == 1
+    assert value(server, "fleet_token_cache_lookups_total", outcome="miss") == 1
+    assert value(server, "fleet_token_cache_lookups_total", outcome="hit") == 2
 
 
 def test_last_pushes_and_active_customers_are_read_from_the_database(

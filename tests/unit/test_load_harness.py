@@ -11,7 +11,7 @@ from typing import Any
 import grpc
 import pytest
 from fleet.v1 import ingest_service_pb2
-from google.protobuf import any_pb2, duration_pb2
+from google.protobuf import any_pb2, duration_pb2, timestamp_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from bench.load import report
@@ -197,6 +197,29 @@ def test_batches_of_a_customer_never_share_a_key_and_carry_their_uid(shape: Any)
         assert not keys & seen
         assert received == {1_700_000_000 * 1_000_000 + uid}
         seen |= keys
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [live_shape(100, 1_700_000_000), series_shape(50, 100, 1_600_000_000, 1_700_000_000)],
+    ids=["live", "back-fill"],
+)
+def test_a_batch_assembled_as_bytes_is_the_request_protobuf_would_build(shape: Any) -> None:
+    uid = 1_000_042
+    start = shape.t0_s + (uid - 1) * shape.steps * shape.step_s
+    received = timestamp_pb2.Timestamp(seconds=shape.received_base_s + 1, nanos=42_000)
+    expected = ingest_service_pb2.PushMeasurementsRequest(batch_id=uid)
+    for step in range(shape.steps):
+        for device in range(1, shape.devices + 1):
+            row = expected.measurements.add(device_id=device, metric=shape.metric)
+            row.value = (
+                0.2 + ((device * 7 + step) % 13) / 40 if shape.metric == "energy_kwh" else 100.0 + device
+            )
+            row.time.seconds = start + step * shape.step_s
+            row.received_at.CopyFrom(received)
+    payload = shape.make("A", uid).payload
+    assert ingest_service_pb2.PushMeasurementsRequest.FromString(payload) == expected
+    assert len(payload) == expected.ByteSize()
 
 
 def test_every_customer_code_is_distinct_and_valid() -> None:
