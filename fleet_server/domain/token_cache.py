@@ -108,5 +108,8 @@ class TokenCache(Generic[V]):
             self._entries.clear()
             self._generation += 1
 
-    def __len__(self) -> int:
+    @property
+    def size(self) -> int:
+        """Entries kept now. A property, not `__len__`: an empty cache must not read as false
+        (`cache or default` once dropped the app's cache for a private one)."""
         return len(self._entries)

@@ -19,6 +19,7 @@ from fleet.v1 import admin_service_pb2 as apb
 from google.protobuf import duration_pb2
 from sqlalchemy import Engine, text
 
+from fleet_server.domain.tokens import TokenKind, mint
 from tests.support.clients import Stubs, bearer, error_reason
 from tests.support.inprocess import InProcessServer
 from tests.support.measurements import push, push_until_error, reading, request
@@ -49,6 +50,28 @@ def refused(stubs: Stubs, token: str, batch_id: int) -> grpc.RpcError:
     return error
 
 
+REFUSALS = {
+    "TOKEN_UNKNOWN": "unknown or expired token",
+    "CUSTOMER_INACTIVE": "customer ACME is deactivated",
+}
+
+
+def assert_refused_as(error: grpc.RpcError, reason: str) -> None:
+    """The refusal a portal sees: UNAUTHENTICATED, the reason, and the message saying it."""
+    assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert error_reason(error) == reason
+    assert error.details() == REFUSALS[reason]
+
+
+def pushed_on_a_new_client(server: InProcessServer, token: str, batch_ids: tuple[int, ...]) -> None:
+    client = Stubs.connect(server.target)
+    try:
+        for batch_id in batch_ids:
+            pushed_one(client, token, batch_id)
+    finally:
+        client.close()
+
+
 def changed_out_of_band(engine: Engine, server: InProcessServer, statement: str, code: str) -> None:
     """`statement` as another process would run it; returns once this server heard of it."""
     generation = server.app.token_cache.generation
@@ -71,11 +94,11 @@ def test_a_token_is_looked_up_once_and_then_served_from_the_cache(server, stubs,
 def test_an_unknown_token_is_never_kept(server, stubs, new_customer, engine):
     new_customer("ACME")
     armed(server)
-    unknown = "fleet_" + "x" * 49
+    unknown = mint(TokenKind.CUSTOMER)  # well formed, so it reaches the lookup
     for batch_id in (1, 2):
-        error = refused(stubs, unknown, batch_id)
-        assert error.code() == grpc.StatusCode.UNAUTHENTICATED
-    assert len(server.app.token_cache) == 0
+        assert_refused_as(refused(stubs, unknown, batch_id), "TOKEN_UNKNOWN")
+    assert server.app.token_cache.size == 0
+    assert server.app.token_cache.misses == 2
     assert stored(engine) == 0
 
 
@@ -94,13 +117,11 @@ def test_a_change_made_by_another_process_refuses_the_cached_token_on_the_next_c
     customer = new_customer("ACME")
     armed(server)
     pushed_one(stubs, customer.token, 1)
-    assert len(server.app.token_cache) == 1
+    assert server.app.token_cache.size == 1
 
     changed_out_of_band(engine, server, statement, "ACME")
-    error = refused(stubs, customer.token, 2)
 
-    assert error.code() == grpc.StatusCode.UNAUTHENTICATED
-    assert error_reason(error) == reason
+    assert_refused_as(refused(stubs, customer.token, 2), reason)
     assert stored(engine) == 1  # the first batch; a plain DELETE leaves readings (no foreign key)
 
 
@@ -124,8 +145,7 @@ def test_a_change_through_the_admin_api_refuses_the_cached_token_before_the_api_
 
     error = refused(stubs, customer.token, 2)  # no wait for the database's notice
 
-    assert error.code() == grpc.StatusCode.UNAUTHENTICATED
-    assert error_reason(error) == ("CUSTOMER_INACTIVE" if change == "deactivate" else "TOKEN_UNKNOWN")
+    assert_refused_as(error, "CUSTOMER_INACTIVE" if change == "deactivate" else "TOKEN_UNKNOWN")
     assert stored(engine) == (0 if change == "delete" else 1)
 
 
@@ -139,7 +159,7 @@ def test_a_token_in_its_grace_window_is_looked_up_every_time(server, stubs, new_
     for batch_id in (1, 2):
         pushed_one(stubs, customer.token, batch_id)
     assert server.app.token_cache.hits == 0
-    assert len(server.app.token_cache) == 0
+    assert server.app.token_cache.size == 0
 
 
 def test_a_lost_listener_turns_the_cache_off_until_it_hears_again(
@@ -159,7 +179,7 @@ def test_a_lost_listener_turns_the_cache_off_until_it_hears_again(
     # Nothing is served from memory now: a change nobody announced is seen at once.
     with engine.begin() as conn:
         conn.execute(text("UPDATE fleet.customers SET is_active = false WHERE code = 'ACME'"))
-    assert error_reason(refused(stubs, first.token, 2)) == "CUSTOMER_INACTIVE"
+    assert_refused_as(refused(stubs, first.token, 2), "CUSTOMER_INACTIVE")
 
     armed(server)  # it reconnects by itself
     assert listener.backend_pid not in (None, backend)
@@ -178,12 +198,7 @@ def test_without_the_trigger_the_cache_never_turns_on(make_server, new_customer,
         listener = server.app.token_listener
         assert listener is not None
         wait_for(lambda: listener.backend_pid is not None, "the listener to connect", 10)
-        client = Stubs.connect(server.target)
-        try:
-            for batch_id in (1, 2):
-                pushed_one(client, customer.token, batch_id)
-        finally:
-            client.close()
+        pushed_on_a_new_client(server, customer.token, (1, 2))
         assert not server.app.token_cache.armed
         assert server.app.token_cache.hits == 0
     finally:
@@ -194,12 +209,7 @@ def test_without_the_trigger_the_cache_never_turns_on(make_server, new_customer,
 def test_no_cache_when_it_is_set_to_zero_entries(make_server, new_customer, engine):
     customer = new_customer("ACME")
     server = make_server(token_cache_entries=0)
-    client = Stubs.connect(server.target)
-    try:
-        for batch_id in (1, 2):
-            pushed_one(client, customer.token, batch_id)
-    finally:
-        client.close()
+    pushed_on_a_new_client(server, customer.token, (1, 2))
     assert server.app.token_listener is None
     assert server.app.token_cache.hits == 0
     assert stored(engine) == 2

@@ -27,21 +27,21 @@ def test_a_kept_lookup_is_served_until_its_time_is_up() -> None:
     assert cache.get("d1") == "acme"
     ticks.now += 0.2
     assert cache.get("d1") is None
-    assert (cache.hits, cache.misses, len(cache)) == (1, 1, 0)
+    assert (cache.hits, cache.misses, cache.size) == (1, 1, 0)
 
 
 def test_nothing_is_served_or_kept_while_changes_may_go_unheard() -> None:
     cache: TokenCache[str] = TokenCache(4)
     cache.put("d1", "acme", cache.generation)
     assert cache.get("d1") is None
-    assert len(cache) == 0
+    assert cache.size == 0
     cache.arm()
     cache.put("d1", "acme", cache.generation)
     cache.disarm()
     assert cache.get("d1") is None
-    assert len(cache) == 0
+    assert cache.size == 0
     cache.put("d1", "acme", cache.generation)
-    assert len(cache) == 0
+    assert cache.size == 0
 
 
 def test_a_lookup_that_began_before_a_change_is_not_kept() -> None:
